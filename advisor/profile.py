@@ -1,0 +1,226 @@
+"""The host profile: each GPU through NVML, CPU, RAM and disk through psutil.
+
+The only importer of pynvml and psutil. No GPU, no driver, or one failing NVML call is a
+normal case: the profile says so in `notes` and carries on with what it could read.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import psutil
+
+from advisor.config import hf_cache_dir
+from advisor.specs import CpuInfo, DiskInfo, GpuInfo, GpuProcess, HostProfile, RamInfo
+
+GIB = 2**30
+T = TypeVar("T")
+
+# What CUDA reports as a card's total against NVML's, from published logs (DESIGN.md):
+# (NVML GiB, CUDA GiB). Used where NVML's v2 memory info gives no reserved figure.
+KNOWN_CUDA_TOTALS: dict[str, tuple[float, float]] = {
+    "H100 80GB HBM3": (79.65, 79.19),
+    "A100-SXM4-80GB": (80.00, 79.15),
+    "A100 80GB PCIe": (80.00, 79.15),
+    "L4": (22.49, 22.16),
+    "Tesla T4": (15.00, 14.74),
+    "GeForce RTX 3060": (12.00, 11.63),
+}
+# The median CUDA/NVML ratio of the cards above, for a card we have no figure for.
+FALLBACK_CUDA_RATIO = 0.9853
+
+# CPU flags the CPU engine's kernels care about.
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "asimd")
+
+
+def _gib(n: float) -> float:
+    return round(n / GIB, 2)
+
+
+def cuda_total_gib(name: str, nvml_total: int, reserved: int | None) -> tuple[float, str]:
+    """What CUDA will call the total, and how it was derived.
+
+    Published pairs win; then NVML v2's reserved figure; then the typical ratio.
+    """
+    for key, (nv, cu) in KNOWN_CUDA_TOTALS.items():
+        if key.lower() in name.lower():
+            return round(_gib(nvml_total) * cu / nv, 2), f"published CUDA/NVML ratio of {key}"
+    if reserved:
+        return _gib(nvml_total - reserved), "NVML total less the driver's reserved memory"
+    return round(_gib(nvml_total) * FALLBACK_CUDA_RATIO, 2), "typical CUDA/NVML ratio (estimate)"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Reader:
+    """Calls NVML, turning each failure into a note instead of an exception."""
+
+    def __init__(self, nvml: ModuleType, notes: list[str], prefix: str) -> None:
+        self.nvml, self.notes, self.prefix = nvml, notes, prefix
+
+    def __call__(self, what: str, fn: Callable[[], T]) -> T | None:
+        try:
+            return fn()
+        except self.nvml.NVMLError as exc:
+            self.notes.append(f"{self.prefix}could not read {what} (NVML: {exc})")
+        except (AttributeError, TypeError) as exc:  # an older driver or binding lacks the call
+            self.notes.append(f"{self.prefix}could not read {what} ({exc})")
+        return None
+
+
+def _gpu(nvml: ModuleType, index: int, driver: str | None, cuda: str | None) -> GpuInfo:
+    notes: list[str] = []
+    read = _Reader(nvml, notes, f"GPU {index}: ")
+    h = nvml.nvmlDeviceGetHandleByIndex(index)
+    name = _text(read("name", lambda: nvml.nvmlDeviceGetName(h)) or "unknown GPU")
+    uuid = _text(read("UUID", lambda: nvml.nvmlDeviceGetUUID(h)) or "")
+    mem = read("memory", lambda: nvml.nvmlDeviceGetMemoryInfo(h))
+    reserved = None
+    try:  # v2 memory info separates what the driver reserves
+        v2 = nvml.nvmlDeviceGetMemoryInfo(h, version=nvml.nvmlMemory_v2)
+        reserved = int(v2.reserved)
+    except Exception:  # noqa: BLE001 - v2 is optional; v1 figures stand
+        pass
+    total = int(mem.total) if mem else 0
+    cuda_gib, how = cuda_total_gib(name, total, reserved)
+    if mem:
+        notes.append(f"GPU {index}: CUDA's total memory derived from NVML's by the {how}")
+    cc = read("compute capability", lambda: nvml.nvmlDeviceGetCudaComputeCapability(h))
+    util = read("utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(h))
+    temp = read("temperature", lambda: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))
+    power = read("power draw", lambda: nvml.nvmlDeviceGetPowerUsage(h))
+    limit = read("power limit", lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(h))
+    bus = read("memory bus width", lambda: nvml.nvmlDeviceGetMemoryBusWidth(h))
+    clock = read("memory clock", lambda: nvml.nvmlDeviceGetMaxClockInfo(h, nvml.NVML_CLOCK_MEM))
+    mig = read("MIG mode", lambda: nvml.nvmlDeviceGetMigMode(h))
+    procs: list[GpuProcess] = []
+    for kind, call in (("compute", "nvmlDeviceGetComputeRunningProcesses"),
+                       ("graphics", "nvmlDeviceGetGraphicsRunningProcesses")):
+        found = read(f"{kind} processes", lambda call=call: getattr(nvml, call)(h)) or []
+        for p in found:
+            if any(q.pid == p.pid for q in procs):
+                continue
+            used = getattr(p, "usedGpuMemory", None)
+            procs.append(GpuProcess(pid=int(p.pid), name=_process_name(int(p.pid)),
+                                    used_memory_gib=_gib(used) if isinstance(used, int) else None))
+    return GpuInfo(
+        index=index,
+        name=name,
+        uuid=uuid,
+        memory_total_gib=_gib(total),
+        memory_cuda_gib=cuda_gib,
+        memory_used_gib=_gib(int(mem.used)) if mem else 0.0,
+        memory_free_gib=_gib(int(mem.free)) if mem else 0.0,
+        compute_capability=f"{cc[0]}.{cc[1]}" if cc else None,
+        driver_version=driver,
+        cuda_version=cuda,
+        utilization_gpu_pct=int(util.gpu) if util else None,
+        utilization_memory_pct=int(util.memory) if util else None,
+        temperature_c=int(temp) if temp is not None else None,
+        power_draw_w=round(power / 1000, 1) if power is not None else None,
+        power_limit_w=round(limit / 1000, 1) if limit is not None else None,
+        memory_bus_width_bits=int(bus) if bus else None,
+        memory_clock_mhz=int(clock) if clock else None,
+        # double data rate: two transfers per clock, bus width in bits
+        memory_bandwidth_gbps=round(clock * 2 * bus / 8 / 1000, 1) if bus and clock else None,
+        mig_mode=bool(mig[0]) if mig else None,
+        processes=procs,
+        notes=notes,
+    )
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return psutil.Process(pid).name()
+    except (psutil.Error, OSError):
+        return "?"  # another container's process, or one that just exited
+
+
+def read_gpus(nvml: ModuleType | None, notes: list[str]) -> list[GpuInfo]:
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            notes.append("nvidia-ml-py is not installed: GPUs cannot be read")
+            return []
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as exc:
+        notes.append(f"No NVIDIA GPU can be used: NVML did not start ({exc}). "
+                     "Planning for vLLM's CPU engine, with RAM as the memory budget.")
+        return []
+    gpus: list[GpuInfo] = []
+    try:
+        read = _Reader(nvml, notes, "")
+        driver = read("the driver version", lambda: _text(nvml.nvmlSystemGetDriverVersion()))
+        cuda_raw = read("the CUDA version", nvml.nvmlSystemGetCudaDriverVersion_v2)
+        cuda = f"{cuda_raw // 1000}.{cuda_raw % 1000 // 10}" if cuda_raw else None
+        count = read("the GPU count", nvml.nvmlDeviceGetCount) or 0
+        for i in range(count):
+            try:
+                gpu = _gpu(nvml, i, driver, cuda)
+            except nvml.NVMLError as exc:
+                notes.append(f"GPU {i}: could not be opened (NVML: {exc}); left out")
+                continue
+            notes.extend(gpu.notes)
+            gpus.append(gpu)
+        if count == 0:
+            notes.append("NVML found no GPU: planning for vLLM's CPU engine.")
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except nvml.NVMLError:
+            pass
+    return gpus
+
+
+def read_cpu() -> CpuInfo:
+    model, flags = platform.processor() or platform.machine(), set[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model") and model in ("", platform.machine()):
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return CpuInfo(
+        model=model or "unknown CPU",
+        physical_cores=psutil.cpu_count(logical=False),
+        logical_cores=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
+        architecture=platform.machine(),
+        flags=[f for f in _CPU_FLAGS if f in flags],
+    )
+
+
+def read_disk(cache: Path) -> DiskInfo:
+    path = cache
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    usage = psutil.disk_usage(str(path))
+    return DiskInfo(path=str(cache), total_gib=_gib(usage.total), free_gib=_gib(usage.free))
+
+
+def read_host(nvml: ModuleType | None = None, env: Mapping[str, str] | None = None) -> HostProfile:
+    """Everything the estimator needs to know about this machine; never raises for a missing GPU."""
+    env = os.environ if env is None else env
+    notes: list[str] = []
+    gpus = read_gpus(nvml, notes)
+    vm = psutil.virtual_memory()
+    return HostProfile(
+        gpus=gpus,
+        cpu=read_cpu(),
+        ram=RamInfo(total_gib=_gib(vm.total), available_gib=_gib(vm.available)),
+        disk=read_disk(hf_cache_dir(env)),
+        notes=notes,
+        engine="vllm" if gpus else "vllm-cpu",
+    )

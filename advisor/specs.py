@@ -1,0 +1,178 @@
+"""Domain types, shared by the catalog, the JSON API, the CLI's --json and the templates.
+
+No I/O here. Units are in the field names: `_gib` is 2**30 bytes, `_b` is billions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+UseCase = Literal["code", "math", "chat", "edge", "long-context", "multilingual"]
+USE_CASES: tuple[str, ...] = ("code", "math", "chat", "edge", "long-context", "multilingual")
+
+# vLLM's --quantization names that the catalog knows, plus "none" for the plain checkpoint.
+Quant = Literal["none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes"]
+QUANTS: tuple[str, ...] = ("none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes")
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+class Architecture(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The figures from a checkpoint's config.json that memory depends on."""
+
+    architecture: str  # config.json "architectures"[0], e.g. "Qwen2ForCausalLM"
+    layers: int  # num_hidden_layers
+    hidden_size: int
+    intermediate_size: int
+    attention_heads: int  # num_attention_heads
+    kv_heads: int  # num_key_value_heads
+    head_dim: int
+    vocab_size: int
+    tied_embeddings: bool  # tie_word_embeddings
+    native_context: int  # max_position_embeddings (or the card's stated context where it differs)
+    qkv_bias: bool = False  # Qwen2 has biases on q, k and v
+    qk_norm: bool = False  # Qwen3 and Gemma 3 normalise q and k per head
+    norms_per_layer: int = 2  # Gemma 2/3 add pre/post feed-forward norms: 4
+    # Sliding-window attention: the window in tokens and which layers use it.
+    # `sliding_window_pattern` N means every Nth layer is global (Gemma 2: 2, Gemma 3: 6);
+    # 1 means all layers slide (Mistral 7B v0.1); 0 means no sliding window.
+    sliding_window: int = 0
+    sliding_window_pattern: int = 0
+    experts: int = 0  # MoE: routed experts per layer (0 for dense)
+    experts_per_token: int = 0
+    expert_intermediate_size: int = 0
+    # Parameters outside the language model that the checkpoint still stores (a vision tower).
+    extra_params: int = 0
+    extra_params_note: str = ""
+    torch_dtype: str = "bfloat16"
+    source: str  # where these figures were read (the config.json's address)
+
+
+class Score(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One published benchmark figure; never without its source."""
+
+    benchmark: str  # e.g. "MMLU", "MATH", "HumanEval", "GSM8K", "IFEval", "MGSM", "RULER"
+    value: float  # percent, as published
+    source: str  # the address it was read from
+    setting: str = ""  # e.g. "5-shot", "0-shot CoT", "pass@1"
+    note: str = ""
+
+
+class Checkpoint(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A deployable checkpoint of a model: the plain one or a published quantized repo."""
+
+    repo: str  # Hugging Face repo id
+    quant: Quant = "none"
+    dtype: str = "bfloat16"  # the dtype of the unquantized tensors
+    bits: int = 16  # weight bits of the quantized linear layers
+    group_size: int = 0  # quantization group size (AWQ/GPTQ/W4A16: 128); 0 = per channel/tensor
+    publisher: str = ""  # who published the quantized repo, if not the model's authors
+    # Read from the checkpoint's safetensors metadata where a copy was at hand; otherwise
+    # the loader computes it from the architecture and the scheme's tensor layout.
+    weight_bytes: int = 0
+    weight_bytes_source: str = ""  # "read: …" or "computed: …"; filled in by the loader
+    at_load: bool = False  # the plain repo quantized by vLLM at load; derived by the loader
+    note: str = ""
+
+
+class ArticleFigure(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What the seed article says, kept beside our sourced figure where they differ."""
+
+    mmlu: float | None = None
+    math: float | None = None
+    vram_q4: str = ""
+    note: str = ""
+
+
+class Model(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One instruction-tuned model of the catalog with its deployable checkpoints."""
+
+    id: str  # short catalog id, e.g. "qwen2.5-7b"
+    name: str
+    family: str = ""  # filled from the file's `family`
+    repo: str  # the main (unquantized) repo
+    license: str
+    released: str  # ISO date
+    params_b: float  # the parameter count the model card states, in billions
+    params_source: str
+    languages: list[str]
+    strengths: list[str]  # subset of USE_CASES plus free words
+    summary: str = ""
+    gated: bool = False  # needs HF_TOKEN and an accepted license
+    reasoning: bool = False  # thinks before answering (R1 distills, Qwen3)
+    arch: Architecture
+    scores: list[Score] = []
+    checkpoints: list[Checkpoint]
+    article: ArticleFigure | None = None
+
+
+class CatalogFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One TOML file of `catalog/`: a model family."""
+
+    family: str
+    vendor: str
+    models: list[Model]
+
+
+# --------------------------------------------------------------------------- host
+
+
+class GpuProcess(msgspec.Struct, kw_only=True):
+    pid: int
+    name: str
+    used_memory_gib: float | None
+
+
+class GpuInfo(msgspec.Struct, kw_only=True):
+    index: int
+    name: str
+    uuid: str
+    memory_total_gib: float  # NVML's memory.total
+    memory_cuda_gib: float  # what CUDA (and so vLLM) will call the total
+    memory_used_gib: float
+    memory_free_gib: float
+    compute_capability: str | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    utilization_gpu_pct: int | None = None
+    utilization_memory_pct: int | None = None
+    temperature_c: int | None = None
+    power_draw_w: float | None = None
+    power_limit_w: float | None = None
+    memory_bus_width_bits: int | None = None
+    memory_clock_mhz: int | None = None
+    memory_bandwidth_gbps: float | None = None  # GB/s, from bus width and memory clock
+    mig_mode: bool | None = None
+    processes: list[GpuProcess] = []
+    notes: list[str] = []
+
+
+class CpuInfo(msgspec.Struct, kw_only=True):
+    model: str
+    physical_cores: int | None
+    logical_cores: int
+    architecture: str
+    flags: list[str] = []  # the instruction-set extensions the CPU engine cares about
+
+
+class RamInfo(msgspec.Struct, kw_only=True):
+    total_gib: float
+    available_gib: float
+
+
+class DiskInfo(msgspec.Struct, kw_only=True):
+    path: str  # the model cache folder (HF_HOME's hub), or its nearest existing parent
+    total_gib: float
+    free_gib: float
+
+
+class HostProfile(msgspec.Struct, kw_only=True):
+    gpus: list[GpuInfo]
+    cpu: CpuInfo
+    ram: RamInfo
+    disk: DiskInfo
+    notes: list[str]
+    engine: Literal["vllm", "vllm-cpu"]  # which engine this host runs
