@@ -20,6 +20,7 @@ from advisor.weights import checkpoint_bytes, describe_computation
 
 SIZES_FILE = "checkpoint-sizes.toml"
 _ID = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
+_WORDS = re.compile(r"^[a-z][a-z0-9 \-]*$")
 
 
 def data_dir(name: str) -> Path:
@@ -109,7 +110,7 @@ def _check_model(path: Path, i: int, m: Model) -> None:
             raise fail(f"checkpoints[{j}].quant", f"one of {', '.join(QUANTS)}")
         if c.quant != "none" and c.bits not in (4, 8):
             raise fail(f"checkpoints[{j}].bits", "4 or 8 for a quantized checkpoint")
-    unknown = [s for s in m.strengths if s not in USE_CASES and not s.isidentifier()]
+    unknown = [s for s in m.strengths if s not in USE_CASES and not _WORDS.match(s)]
     if unknown:
         raise fail("strengths", f"use cases ({', '.join(USE_CASES)}) or plain words, not {unknown}")
 

@@ -6,9 +6,11 @@ normal case: the profile says so in `notes` and carries on with what it could re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -103,7 +105,8 @@ def _gpu(nvml: ModuleType, index: int, driver: str | None, cuda: str | None) -> 
     procs: list[GpuProcess] = []
     for kind, call in (("compute", "nvmlDeviceGetComputeRunningProcesses"),
                        ("graphics", "nvmlDeviceGetGraphicsRunningProcesses")):
-        found = read(f"{kind} processes", lambda call=call: getattr(nvml, call)(h)) or []
+        getter: Callable[[], list[Any]] = partial(getattr(nvml, call), h)
+        found = read(f"{kind} processes", getter) or []
         for p in found:
             if any(q.pid == p.pid for q in procs):
                 continue
@@ -143,13 +146,15 @@ def _process_name(pid: int) -> str:
         return "?"  # another container's process, or one that just exited
 
 
-def read_gpus(nvml: ModuleType | None, notes: list[str]) -> list[GpuInfo]:
-    if nvml is None:
+def read_gpus(nvml_module: ModuleType | None, notes: list[str]) -> list[GpuInfo]:
+    if nvml_module is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError:
             notes.append("nvidia-ml-py is not installed: GPUs cannot be read")
             return []
+        nvml_module = pynvml
+    nvml: ModuleType = nvml_module
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as exc:
@@ -174,10 +179,8 @@ def read_gpus(nvml: ModuleType | None, notes: list[str]) -> list[GpuInfo]:
         if count == 0:
             notes.append("NVML found no GPU: planning for vLLM's CPU engine.")
     finally:
-        try:
+        with contextlib.suppress(nvml.NVMLError):
             nvml.nvmlShutdown()
-        except nvml.NVMLError:
-            pass
     return gpus
 
 

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def advisor_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own ADVISOR_HOME and HF cache, and never reaches a hub."""
+    home = tmp_path / "advisor-home"
+    monkeypatch.setenv("ADVISOR_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("ADVISOR_API_KEY", raising=False)
+    monkeypatch.delenv("ADVISOR_CATALOG_DIR", raising=False)
+    return home

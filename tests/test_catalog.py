@@ -1,0 +1,134 @@
+"""The shipped catalog loads, is complete, and every figure carries its source."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from advisor.catalog import data_dir, load_catalog
+from advisor.errors import CatalogError
+from advisor.specs import USE_CASES
+from advisor.weights import param_count
+
+CATALOG = load_catalog()
+
+# The models the seed article names, by repo.
+SEED_MODELS = ["microsoft/phi-4", "google/gemma-2-9b-it", "meta-llama/Llama-3.1-8B-Instruct",
+               "Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.2-3B-Instruct",
+               "mistralai/Mistral-Nemo-Instruct-2407", "Qwen/Qwen2.5-Coder-7B-Instruct"]
+
+
+def test_catalog_holds_at_least_30_models_from_half_a_billion_to_15b() -> None:
+    sizes = [m.params_b for m in CATALOG.models]
+    assert len(CATALOG.models) >= 30
+    assert min(sizes) <= 0.6 and max(sizes) <= 15.5
+
+
+@pytest.mark.parametrize("repo", SEED_MODELS)
+def test_every_model_of_the_seed_article_is_in_the_catalog(repo: str) -> None:
+    assert CATALOG.by_repo(repo), f"{repo} missing"
+
+
+@pytest.mark.parametrize("model", CATALOG.models, ids=lambda m: m.id)
+def test_architecture_reproduces_the_parameter_count_the_card_states(model) -> None:  # type: ignore[no-untyped-def]
+    computed = param_count(model.arch) / 1e9
+    assert computed == pytest.approx(model.params_b, rel=0.025), (
+        f"{model.id}: config figures give {computed:.3f}B, card says {model.params_b}B"
+    )
+
+
+@pytest.mark.parametrize("model", CATALOG.models, ids=lambda m: m.id)
+def test_every_model_has_a_plain_checkpoint_and_sourced_figures(model) -> None:  # type: ignore[no-untyped-def]
+    assert any(c.quant == "none" for c in model.checkpoints)
+    assert model.arch.source.startswith("https://")
+    for s in model.scores:
+        assert s.source.startswith(("https://", "http://")), f"{model.id} {s.benchmark}"
+    for c in model.checkpoints:
+        assert c.weight_bytes > 0
+        assert c.weight_bytes_source.startswith(("computed:", "read:"))
+
+
+def test_every_use_case_has_models_that_claim_it() -> None:
+    for use in USE_CASES:
+        assert any(use in m.strengths for m in CATALOG.models), use
+
+
+def test_quantized_checkpoints_are_smaller_than_the_plain_one() -> None:
+    for m in CATALOG.models:
+        plain = next(c for c in m.checkpoints if c.quant == "none")
+        for c in m.checkpoints:
+            if c.quant != "none":
+                assert c.weight_bytes < plain.weight_bytes, (m.id, c.repo, c.quant)
+
+
+def test_repo_lookup_is_case_insensitive_and_finds_quantized_repos() -> None:
+    hit = CATALOG.by_repo("qwen/qwen2.5-7b-instruct-awq")
+    assert hit and hit[0].id == "qwen2.5-7b" and hit[1][0].quant == "awq"
+
+
+# --------------------------------------------------------------------- broken files
+
+
+@pytest.fixture(name="broken")
+def fx_broken(tmp_path: Path) -> Path:
+    """A copy of the catalog's worked example, to break."""
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    shutil.copy(data_dir("catalog") / "qwen2.5.toml", folder / "qwen2.5.toml")
+    return folder
+
+
+def _replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_a_wrong_type_names_the_file_the_field_and_the_expected_type(broken: Path) -> None:
+    _replace(broken / "qwen2.5.toml", "layers = 28", 'layers = "twenty-eight"')
+    with pytest.raises(CatalogError) as err:
+        load_catalog(broken)
+    assert str(err.value).startswith("qwen2.5.toml: field models[0].arch.layers:")
+    assert "Expected `int`, got `str`" in str(err.value)
+
+
+def test_a_missing_field_is_named(broken: Path) -> None:
+    _replace(broken / "qwen2.5.toml", "kv_heads = 4\n", "")
+    with pytest.raises(CatalogError, match=r"qwen2.5.toml: .*kv_heads"):
+        load_catalog(broken)
+
+
+def test_an_unknown_field_is_refused_rather_than_ignored(broken: Path) -> None:
+    _replace(broken / "qwen2.5.toml", "layers = 28", "layers = 28\nlayer_count = 28")
+    with pytest.raises(CatalogError, match=r"layer_count"):
+        load_catalog(broken)
+
+
+def test_invalid_toml_names_the_file(broken: Path) -> None:
+    (broken / "qwen2.5.toml").write_text("family = \n")
+    with pytest.raises(CatalogError, match=r"^qwen2.5.toml: not valid TOML"):
+        load_catalog(broken)
+
+
+def test_kv_heads_must_divide_attention_heads(broken: Path) -> None:
+    _replace(broken / "qwen2.5.toml", "kv_heads = 4", "kv_heads = 5")
+    with pytest.raises(CatalogError, match=r"arch.kv_heads .*expected a divisor of attention_heads"):
+        load_catalog(broken)
+
+
+def test_a_score_without_a_source_is_refused(broken: Path) -> None:
+    text = (broken / "qwen2.5.toml").read_text()
+    start = text.index("[[models.scores]]")
+    src_line = text.index("source", start)
+    end = text.index("\n", src_line)
+    (broken / "qwen2.5.toml").write_text(text[:src_line] + 'source = ""' + text[end:])
+    with pytest.raises(CatalogError, match=r"scores\[0\].source"):
+        load_catalog(broken)
+
+
+def test_a_duplicate_id_across_files_is_refused(broken: Path) -> None:
+    shutil.copy(broken / "qwen2.5.toml", broken / "again.toml")
+    with pytest.raises(CatalogError, match=r"also in"):
+        load_catalog(broken)

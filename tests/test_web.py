@@ -1,0 +1,98 @@
+"""The web service: in-process for the routes, and a real `advisor serve` for binding and start-up."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from litestar.testing import TestClient
+
+from advisor.config import load_settings
+from advisor.web.app import create_app
+
+
+@pytest.fixture(name="client")
+def fx_client() -> Iterator[TestClient]:  # type: ignore[type-arg]
+    with TestClient(app=create_app(load_settings())) as client:
+        yield client
+
+
+def test_healthz(client: TestClient) -> None:  # type: ignore[type-arg]
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_api_profile_is_the_no_gpu_profile_of_this_host(client: TestClient) -> None:  # type: ignore[type-arg]
+    data = client.get("/api/profile").json()
+    assert data["gpus"] == [] and data["engine"] == "vllm-cpu" and data["ram"]["total_gib"] > 0
+
+
+def test_api_models_lists_the_catalog_with_sources(client: TestClient) -> None:  # type: ignore[type-arg]
+    models = client.get("/api/models").json()
+    phi4 = next(m for m in models if m["id"] == "phi-4")
+    assert phi4["arch"]["source"].startswith("https://")
+    assert all(s["source"] for m in models for s in m["scores"])
+
+
+@pytest.mark.parametrize(("page", "twin", "text"), [
+    ("/", "/api/profile", "No GPU: CPU engine"),
+    ("/models", "/api/models", "Phi-4"),
+])
+def test_each_page_names_its_json_twin(client: TestClient, page: str, twin: str, text: str) -> None:  # type: ignore[type-arg]
+    r = client.get(page)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.headers["link"] == f'<{twin}>; rel="alternate"; type="application/json"'
+    assert text in r.text
+    assert client.get(twin).status_code == 200
+
+
+def test_openapi_schema_lists_the_api(client: TestClient) -> None:  # type: ignore[type-arg]
+    spec = client.get("/schema/openapi.json").json()
+    assert {"/healthz", "/api/profile", "/api/models"} <= set(spec["paths"])
+    assert client.get("/schema").status_code == 200
+
+
+def test_an_unknown_route_is_a_404_not_a_500(client: TestClient) -> None:  # type: ignore[type-arg]
+    assert client.get("/api/nothing-here").status_code == 404
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_advisor_serve_binds_localhost_makes_a_private_key_and_answers(advisor_home: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "advisor", "serve", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "advisor serve did not answer in 60 s"
+                time.sleep(0.3)
+        assert r.json()["status"] == "ok"
+        listening = [c.laddr for c in psutil.Process(proc.pid).net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
+        assert httpx.get(f"http://127.0.0.1:{port}/api/models", timeout=10).status_code == 200
+        key_file = advisor_home / "api-key"
+        assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert f"API key (saved in {key_file}, shown once): {key_file.read_text().strip()}" in out

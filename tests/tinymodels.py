@@ -1,0 +1,89 @@
+"""Model folders the tests build: config.json plus safetensors, with real tensor layouts.
+
+Tensor names and shapes follow Hugging Face's Llama/Qwen2 modules and, for quantized
+folders, the layouts AutoAWQ (GEMM) and GPTQ write, so that sizes read from the files'
+headers can be checked against sizes computed from the architecture.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+TINY_LLAMA: dict[str, Any] = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "vocab_size": 512,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "torch_dtype": "bfloat16",
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
+
+def _linears(c: dict[str, Any]) -> list[tuple[str, int, int, bool]]:
+    h, hd = c["hidden_size"], c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+    q, kv, inter = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd, c["intermediate_size"]
+    bias = c["model_type"] == "qwen2"
+    return [("self_attn.q_proj", h, q, bias), ("self_attn.k_proj", h, kv, bias),
+            ("self_attn.v_proj", h, kv, bias), ("self_attn.o_proj", q, h, False),
+            ("mlp.gate_proj", h, inter, False), ("mlp.up_proj", h, inter, False),
+            ("mlp.down_proj", inter, h, False)]
+
+
+def build_model(folder: Path, config: dict[str, Any] | None = None, quant: str = "none",
+                group_size: int = 128, seed: int = 0) -> Path:
+    """Write a random model of `config`'s shape, plain bf16 or in a 4-bit AWQ/GPTQ layout."""
+    c = dict(TINY_LLAMA if config is None else config)
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    plain = torch.float16 if quant != "none" else torch.bfloat16
+    h, vocab = c["hidden_size"], c["vocab_size"]
+    t: dict[str, torch.Tensor] = {
+        "model.embed_tokens.weight": (torch.randn(vocab, h, generator=g) * 0.02).to(plain),
+        "model.norm.weight": torch.ones(h, dtype=plain),
+    }
+    if not c.get("tie_word_embeddings"):
+        t["lm_head.weight"] = (torch.randn(vocab, h, generator=g) * 0.02).to(plain)
+    for layer in range(c["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        t[p + "input_layernorm.weight"] = torch.ones(h, dtype=plain)
+        t[p + "post_attention_layernorm.weight"] = torch.ones(h, dtype=plain)
+        for name, fan_in, fan_out, bias in _linears(c):
+            if bias:
+                t[p + name + ".bias"] = torch.zeros(fan_out, dtype=plain)
+            if quant == "none":
+                t[p + name + ".weight"] = (torch.randn(fan_out, fan_in, generator=g) * 0.02).to(plain)
+                continue
+            groups = fan_in // group_size
+            rand = lambda *shape: torch.randint(0, 2**31 - 1, shape, generator=g, dtype=torch.int32)  # noqa: E731
+            if quant == "awq":  # AutoAWQ GEMM
+                t[p + name + ".qweight"] = rand(fan_in, fan_out // 8)
+                t[p + name + ".qzeros"] = rand(groups, fan_out // 8)
+                t[p + name + ".scales"] = torch.rand(groups, fan_out, generator=g).to(torch.float16)
+            elif quant == "gptq":
+                t[p + name + ".qweight"] = rand(fan_in // 8, fan_out)
+                t[p + name + ".qzeros"] = rand(groups, fan_out // 8)
+                t[p + name + ".scales"] = torch.rand(groups, fan_out, generator=g).to(torch.float16)
+                t[p + name + ".g_idx"] = torch.arange(fan_in, dtype=torch.int32) // group_size
+            else:
+                raise ValueError(quant)
+    if quant != "none":
+        c["quantization_config"] = {"quant_method": quant, "bits": 4, "group_size": group_size}
+        c["torch_dtype"] = "float16"
+    save_file(t, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(c, indent=2))
+    return folder
