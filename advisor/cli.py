@@ -103,9 +103,7 @@ def models(as_json: bool) -> None:
 def render_models(models: list[Model]) -> str:
     rows = [("ID", "PARAMS", "CONTEXT", "LICENSE", "CHECKPOINTS (GiB)")]
     for m in models:
-        ckpts = ", ".join(f"{c.quant if c.quant != 'none' else c.dtype}"
-                          f"{' at load' if c.at_load else ''} {c.weight_bytes / 2**30:.2f}"
-                          for c in m.checkpoints)
+        ckpts = ", ".join(f"{c.label} {c.weight_bytes / 2**30:.2f}" for c in m.checkpoints)
         rows.append((m.id, f"{m.params_b:g}B", f"{m.arch.native_context:,}", m.license, ckpts))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)

@@ -131,7 +131,8 @@ def arch_from_config(config: dict[str, Any], source: str) -> Architecture:
             intermediate_size=int(c.get("intermediate_size") or 4 * hidden),
             attention_heads=heads,
             kv_heads=int(c.get("num_key_value_heads") or heads),
-            head_dim=int(c.get("head_dim") or hidden // heads),
+            # transformers' Gemma 3 config defaults head_dim to 256 where config.json omits it
+            head_dim=int(c.get("head_dim") or (256 if arch.startswith("Gemma3") else hidden // heads)),
             vocab_size=int(c["vocab_size"]),
             tied_embeddings=bool(c.get("tie_word_embeddings", False)),
             native_context=int(c.get("max_position_embeddings") or 2048),

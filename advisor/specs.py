@@ -77,6 +77,13 @@ class Checkpoint(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     at_load: bool = False  # the plain repo quantized by vLLM at load; derived by the loader
     note: str = ""
 
+    @property
+    def label(self) -> str:
+        """A short name for people: "bfloat16", "awq 4-bit", "fp8 8-bit at load"."""
+        if self.quant == "none":
+            return self.dtype
+        return f"{self.quant} {self.bits}-bit" + (" at load" if self.at_load else "")
+
 
 class ArticleFigure(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """What the seed article says, kept beside our sourced figure where they differ."""

@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tinymodels import TINY_FAMILY
 
-from advisor.catalog import data_dir, load_catalog
+from advisor.catalog import load_catalog
 from advisor.errors import CatalogError
 from advisor.specs import USE_CASES
 from advisor.weights import param_count
@@ -73,10 +74,10 @@ def test_repo_lookup_is_case_insensitive_and_finds_quantized_repos() -> None:
 
 @pytest.fixture(name="broken")
 def fx_broken(tmp_path: Path) -> Path:
-    """A copy of the catalog's worked example, to break."""
+    """A one-model family file, to break."""
     folder = tmp_path / "catalog"
     folder.mkdir()
-    shutil.copy(data_dir("catalog") / "qwen2.5.toml", folder / "qwen2.5.toml")
+    (folder / "tiny.toml").write_text(TINY_FAMILY.format(repo="tiny/llama", layers=2))
     return folder
 
 
@@ -87,48 +88,48 @@ def _replace(path: Path, old: str, new: str) -> None:
 
 
 def test_a_wrong_type_names_the_file_the_field_and_the_expected_type(broken: Path) -> None:
-    _replace(broken / "qwen2.5.toml", "layers = 28", 'layers = "twenty-eight"')
+    _replace(broken / "tiny.toml", "layers = 2", 'layers = "two"')
     with pytest.raises(CatalogError) as err:
         load_catalog(broken)
-    assert str(err.value).startswith("qwen2.5.toml: field models[0].arch.layers:")
+    assert str(err.value).startswith("tiny.toml: field models[0].arch.layers:")
     assert "Expected `int`, got `str`" in str(err.value)
 
 
 def test_a_missing_field_is_named(broken: Path) -> None:
-    _replace(broken / "qwen2.5.toml", "kv_heads = 4\n", "")
-    with pytest.raises(CatalogError, match=r"qwen2.5.toml: .*kv_heads"):
+    _replace(broken / "tiny.toml", "kv_heads = 2\n", "")
+    with pytest.raises(CatalogError, match=r"tiny.toml: .*kv_heads"):
         load_catalog(broken)
 
 
 def test_an_unknown_field_is_refused_rather_than_ignored(broken: Path) -> None:
-    _replace(broken / "qwen2.5.toml", "layers = 28", "layers = 28\nlayer_count = 28")
+    _replace(broken / "tiny.toml", "layers = 2", "layers = 2\nlayer_count = 2")
     with pytest.raises(CatalogError, match=r"layer_count"):
         load_catalog(broken)
 
 
 def test_invalid_toml_names_the_file(broken: Path) -> None:
-    (broken / "qwen2.5.toml").write_text("family = \n")
-    with pytest.raises(CatalogError, match=r"^qwen2.5.toml: not valid TOML"):
+    (broken / "tiny.toml").write_text("family = \n")
+    with pytest.raises(CatalogError, match=r"^tiny.toml: not valid TOML"):
         load_catalog(broken)
 
 
 def test_kv_heads_must_divide_attention_heads(broken: Path) -> None:
-    _replace(broken / "qwen2.5.toml", "kv_heads = 4", "kv_heads = 5")
+    _replace(broken / "tiny.toml", "kv_heads = 2", "kv_heads = 3")
     with pytest.raises(CatalogError, match=r"arch.kv_heads .*expected a divisor of attention_heads"):
         load_catalog(broken)
 
 
 def test_a_score_without_a_source_is_refused(broken: Path) -> None:
-    text = (broken / "qwen2.5.toml").read_text()
+    text = (broken / "tiny.toml").read_text()
     start = text.index("[[models.scores]]")
     src_line = text.index("source", start)
     end = text.index("\n", src_line)
-    (broken / "qwen2.5.toml").write_text(text[:src_line] + 'source = ""' + text[end:])
+    (broken / "tiny.toml").write_text(text[:src_line] + 'source = ""' + text[end:])
     with pytest.raises(CatalogError, match=r"scores\[0\].source"):
         load_catalog(broken)
 
 
 def test_a_duplicate_id_across_files_is_refused(broken: Path) -> None:
-    shutil.copy(broken / "qwen2.5.toml", broken / "again.toml")
+    shutil.copy(broken / "tiny.toml", broken / "again.toml")
     with pytest.raises(CatalogError, match=r"also in"):
         load_catalog(broken)

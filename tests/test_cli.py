@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-from tinymodels import build_model
+from tinymodels import TINY_FAMILY, build_model
 
 from advisor import __version__
 from advisor.cli import cli
@@ -50,7 +50,7 @@ def test_models_json_lists_models_with_checkpoints() -> None:
 def test_models_table_shows_each_checkpoint_in_gib() -> None:
     result = CliRunner().invoke(cli, ["models"])
     assert result.exit_code == 0
-    assert "qwen2.5-7b" in result.output and "awq 5.19" in result.output
+    assert "qwen2.5-7b" in result.output and "awq 4-bit 5.19" in result.output
 
 
 def test_a_broken_catalog_is_one_line_and_exit_2_not_a_traceback(tmp_path: Path) -> None:
@@ -71,58 +71,6 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
-
-
-TINY_FAMILY = """
-family = "Tiny"
-vendor = "the tests"
-
-[[models]]
-id = "tiny"
-name = "Tiny Llama"
-repo = "{repo}"
-license = "apache-2.0"
-released = "2026-11-29"
-params_b = 0.0027
-params_source = "built by tests/tinymodels.py"
-languages = ["en"]
-strengths = ["edge"]
-
-[models.arch]
-architecture = "LlamaForCausalLM"
-layers = {layers}
-hidden_size = 256
-intermediate_size = 512
-attention_heads = 4
-kv_heads = 2
-head_dim = 64
-vocab_size = 512
-tied_embeddings = false
-native_context = 2048
-source = "https://example.invalid/config.json"
-
-[[models.checkpoints]]
-repo = "{repo}"
-
-[[models.checkpoints]]
-repo = "{repo}-AWQ"
-quant = "awq"
-bits = 4
-group_size = 128
-dtype = "float16"
-
-[[models.checkpoints]]
-repo = "{repo}-GPTQ-Int4"
-quant = "gptq"
-bits = 4
-group_size = 128
-dtype = "float16"
-
-[[models.checkpoints]]
-repo = "{repo}"
-quant = "fp8"
-bits = 8
-"""
 
 
 def _one_model_catalog(tmp_path: Path, repo: str, layers: int) -> Path:

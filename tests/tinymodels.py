@@ -34,6 +34,64 @@ TINY_LLAMA: dict[str, Any] = {
 }
 
 
+# A catalog family file for the tiny model; `{repo}` and `{layers}` are filled in.
+TINY_FAMILY = """
+family = "Tiny"
+vendor = "the tests"
+
+[[models]]
+id = "tiny"
+name = "Tiny Llama"
+repo = "{repo}"
+license = "apache-2.0"
+released = "2026-11-29"
+params_b = 0.0027
+params_source = "built by tests/tinymodels.py"
+languages = ["en"]
+strengths = ["edge"]
+
+[models.arch]
+architecture = "LlamaForCausalLM"
+layers = {layers}
+hidden_size = 256
+intermediate_size = 512
+attention_heads = 4
+kv_heads = 2
+head_dim = 64
+vocab_size = 512
+tied_embeddings = false
+native_context = 2048
+source = "https://example.invalid/config.json"
+
+[[models.scores]]
+benchmark = "MMLU"
+value = 25.0
+source = "https://example.invalid/card"
+
+[[models.checkpoints]]
+repo = "{repo}"
+
+[[models.checkpoints]]
+repo = "{repo}-AWQ"
+quant = "awq"
+bits = 4
+group_size = 128
+dtype = "float16"
+
+[[models.checkpoints]]
+repo = "{repo}-GPTQ-Int4"
+quant = "gptq"
+bits = 4
+group_size = 128
+dtype = "float16"
+
+[[models.checkpoints]]
+repo = "{repo}"
+quant = "fp8"
+bits = 8
+"""
+
+
 def _linears(c: dict[str, Any]) -> list[tuple[str, int, int, bool]]:
     h, hd = c["hidden_size"], c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
     q, kv, inter = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd, c["intermediate_size"]
