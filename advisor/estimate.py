@@ -1,0 +1,383 @@
+"""Predict the memory figures vLLM prints at start-up, and whether it will start at all.
+
+Pure functions over the catalog's types; no I/O. The accounting follows vLLM's own code
+(vllm/v1/worker/gpu_worker.py::determine_available_memory, vllm/utils/mem_utils.py,
+vllm/v1/core/kv_cache_utils.py), read in the version the advisor installs (0.32):
+
+  requested   = ceil(cuda_total × gpu_memory_utilization)          (per GPU)
+  available   = requested − weights − activation peak − non-torch
+                − CUDA-graph estimate (from 0.21 on; before, graphs sit outside)
+  num_blocks  = available // bytes_per_block                       (block 16 GPU, 128 CPU)
+  it starts if available > 0 and (available − one block) holds one max_model_len sequence
+  tokens      = int(num_blocks / blocks_per_request × max_model_len)
+  concurrency = num_blocks / blocks_per_request
+
+The CPU engine sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (whole GiB) instead.
+Activation, non-torch and CUDA-graph memory are modelled per architecture and fitted on
+published start-up logs (tests/data/vllm_logs; bench/accuracy.py prints the table).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+
+from advisor.specs import Architecture, Checkpoint, Model
+
+GIB = 2**30
+INSTALLED_VLLM = (0, 32)
+# From 0.21 on, vLLM profiles CUDA-graph memory and takes it out of the reservation.
+CUDA_GRAPHS_IN_RESERVATION_SINCE = (0, 21)
+
+# ----------------------------------------------------------------- fitted constants
+# Activation peak of the profiling pass. From vLLM 0.19 on it is the larger of the dummy
+# forward pass over max_num_batched_tokens (M) and the dummy sampler pass over max_num_seqs
+# (S) sequences of fp32 logits with their probabilities, sort keys and indices, plus a
+# small base. Fitted on the v0.19 logs in tests/data/vllm_logs/ (planner-*: Llama-3.1-8B
+# 1.89 GiB, Gemma-2-2B 3.62 GiB, the rest kept to check it): bench/accuracy.py.
+ACT_BASE_GIB = 0.153
+# bytes per (sequence × vocabulary entry) in the sampler's dummy pass, by vLLM version
+SAMPLER_BYTES_PER_LOGIT: list[tuple[tuple[int, int], float]] = [
+    ((0, 19), 14.2),  # planner v0.19 logs: (3.62 − 1.89) GiB / (1024 × (256000 − 128256))
+    ((0, 0), 38.5),  # llm-d planner's table (v0.11 recipe): Llama-3.1-8B 4.76 GiB at S=1024
+]
+# dummy forward pass: gate/up output and activation (3 × intermediate / tp) and the
+# residual stream with its norm and attention output (4 × hidden), bf16
+FWD_INTER, FWD_HIDDEN = 3.0, 4.0
+# Non-torch memory during profiling (cuBLAS workspaces; NCCL and custom all-reduce with
+# tensor parallelism), (tp 1, tp > 1) by version: planner v0.19 logs 0.24–0.25 and 2.07 GiB;
+# the planner's table (v0.11 recipe) 0.13–0.14 and 0.54 GiB.
+NON_TORCH_GIB: list[tuple[tuple[int, int], tuple[float, float]]] = [
+    ((0, 19), (0.25, 2.07)),
+    ((0, 0), (0.13, 0.54)),
+]
+# What the CUDA context takes before vLLM's first snapshot: free memory as NVML reads it
+# must exceed the reservation by this much (planner v0.19 logs: cuda_memory=0.51GiB).
+CUDA_CONTEXT_GIB = 0.51
+# CUDA-graph pool (planner v0.19 "Estimated CUDA graph memory"): 0.84 GiB for 32 layers,
+# 0.61–1.07 GiB over 26–40 layers.
+GRAPH_GIB_BASE = 0.45
+GRAPH_GIB_PER_LAYER = 0.015
+# The CPU engine: what the Python process holds beside weights and KV (torch, vLLM, the
+# API server), measured on vllm-cpu 0.32 with the tiny test models.
+CPU_PROCESS_OVERHEAD_GIB = 2.5
+
+
+class Target(msgspec.Struct, kw_only=True):
+    """The hardware a plan is for: a GPU model and count, or the CPU engine with its RAM."""
+
+    engine: Literal["vllm", "vllm-cpu"]
+    gpu_name: str = ""
+    gpu_gib: float = 0.0  # CUDA's total per GPU
+    gpus: int = 0
+    free_gib: float | None = None  # free per GPU now (a launch checks against it)
+    bandwidth_gbps: float | None = None  # memory bandwidth per GPU, GB/s
+    bf16_tflops: float | None = None  # dense bf16 tensor throughput per GPU
+    ram_gib: float = 0.0  # the CPU engine's budget
+    cpu_kv_gib: int | None = None  # VLLM_CPU_KVCACHE_SPACE; None: the plan picks one
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    """The engine flags a plan sets (vLLM's names in snake_case)."""
+
+    gpu_mem_util: float = 0.9
+    max_model_len: int | None = None  # None: the longest that fits, capped at native
+    tp: int = 1
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    concurrency: int = 1
+    enforce_eager: bool = False
+    vllm_version: tuple[int, int] = INSTALLED_VLLM
+
+
+class Estimate(msgspec.Struct, kw_only=True):
+    """What vLLM will print at start-up, predicted; field names are the JSON contract's."""
+
+    model: str
+    repo: str
+    quant: str
+    dtype: str
+    engine: str
+    tp: int
+    gpu_mem_util: float
+    reservation_gib: float
+    weights_gib: float
+    activation_gib: float
+    non_torch_gib: float
+    cuda_graph_gib: float
+    kv_cache_gib: float
+    kv_bytes_per_token: int
+    kv_cache_tokens: int
+    block_size: int
+    max_num_batched_tokens: int
+    max_model_len: int | None
+    max_concurrency: float
+    fits: bool
+    meets_request: bool
+    reason: str
+    decode_tokens_per_s: float | None = None
+    decode_tokens_per_s_at_concurrency: float | None = None
+    ttft_s: float | None = None
+    cpu_kv_space_gib: int | None = None
+    provenance: dict[str, str] = {}
+
+
+# ----------------------------------------------------------------- pieces
+
+
+def kv_dtype_bytes(ckpt: Checkpoint, kv_cache_dtype: str) -> int:
+    if kv_cache_dtype == "fp8":
+        return 1
+    return 4 if ckpt.dtype == "float32" else 2
+
+
+def kv_heads_per_gpu(arch: Architecture, tp: int) -> int:
+    """vLLM splits KV heads across ranks, replicating them when tp exceeds their count."""
+    return max(1, arch.kv_heads // tp)
+
+
+def kv_bytes_per_token(arch: Architecture, dtype_bytes: int, tp: int = 1) -> int:
+    """K and V of every layer for one token, on one GPU."""
+    return arch.layers * 2 * kv_heads_per_gpu(arch, tp) * arch.head_dim * dtype_bytes
+
+
+@dataclass(frozen=True)
+class KvLayout:
+    """vLLM's grouping of layers into KV-cache groups that share one pool of blocks."""
+
+    block_size: int
+    bytes_per_block: int  # one block id across every layer of one group
+    full_groups: int
+    sliding_groups: int
+    window: int
+    in_flight_tokens: int  # max_num_batched_tokens: sliding layers keep window − 1 + this
+
+    def blocks_per_request(self, max_len: int) -> int:
+        full = math.ceil(max_len / self.block_size)
+        held = min(self.window - 1 + self.in_flight_tokens, max_len)
+        sliding = math.ceil(held / self.block_size) + 1
+        return self.full_groups * full + self.sliding_groups * sliding
+
+
+def kv_layout(arch: Architecture, dtype_bytes: int, tp: int, block_size: int,
+              max_num_batched_tokens: int) -> KvLayout:
+    layer_page = block_size * 2 * kv_heads_per_gpu(arch, tp) * arch.head_dim * dtype_bytes
+    n = arch.layers
+    if arch.sliding_window and arch.sliding_window_pattern != 1:
+        # every Nth layer attends globally, the others slide (Gemma 2: N=2, Gemma 3: N=6)
+        pattern = arch.sliding_window_pattern or 2
+        full = n // pattern
+        sliding = n - full
+        buckets = [b for b in (full, sliding) if b]
+        group = min(buckets)
+        if max(buckets) < group * 1.5:
+            group = max(buckets)
+        return KvLayout(block_size, group * layer_page, math.ceil(full / group),
+                        math.ceil(sliding / group), arch.sliding_window, max_num_batched_tokens)
+    if arch.sliding_window and arch.sliding_window_pattern == 1:
+        return KvLayout(block_size, n * layer_page, 0, 1, arch.sliding_window,
+                        max_num_batched_tokens)
+    return KvLayout(block_size, n * layer_page, 1, 0, 0, max_num_batched_tokens)
+
+
+def activation_gib(arch: Architecture, tp: int, max_num_batched_tokens: int, max_num_seqs: int,
+                   version: tuple[int, int] = INSTALLED_VLLM) -> float:
+    inter = arch.expert_intermediate_size * arch.experts_per_token if arch.experts else \
+        arch.intermediate_size
+    forward = max_num_batched_tokens * (FWD_INTER * inter / tp + FWD_HIDDEN * arch.hidden_size) * 2
+    per_logit = next(b for since, b in SAMPLER_BYTES_PER_LOGIT if version >= since)
+    sampler = max_num_seqs * arch.vocab_size * per_logit  # logits are gathered whole on each rank
+    return ACT_BASE_GIB + max(forward, sampler) / GIB
+
+
+def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM) -> float:
+    one, many = next(v for since, v in NON_TORCH_GIB if version >= since)
+    return one if tp == 1 else many
+
+
+def cuda_graph_gib(arch: Architecture, enforce_eager: bool) -> float:
+    return 0.0 if enforce_eager else GRAPH_GIB_BASE + GRAPH_GIB_PER_LAYER * arch.layers
+
+
+def default_batching(target: Target, tp: int) -> tuple[int, int]:
+    """vLLM's API-server defaults for max_num_batched_tokens and max_num_seqs
+    (vllm/engine/arg_utils.py::get_batch_defaults)."""
+    if target.engine == "vllm-cpu":
+        return 2048 * tp, 128 * tp
+    if target.gpu_gib >= 160 * 0.93:
+        return 16384, 1024
+    if target.gpu_gib >= 70 * 0.93 and "a100" not in target.gpu_name.lower():
+        return 8192, 1024
+    return 2048, 256
+
+
+def weights_bytes_per_gpu(ckpt: Checkpoint, tp: int) -> int:
+    return math.ceil(ckpt.weight_bytes / tp)
+
+
+def _gib(n: float) -> float:
+    return round(n / GIB, 2)
+
+
+# ----------------------------------------------------------------- the estimate
+
+
+@dataclass(frozen=True)
+class _Pool:
+    available: int  # bytes for KV, per GPU
+    layout: KvLayout
+
+
+def _longest_fitting(pool: _Pool, native: int) -> int:
+    """vLLM's auto-fit: the longest max_model_len whose one sequence fits beside the
+    null block (binary search, as _estimate_max_model_len_from_groups does)."""
+    usable = pool.available - pool.layout.bytes_per_block
+    def fits(n: int) -> bool:
+        return pool.layout.blocks_per_request(n) * pool.layout.bytes_per_block <= usable
+    if not fits(1):
+        return 0
+    lo, hi, best = 1, native, 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: Settings) -> Estimate:
+    """One checkpoint under one set of flags on one target, as vLLM would account for it."""
+    arch = model.arch
+    tp = settings.tp
+    dtype_b = kv_dtype_bytes(ckpt, settings.kv_cache_dtype)
+    d_m, d_s = default_batching(target, tp)
+    m = settings.max_num_batched_tokens or d_m
+    s = settings.max_num_seqs or d_s
+    cpu = target.engine == "vllm-cpu"
+    block = 128 if cpu else 16
+    layout = kv_layout(arch, dtype_b, tp, block, m)
+    weights = weights_bytes_per_gpu(ckpt, tp)
+    prov = {"weights_gib": ckpt.weight_bytes_source or "computed",
+            "kv_bytes_per_token": "layers × 2 × kv_heads × head_dim × dtype bytes (config.json)"}
+    reasons: list[str] = []
+
+    if cpu:
+        act = nontorch = graphs = 0.0
+        budget = target.ram_gib
+        space = target.cpu_kv_gib
+        if space is None:
+            space = _cpu_kv_space(model, ckpt, target, settings, layout, weights)
+        prov["kv_cache_gib"] = "VLLM_CPU_KVCACHE_SPACE (the CPU engine's explicit KV size)"
+        available = space * GIB
+        reservation = budget
+        room = budget * GIB - weights - available - CPU_PROCESS_OVERHEAD_GIB * GIB
+        if room < 0:
+            reasons.append(
+                f"needs {_gib(weights + available) + CPU_PROCESS_OVERHEAD_GIB:.2f} GiB of RAM "
+                f"(weights {_gib(weights):.2f}, KV cache {space}, process "
+                f"{CPU_PROCESS_OVERHEAD_GIB}), above the {budget:.2f} GiB budget")
+    else:
+        space = None
+        requested = math.ceil(target.gpu_gib * GIB * settings.gpu_mem_util)
+        reservation = requested / GIB
+        act = activation_gib(arch, tp, m, s, settings.vllm_version)
+        nontorch = non_torch_gib(tp, settings.vllm_version)
+        graphs = cuda_graph_gib(arch, settings.enforce_eager)
+        in_reservation = settings.vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
+        available = int(requested - weights - (act + nontorch + (graphs if in_reservation else 0)) * GIB)
+        prov["activation_gib"] = (f"modelled: max_num_batched_tokens {m}, max_num_seqs {s}, "
+                                  "fitted on published vLLM logs")
+        prov["non_torch_gib"] = "fitted on published vLLM logs"
+        prov["cuda_graph_gib"] = ("0: --enforce-eager" if settings.enforce_eager else
+                                  "modelled per layer; " + ("inside" if in_reservation else "outside")
+                                  + f" the reservation in vLLM {settings.vllm_version[0]}."
+                                  f"{settings.vllm_version[1]}")
+        reasons += _gpu_refusals(model, target, settings, requested, weights, graphs, in_reservation)
+
+    pool = _Pool(max(available, 0), layout)
+    native = arch.native_context
+    longest = _longest_fitting(pool, native) if available > 0 else 0
+    asked = settings.max_model_len
+    if asked is not None and asked > native:
+        reasons.append(f"max_model_len {asked:,} is above the model's native context {native:,}")
+    max_len: int | None = asked if asked is not None else (longest or None)
+    if available <= 0 and not reasons:
+        reasons.append("no memory left for the KV cache after weights"
+                       + ("" if cpu else ", activations and CUDA graphs"))
+    elif asked is not None and longest < asked and available > 0 and not reasons:
+        need = layout.blocks_per_request(asked) * layout.bytes_per_block
+        reasons.append(f"one {asked:,}-token sequence needs {_gib(need):.2f} GiB of KV cache; "
+                       f"{_gib(available):.2f} GiB is available (longest that fits: {longest:,})")
+    num_blocks = pool.available // layout.bytes_per_block
+    if max_len:
+        per_req = layout.blocks_per_request(max_len)
+        concurrency = num_blocks / per_req
+        tokens = int(concurrency * max_len)
+    else:
+        concurrency, tokens = 0.0, 0
+    fits = not reasons
+    meets = fits and concurrency >= settings.concurrency
+    return Estimate(
+        model=model.id, repo=ckpt.repo, quant=ckpt.quant, dtype=ckpt.dtype, engine=target.engine,
+        tp=tp, gpu_mem_util=settings.gpu_mem_util, reservation_gib=round(reservation, 2),
+        weights_gib=_gib(weights), activation_gib=round(act, 2), non_torch_gib=round(nontorch, 2),
+        cuda_graph_gib=round(graphs, 2), kv_cache_gib=_gib(pool.available),
+        kv_bytes_per_token=kv_bytes_per_token(arch, dtype_b, tp), kv_cache_tokens=tokens,
+        block_size=block, max_num_batched_tokens=m, max_model_len=max_len if fits else None,
+        max_concurrency=round(concurrency, 2), fits=fits, meets_request=meets,
+        reason="; ".join(reasons), cpu_kv_space_gib=space, provenance=prov,
+    )
+
+
+def _gpu_refusals(model: Model, target: Target, settings: Settings, requested: int, weights: int,
+                  graphs: float, in_reservation: bool) -> list[str]:
+    arch, tp = model.arch, settings.tp
+    out = []
+    if tp > max(target.gpus, 1):
+        out.append(f"tensor parallel size {tp} needs {tp} GPUs; {target.gpus} planned")
+    if arch.attention_heads % tp:
+        out.append(f"{arch.attention_heads} attention heads do not divide across {tp} GPUs")
+    elif tp > arch.kv_heads and tp % arch.kv_heads:
+        out.append(f"{arch.kv_heads} KV heads cannot be replicated evenly across {tp} GPUs")
+    if target.free_gib is not None and (target.free_gib - CUDA_CONTEXT_GIB) * GIB < requested:
+        out.append(f"only {target.free_gib:.2f} GiB is free on the GPU, below the "
+                   f"{_gib(requested):.2f} GiB that gpu_memory_utilization {settings.gpu_mem_util} "
+                   f"reserves (plus {CUDA_CONTEXT_GIB} GiB for the CUDA context)")
+    if weights > requested:
+        out.append(f"the weights alone ({_gib(weights):.2f} GiB per GPU) exceed the "
+                   f"{_gib(requested):.2f} GiB reservation")
+    if not in_reservation and not settings.enforce_eager:
+        outside = target.gpu_gib * GIB - requested
+        if graphs * GIB > outside:
+            out.append(f"CUDA graphs need about {graphs:.2f} GiB outside the reservation; "
+                       f"{_gib(outside):.2f} GiB is left")
+    return out
+
+
+def _cpu_kv_space(model: Model, ckpt: Checkpoint, target: Target, settings: Settings,
+                  layout: KvLayout, weights: int) -> int:
+    """Whole GiB of VLLM_CPU_KVCACHE_SPACE: enough for the requested sequences (or the
+    native context), within what RAM leaves after weights and the process."""
+    length = settings.max_model_len or model.arch.native_context
+    need = (layout.blocks_per_request(length) * max(settings.concurrency, 1) + 1) \
+        * layout.bytes_per_block
+    room = target.ram_gib - _gib(weights) - CPU_PROCESS_OVERHEAD_GIB
+    return max(1, min(math.ceil(need / GIB), math.floor(room)))
+
+
+# ----------------------------------------------------------------- choosing a checkpoint
+
+
+def checkpoint_for(model: Model, quant: str | None) -> Checkpoint | None:
+    """The checkpoint a `--quant` names: a published repo first, quantize-at-load after."""
+    quant = quant or "none"
+    hits = [c for c in model.checkpoints if c.quant == quant]
+    if not hits and quant == "fp8":  # an fp8 compressed-tensors repo is fp8 too
+        hits = [c for c in model.checkpoints if c.quant == "compressed-tensors" and c.bits == 8]
+    hits.sort(key=lambda c: c.at_load)
+    return hits[0] if hits else None

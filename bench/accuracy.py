@@ -1,0 +1,95 @@
+"""The estimator against published vLLM start-up logs: predicted, measured, error.
+
+Run: .venv/bin/python bench/accuracy.py [--markdown docs/accuracy.md]
+Cases come from tests/data/vllm_logs (sources in its README); `fit` cases set the
+constants in advisor/estimate.py, `check` cases are kept aside to test them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from vllm_cases import load_cases  # noqa: E402
+
+
+def rows() -> list[dict[str, object]]:
+    out = []
+    for c in load_cases():
+        row: dict[str, object] = {"case": c.name, "split": c.split, "skip": c.skip}
+        if c.skip:
+            out.append(row)
+            continue
+        e = c.predict()
+        m = c.measured
+        row.update(
+            model=e.model, quant=e.quant, tp=e.tp,
+            weights=(e.weights_gib, m.weights_gib),
+            activation=(e.activation_gib, m.activation_gib),
+            non_torch=(e.non_torch_gib, m.non_torch_gib),
+            kv_gib=(e.kv_cache_gib, m.kv_cache_gib),
+            kv_tokens=(e.kv_cache_tokens, m.kv_cache_tokens),
+            fits=(e.fits, not c.failed), reason=e.reason,
+        )
+        out.append(row)
+    return out
+
+
+def _err(pair: object, pct: bool = False) -> str:
+    p, m = pair  # type: ignore[misc]
+    if m is None:
+        return f"{p} / –"
+    if pct:
+        return f"{p:,} / {m:,} ({100 * (p - m) / m:+.1f} %)" if m else f"{p} / {m}"
+    return f"{p:.2f} / {m:.2f} ({p - m:+.2f})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--markdown", type=Path, help="also write the table here")
+    args = ap.parse_args()
+    table = rows()
+    lines = ["| case | split | weights GiB pred / meas | activation | KV pool GiB | KV tokens | "
+             "fits pred / real |", "|---|---|---|---|---|---|---|"]
+    kv_err, w_err, tok_err, verdicts = [], [], [], []
+    for r in table:
+        if r["skip"]:
+            lines.append(f"| {r['case']} | skipped | {r['skip']} | | | | |")
+            continue
+        wp, wm = r["weights"]  # type: ignore[misc]
+        kp, km = r["kv_gib"]  # type: ignore[misc]
+        tp_, tm = r["kv_tokens"]  # type: ignore[misc]
+        fp, fm = r["fits"]  # type: ignore[misc]
+        if r["split"] == "check":
+            verdicts.append(fp == fm)
+            if wm:
+                w_err.append(abs(wp - wm) / wm)
+            if km is not None and fm:
+                kv_err.append(abs(kp - km))
+            if tm and fm:
+                tok_err.append(abs(tp_ - tm) / tm)
+        lines.append(f"| {r['case']} | {r['split']} | {_err(r['weights'])} | {_err(r['activation'])} "
+                     f"| {_err(r['kv_gib'])} | {_err(r['kv_tokens'], pct=True)} | {fp} / {fm} |")
+    summary = [
+        "",
+        f"Held-out cases: {len(verdicts)}; fit verdict right in {sum(verdicts)} of {len(verdicts)}.",
+        f"Weights: max error {100 * max(w_err, default=0):.2f} % (target 3 %).",
+        f"KV pool: max error {max(kv_err, default=0):.2f} GiB, median "
+        f"{statistics.median(kv_err) if kv_err else 0:.2f} GiB (target 0.25 GiB).",
+        f"KV tokens: max error {100 * max(tok_err, default=0):.1f} % (target 10 %).",
+    ]
+    text = "\n".join(lines + summary)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text("# Estimator accuracy against published vLLM logs\n\n"
+                                 "Produced by `.venv/bin/python bench/accuracy.py --markdown "
+                                 "docs/accuracy.md`. Each cell: predicted / measured (error).\n\n"
+                                 + text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""vLLM's start-up lines, read into figures, phases and classified failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from advisor.enginelog import Measured, read_failure, read_figure, read_phase, summarize
+
+LOGS = Path(__file__).parent / "data" / "vllm_logs"
+
+
+def test_cpu_engine_lines_from_vllm_032() -> None:
+    m = Measured()
+    read_figure("INFO [cpu_worker.py:230] Explicitly set (1.0/7.34) GiB for KV cache on node 0.", m)
+    read_figure("INFO [kv_cache_utils.py:2328] CPU KV cache size: 1,048,576 tokens, Maximum "
+                "concurrency for 256 tokens per request: 4096.00x", m)
+    assert (m.kv_cache_gib, m.total_gib) == (1.0, 7.34)
+    assert (m.kv_cache_tokens, m.max_model_len, m.max_concurrency) == (1_048_576, 256, 4096.0)
+
+
+def test_auto_fit_line_gives_the_length_the_engine_chose() -> None:
+    m = Measured()
+    read_figure("Auto-fit max_model_len: reduced from 65536 to 32640 to fit in available KV cache "
+                "memory (1.0 GiB CPU)", m)
+    assert (m.auto_fit_from, m.max_model_len) == (65536, 32640)
+
+
+def test_kv_pool_too_small_carries_vllms_suggested_length() -> None:
+    f = read_failure("ValueError: To serve at least one request with the model's max seq len "
+                     "(65536), (2.0 GiB KV cache is needed, which is larger than the available KV "
+                     "cache memory (1.0 GiB). Based on the available memory, the estimated maximum "
+                     "model length is 32640. Try increasing `gpu_memory_utilization`")
+    assert f and f.kind == "kv_too_small" and f.suggested_max_model_len == 32640
+
+
+def test_phases_in_start_up_order() -> None:
+    lines = ["Starting to load model /tmp/tiny...", "Model loading took 0.01 GiB memory",
+             "CPU KV cache size: 1,048,576 tokens", "Application startup complete."]
+    assert summarize(lines).phases == ["loading_weights", "profiling", "allocating_kv_cache",
+                                       "ready"]
+    assert read_phase("nothing to see") is None
+
+
+def test_a_published_gpu_log_gives_every_figure() -> None:
+    text = (LOGS / "planner-v0190-llama31-8b-h100-tp1.log").read_text().splitlines()
+    m = summarize(text).measured
+    assert m.weights_gib == 14.99 and m.activation_gib == 1.89 and m.non_torch_gib == 0.25
+    assert m.kv_cache_gib == 58.11 and m.kv_cache_tokens == 476_016
+    assert m.max_model_len == 8192 and m.max_concurrency == 58.11
+    assert m.cuda_graph_gib == 0.91 and m.requested_gib == 75.23 and m.total_gib == 79.19
+    assert m.version == "0.19.0"

@@ -1,0 +1,184 @@
+"""Published vLLM start-up logs (tests/data/vllm_logs) as estimator cases.
+
+Shared by tests/test_accuracy.py and bench/accuracy.py. Each case is one log: the
+settings it was started with (header), what vLLM printed (the lines, read by
+advisor.enginelog), and the catalog model it ran. Cases whose model is not in the
+catalog, or whose logs lack the figures, are listed as skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from advisor.catalog import Catalog, data_dir, find_gpu, load_catalog, load_gpus
+from advisor.enginelog import Measured, summarize
+from advisor.estimate import CUDA_CONTEXT_GIB, Estimate, Settings, Target, checkpoint_for, estimate
+from advisor.profile import cuda_total_gib
+from advisor.specs import Checkpoint, Model
+from advisor.weights import checkpoint_bytes, describe_computation
+
+LOGS = Path(__file__).parent / "data" / "vllm_logs"
+GIB = 2**30
+
+# Logs of checkpoints the catalog lists under another publisher's repo: same tensors.
+ALIASES = {
+    "unsloth/llama-3.2-3b-instruct": "meta-llama/Llama-3.2-3B-Instruct",
+    "meta-llama/meta-llama-3-8b": "meta-llama/Llama-3.1-8B-Instruct",
+}
+# Fitted cases: the constants in advisor/estimate.py were set from these; all others
+# are kept aside to check them (bench/accuracy.py reports both).
+FIT = {"planner-v0190-llama31-8b-h100-tp1", "planner-v0190-gemma2-2b-h100",
+       "planner-v0190-llama31-8b-h100-tp2", "table-llmd-llama31-8b-h100",
+       "table-llmd-qwen3-32b-h100-tp2"}
+
+
+@dataclass
+class Case:
+    name: str
+    header: dict[str, str]
+    measured: Measured
+    failed: bool
+    model: Model | None = None
+    ckpt: Checkpoint | None = None
+    target: Target | None = None
+    settings: Settings | None = None
+    skip: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def split(self) -> str:
+        return "fit" if self.name in FIT else "check"
+
+    def predict(self) -> Estimate:
+        assert self.model and self.ckpt and self.target and self.settings
+        return estimate(self.model, self.ckpt, self.target, self.settings)
+
+
+def _header(lines: list[str]) -> tuple[dict[str, str], list[str]]:
+    head: dict[str, str] = {}
+    i = 0
+    for i, line in enumerate(lines):  # noqa: B007 - i is the first body line
+        m = re.match(r"^# ([a-z_]+): ?(.*)$", line)
+        if not m:
+            break
+        head[m[1]] = m[2].strip()
+    return head, lines[i:]
+
+
+def _version(text: str, name: str) -> tuple[int, int] | None:
+    m = re.match(r"(\d+)\.(\d+)", text or "")
+    if m:
+        return int(m[1]), int(m[2])
+    return None
+
+
+def _number(text: str) -> float | None:
+    m = re.match(r"^-?[0-9.]+", text or "")
+    return float(m[0]) if m else None
+
+
+def _checkpoint(catalog: Catalog, repo: str, quant_hint: str) -> tuple[Model, Checkpoint] | None:
+    repo = ALIASES.get(repo.lower(), repo)
+    hit = catalog.by_repo(repo)
+    if hit:
+        return hit[0], hit[1][0]
+    # a quantized repo the catalog does not list: the base model's tensors in its scheme
+    base = re.sub(r"-(quantized\.w\w+|fp8-dynamic|FP8-dynamic|FP8|AWQ.*|GPTQ.*)$", "", repo.split("/")[-1],
+                  flags=re.I)
+    for m in catalog.models:
+        if m.repo.split("/")[-1].lower() == base.lower():
+            q = quant_hint.lower()
+            if "w8a8" in repo.lower() or "fp8" in repo.lower():
+                ckpt = Checkpoint(repo=repo, quant="compressed-tensors", bits=8)
+            elif "w4a16" in repo.lower():
+                ckpt = Checkpoint(repo=repo, quant="compressed-tensors", bits=4, group_size=128)
+            elif q == "fp8":
+                found = checkpoint_for(m, "fp8")
+                if not found:
+                    return None
+                ckpt = found
+            else:
+                return None
+            ckpt.weight_bytes = checkpoint_bytes(m.arch, ckpt)
+            ckpt.weight_bytes_source = describe_computation(ckpt)
+            return m, ckpt
+    return None
+
+
+def _catalog() -> Catalog:
+    """The shipped catalog plus the log-only models of tests/data/extra_models.toml."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in data_dir("catalog").glob("*.toml"):
+            shutil.copy(f, tmp)
+        shutil.copy(LOGS.parent / "extra_models.toml", tmp)
+        return load_catalog(Path(tmp))
+
+
+def load_cases() -> list[Case]:
+    catalog = _catalog()
+    gpus = load_gpus()
+    cases: list[Case] = []
+    for path in sorted(LOGS.glob("*.log")):
+        head, body = _header(path.read_text().splitlines())
+        summary = summarize(body)
+        m = summary.measured
+        # table rows give their figures in the header
+        for key in ("weights_gib", "activation_gib", "non_torch_gib", "cuda_graph_gib",
+                    "kv_cache_gib"):
+            if head.get(key) and getattr(m, key) is None:
+                setattr(m, key, _number(head[key]))
+        failed = "FAILED" in path.name or bool(summary.failures)
+        case = Case(path.stem, head, m, failed)
+        cases.append(case)
+        version = _version(head.get("vllm_version", ""), path.name) or m.version and _version(
+            m.version, path.name)
+        if "v0engine" in path.name:
+            case.skip = "V0 engine: its accounting is not the one the advisor predicts"
+            continue
+        if not version:
+            version = (0, 11) if path.name.startswith("table-") else None
+        if not version:
+            case.skip = "vLLM version not stated"
+            continue
+        found = _checkpoint(catalog, head.get("model", ""), head.get("quantization", ""))
+        if not found:
+            case.skip = f"{head.get('model')} is not in the catalog"
+            continue
+        case.model, case.ckpt = found
+        quant = head.get("quantization", "")
+        if quant == "fp8" and case.ckpt.quant == "none":
+            case.ckpt = checkpoint_for(case.model, "fp8")
+        total = m.total_gib
+        stated = re.search(r"\(([0-9.]+) GiB\)", head.get("gpu", ""))
+        if total is None and stated:
+            total = float(stated[1])
+        spec = find_gpu(gpus, head.get("gpu", ""))
+        if total is None and spec:
+            total = spec.memory_cuda_gib or cuda_total_gib(spec.name, int(spec.memory_nvml_gib * GIB),
+                                                           None)[0]
+        if total is None:
+            case.skip = "GPU memory not known"
+            continue
+        tp = int(head.get("tp") or 1)
+        util = _number(head.get("gpu_memory_utilization", "")) or 0.9
+        free = None
+        for f in summary.failures:
+            hit = re.search(r"Free memory on device \S+ \(([0-9.]+)/", f.line)
+            if hit:  # as vLLM saw it, after its CUDA context: NVML read that much more
+                free = float(hit[1]) + CUDA_CONTEXT_GIB
+        case.target = Target(engine="vllm", gpu_name=head.get("gpu", ""), gpu_gib=total, gpus=tp,
+                             free_gib=free)
+        mnbt = int(head["max_num_batched_tokens"]) if head.get("max_num_batched_tokens") else None
+        max_len = int(head["max_model_len"]) if head.get("max_model_len") else None
+        case.settings = Settings(
+            gpu_mem_util=util, tp=tp, max_model_len=max_len,
+            kv_cache_dtype="fp8" if head.get("kv_cache_dtype") == "fp8" else "auto",
+            max_num_batched_tokens=mnbt, enforce_eager=head.get("enforce_eager") == "true",
+            vllm_version=version,
+        )
+    return cases
