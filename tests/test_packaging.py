@@ -18,8 +18,9 @@ def test_the_wheel_ships_catalog_and_templates_and_finds_them_installed(tmp_path
                     "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("slm_advisor-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = {Path(n).name for n in names if n.startswith("advisor/_data/catalog/")}
-    assert shipped == {p.name for p in (ROOT / "catalog").glob("*.toml")}
+    shipped = {n.removeprefix("advisor/_data/catalog/") for n in names
+               if n.startswith("advisor/_data/catalog/")}
+    assert shipped == {str(p.relative_to(ROOT / "catalog")) for p in (ROOT / "catalog").rglob("*.toml")}
     assert "advisor/_data/templates/base.html" in names
 
     # Installed without the checkout on the path, the package finds its own data.
