@@ -170,14 +170,3 @@ def load_gpus(directory: Path | None = None) -> list[GpuSpec]:
         raise CatalogError(f"hardware/gpus.toml: not valid TOML: {exc}") from None
     except msgspec.ValidationError as exc:
         raise CatalogError(_where(path, exc)) from None
-
-
-def find_gpu(gpus: list[GpuSpec], name: str) -> GpuSpec | None:
-    """The table's card for an NVML name or a user's words ("H100 80GB", "rtx 3060")."""
-    low = name.lower()
-    for g in gpus:
-        if g.name.lower() == low:
-            return g
-    # longest match first, so "A100-SXM4-80GB" is not taken for "A10"
-    pairs = sorted(((m, g) for g in gpus for m in g.match), key=lambda p: -len(p[0]))
-    return next((g for m, g in pairs if m.lower() in low), None)

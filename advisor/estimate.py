@@ -368,16 +368,3 @@ def _cpu_kv_space(model: Model, ckpt: Checkpoint, target: Target, settings: Sett
         * layout.bytes_per_block
     room = target.ram_gib - _gib(weights) - CPU_PROCESS_OVERHEAD_GIB
     return max(1, min(math.ceil(need / GIB), math.floor(room)))
-
-
-# ----------------------------------------------------------------- choosing a checkpoint
-
-
-def checkpoint_for(model: Model, quant: str | None) -> Checkpoint | None:
-    """The checkpoint a `--quant` names: a published repo first, quantize-at-load after."""
-    quant = quant or "none"
-    hits = [c for c in model.checkpoints if c.quant == quant]
-    if not hits and quant == "fp8":  # an fp8 compressed-tensors repo is fp8 too
-        hits = [c for c in model.checkpoints if c.quant == "compressed-tensors" and c.bits == 8]
-    hits.sort(key=lambda c: c.at_load)
-    return hits[0] if hits else None

@@ -18,23 +18,11 @@ from typing import Any, TypeVar
 import psutil
 
 from advisor.config import hf_cache_dir
+from advisor.hardware import cuda_total_gib
 from advisor.specs import CpuInfo, DiskInfo, GpuInfo, GpuProcess, HostProfile, RamInfo
 
 GIB = 2**30
 T = TypeVar("T")
-
-# What CUDA reports as a card's total against NVML's, from published logs (DESIGN.md):
-# (NVML GiB, CUDA GiB). Used where NVML's v2 memory info gives no reserved figure.
-KNOWN_CUDA_TOTALS: dict[str, tuple[float, float]] = {
-    "H100 80GB HBM3": (79.65, 79.19),
-    "A100-SXM4-80GB": (80.00, 79.15),
-    "A100 80GB PCIe": (80.00, 79.15),
-    "L4": (22.49, 22.16),
-    "Tesla T4": (15.00, 14.74),
-    "GeForce RTX 3060": (12.00, 11.63),
-}
-# The median CUDA/NVML ratio of the cards above, for a card we have no figure for.
-FALLBACK_CUDA_RATIO = 0.9853
 
 # CPU flags the CPU engine's kernels care about.
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "asimd")
@@ -42,19 +30,6 @@ _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_
 
 def _gib(n: float) -> float:
     return round(n / GIB, 2)
-
-
-def cuda_total_gib(name: str, nvml_total: int, reserved: int | None) -> tuple[float, str]:
-    """What CUDA will call the total, and how it was derived.
-
-    Published pairs win; then NVML v2's reserved figure; then the typical ratio.
-    """
-    for key, (nv, cu) in KNOWN_CUDA_TOTALS.items():
-        if key.lower() in name.lower():
-            return round(_gib(nvml_total) * cu / nv, 2), f"published CUDA/NVML ratio of {key}"
-    if reserved:
-        return _gib(nvml_total - reserved), "NVML total less the driver's reserved memory"
-    return round(_gib(nvml_total) * FALLBACK_CUDA_RATIO, 2), "typical CUDA/NVML ratio (estimate)"
 
 
 def _text(value: Any) -> str:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from advisor.profile import cuda_total_gib, read_host
+from advisor.hardware import cuda_total_gib
+from advisor.profile import read_host
 
 GIB = 2**30
 

@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from advisor.catalog import Catalog, data_dir, find_gpu, load_catalog, load_gpus
+from advisor.catalog import Catalog, data_dir, load_catalog, load_gpus
 from advisor.enginelog import Measured, summarize
-from advisor.estimate import CUDA_CONTEXT_GIB, Estimate, Settings, Target, checkpoint_for, estimate
-from advisor.profile import cuda_total_gib
+from advisor.estimate import CUDA_CONTEXT_GIB, Estimate, Settings, Target, estimate
+from advisor.hardware import cuda_gib, find_gpu
+from advisor.plan import checkpoint_for
 from advisor.specs import Checkpoint, Model
 from advisor.weights import checkpoint_bytes, describe_computation
 
@@ -159,8 +160,7 @@ def load_cases() -> list[Case]:
             total = float(stated[1])
         spec = find_gpu(gpus, head.get("gpu", ""))
         if total is None and spec:
-            total = spec.memory_cuda_gib or cuda_total_gib(spec.name, int(spec.memory_nvml_gib * GIB),
-                                                           None)[0]
+            total = cuda_gib(spec)
         if total is None:
             case.skip = "GPU memory not known"
             continue

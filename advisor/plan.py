@@ -1,0 +1,178 @@
+"""From a user's request to a plan: the hardware, the flags, the estimate, and for every
+"does not fit" the cheapest change that makes it fit. Pure: the host profile and the GPU
+table come in as arguments.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from advisor.errors import AdvisorError
+from advisor.estimate import (
+    CUDA_CONTEXT_GIB,
+    INSTALLED_VLLM,
+    Estimate,
+    Settings,
+    Target,
+    estimate,
+    kv_bytes_per_token,
+    kv_dtype_bytes,
+    weights_bytes_per_gpu,
+)
+from advisor.hardware import cuda_gib, find_gpu
+from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
+from advisor.speed import Roofline, decode_step_s, decode_tokens_per_s, ttft_s
+from advisor.weights import active_param_count, checkpoint_bytes, describe_computation
+
+GIB = 2**30
+
+
+def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
+               check_free: bool = False) -> Target:
+    """The hardware a request plans for: named, given, or this host's."""
+    if req.gpus == 0 or (not host.gpus and req.gpu is None and req.gpu_gib is None):
+        return Target(engine="vllm-cpu", ram_gib=req.ram_gib or host.ram.available_gib,
+                      cpu_kv_gib=req.cpu_kv_gib)
+    spec: GpuSpec | None = None
+    if req.gpu:
+        spec = find_gpu(gpus, req.gpu)
+        if spec is None:
+            names = ", ".join(g.name for g in gpus)
+            raise AdvisorError(f"gpu: {req.gpu!r} is not in the GPU table ({names})")
+    elif host.gpus:
+        spec = find_gpu(gpus, host.gpus[0].name)
+    host_gpu = host.gpus[0] if host.gpus and not req.gpu else None
+    if req.gpu_gib:
+        gib = req.gpu_gib
+    elif spec and req.gpu:
+        gib = cuda_gib(spec)
+    elif host_gpu:
+        gib = host_gpu.memory_cuda_gib
+    else:
+        raise AdvisorError("gpu_gib: no GPU on this host; give gpu_gib or gpu, or gpus 0 for the CPU")
+    count = req.gpus or (len(host.gpus) if host_gpu else 1)
+    bandwidth = (host_gpu.memory_bandwidth_gbps if host_gpu else None) or (
+        spec.bandwidth_gbps if spec else None)
+    free = None
+    if check_free and host_gpu:
+        free = min(g.memory_free_gib for g in host.gpus[:count])
+    return Target(engine="vllm", gpu_name=(host_gpu.name if host_gpu else spec.name if spec else ""),
+                  gpu_gib=gib, gpus=count, free_gib=free, bandwidth_gbps=bandwidth,
+                  bf16_tflops=(spec.bf16_tflops or None) if spec else None)
+
+
+def settings_for(req: PlanRequest, tp: int | None = None) -> Settings:
+    version = INSTALLED_VLLM
+    if req.vllm_version:
+        major, minor = req.vllm_version.split(".")[:2]
+        version = (int(major), int(minor))
+    return Settings(gpu_mem_util=req.gpu_mem_util, max_model_len=req.max_model_len,
+                    tp=tp or req.tp or 1, kv_cache_dtype=req.kv_cache_dtype,
+                    max_num_batched_tokens=req.max_num_batched_tokens,
+                    concurrency=req.concurrency, vllm_version=version)
+
+
+def checkpoint_for(model: Model, quant: str | None) -> Checkpoint | None:
+    """The checkpoint a `quant` names: a published repo first, vLLM quantizing at load after."""
+    quant = quant or "none"
+    hits = [c for c in model.checkpoints if c.quant == quant]
+    if not hits and quant == "fp8":  # an fp8 compressed-tensors repo is fp8 too
+        hits = [c for c in model.checkpoints if c.quant == "compressed-tensors" and c.bits == 8]
+    if not hits and quant in ("fp8", "bitsandbytes"):
+        plain = next((c for c in model.checkpoints if c.quant == "none"), None)
+        if plain:
+            made = Checkpoint(repo=plain.repo, quant=quant,  # type: ignore[arg-type]
+                              bits=8 if quant == "fp8" else 4, dtype=plain.dtype, at_load=True,
+                              note=f"quantized to {quant} by vLLM at load")
+            made.weight_bytes = checkpoint_bytes(model.arch, made)
+            made.weight_bytes_source = describe_computation(made)
+            return made
+    hits.sort(key=lambda c: c.at_load)
+    return hits[0] if hits else None
+
+
+def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
+               settings: Settings) -> Estimate:
+    if target.engine != "vllm" or not target.bandwidth_gbps:
+        e.provenance["decode_tokens_per_s"] = "not estimated: no sourced bandwidth for this hardware"
+        return e
+    hw = Roofline(target.bandwidth_gbps, target.bf16_tflops)
+    kv = kv_bytes_per_token(model.arch, kv_dtype_bytes(ckpt, settings.kv_cache_dtype), settings.tp)
+    weights = weights_bytes_per_gpu(ckpt, settings.tp)
+    active = active_param_count(model.arch)
+    one = decode_step_s(weights, kv, model.arch.layers, hw, 1, active, settings.tp)
+    many = decode_step_s(weights, kv, model.arch.layers, hw, settings.concurrency, active,
+                         settings.tp)
+    e.decode_tokens_per_s = decode_tokens_per_s(one)
+    e.decode_tokens_per_s_at_concurrency = decode_tokens_per_s(many)
+    e.ttft_s = ttft_s(active, settings.tp, hw, one)
+    e.provenance["decode_tokens_per_s"] = (
+        f"estimate: roofline on {target.bandwidth_gbps:g} GB/s, fitted on published vLLM "
+        "measurements (bench/speed.py)")
+    e.provenance["ttft_s"] = ("estimate: 1,000-token prompt at "
+                              f"{target.bf16_tflops:g} dense bf16 TFLOPS" if target.bf16_tflops
+                              else "not estimated: no sourced tensor throughput for this GPU")
+    return e
+
+
+def plan(model: Model, ckpt: Checkpoint, target: Target, settings: Settings) -> Estimate:
+    """The estimate with speed, and for a "no" the reason with the cheapest change that fits."""
+    e = with_speed(estimate(model, ckpt, target, settings), model, ckpt, target, settings)
+    if e.fits:
+        return e
+    fix = cheapest_fix(model, ckpt, target, settings)
+    e.reason += f". Cheapest change that fits: {fix}" if fix else \
+        ". Nothing in the catalog's checkpoints or these settings makes it fit this hardware"
+    return e
+
+
+def _fits(model: Model, ckpt: Checkpoint, target: Target, settings: Settings) -> bool:
+    return estimate(model, ckpt, target, settings).fits
+
+
+def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: Settings) -> str:
+    """Changes in the order they cost the user least: a setting, then context, then a
+    quantized checkpoint, then more GPUs. Each is checked with the estimator itself."""
+    rep = msgspec.structs.replace
+    if target.engine == "vllm-cpu":
+        e = estimate(model, ckpt, target, settings)
+        if settings.max_model_len and e.max_model_len is None:
+            longest = estimate(model, ckpt, target, rep(settings, max_model_len=None)).max_model_len
+            if longest:
+                return f"--max-model-len {longest}"
+        if target.cpu_kv_gib:
+            for space in range(target.cpu_kv_gib + 1, int(target.ram_gib) + 1):
+                if _fits(model, ckpt, rep(target, cpu_kv_gib=space), settings):
+                    return f"VLLM_CPU_KVCACHE_SPACE={space}"
+        return ""
+    if target.free_gib is not None:
+        usable = math.floor((target.free_gib - CUDA_CONTEXT_GIB) / target.gpu_gib * 100) / 100
+        if 0.05 < usable < settings.gpu_mem_util and _fits(
+                model, ckpt, target, rep(settings, gpu_mem_util=usable)):
+            return f"--gpu-memory-utilization {usable:.2f} (what is free now)"
+    if settings.gpu_mem_util < 0.95 and _fits(model, ckpt, target, rep(settings, gpu_mem_util=0.95)):
+        return "--gpu-memory-utilization 0.95"
+    if settings.kv_cache_dtype == "auto" and _fits(
+            model, ckpt, target, rep(settings, kv_cache_dtype="fp8")):
+        return "--kv-cache-dtype fp8"
+    if settings.max_model_len:
+        longest = estimate(model, ckpt, target, rep(settings, max_model_len=None)).max_model_len
+        if longest and longest >= min(settings.max_model_len, 2048):
+            return f"--max-model-len {longest}"
+    # quantized checkpoints, largest (least lossy) first
+    smaller = sorted((c for c in model.checkpoints if c.weight_bytes < ckpt.weight_bytes),
+                     key=lambda c: -c.weight_bytes)
+    for c in smaller:
+        if _fits(model, c, target, settings):
+            how = "quantize at load with --quantization " + c.quant if c.at_load else f"use {c.repo}"
+            return f"{how} ({c.label}, {c.weight_bytes / GIB:.2f} GiB of weights)"
+    for tp in (2, 4, 8):
+        if tp <= settings.tp or model.arch.attention_heads % tp:
+            continue
+        more = rep(target, gpus=max(target.gpus, tp))
+        if _fits(model, ckpt, more, rep(settings, tp=tp)):
+            have = "" if tp <= target.gpus else f" (needs {tp} GPUs)"
+            return f"--tensor-parallel-size {tp}{have}"
+    return ""
