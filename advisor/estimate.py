@@ -236,6 +236,11 @@ def _longest_fitting(pool: _Pool, native: int) -> int:
     """vLLM's auto-fit: the longest max_model_len whose one sequence fits beside the
     null block (binary search, as _estimate_max_model_len_from_groups does)."""
     usable = pool.available - pool.layout.bytes_per_block
+    layout = pool.layout
+    if not layout.sliding_groups:  # full attention only: whole blocks, in closed form
+        blocks = usable // (layout.bytes_per_block * layout.full_groups)
+        return max(0, min(native, blocks * layout.block_size))
+
     def fits(n: int) -> bool:
         return pool.layout.blocks_per_request(n) * pool.layout.bytes_per_block <= usable
     if not fits(1):
@@ -262,8 +267,6 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: Settings)
     block = 128 if cpu else 16
     layout = kv_layout(arch, dtype_b, tp, block, m)
     weights = weights_bytes_per_gpu(ckpt, tp)
-    prov = {"weights_gib": ckpt.weight_bytes_source or "computed",
-            "kv_bytes_per_token": "layers × 2 × kv_heads × head_dim × dtype bytes (config.json)"}
     reasons: list[str] = []
 
     if cpu:
@@ -272,7 +275,6 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: Settings)
         space = target.cpu_kv_gib
         if space is None:
             space = _cpu_kv_space(model, ckpt, target, settings, layout, weights)
-        prov["kv_cache_gib"] = "VLLM_CPU_KVCACHE_SPACE (the CPU engine's explicit KV size)"
         available = space * GIB
         reservation = budget
         room = budget * GIB - weights - available - CPU_PROCESS_OVERHEAD_GIB * GIB
@@ -290,13 +292,6 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: Settings)
         graphs = cuda_graph_gib(arch, settings.enforce_eager)
         in_reservation = settings.vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
         available = int(requested - weights - (act + nontorch + (graphs if in_reservation else 0)) * GIB)
-        prov["activation_gib"] = (f"modelled: max_num_batched_tokens {m}, max_num_seqs {s}, "
-                                  "fitted on published vLLM logs")
-        prov["non_torch_gib"] = "fitted on published vLLM logs"
-        prov["cuda_graph_gib"] = ("0: --enforce-eager" if settings.enforce_eager else
-                                  "modelled per layer; " + ("inside" if in_reservation else "outside")
-                                  + f" the reservation in vLLM {settings.vllm_version[0]}."
-                                  f"{settings.vllm_version[1]}")
         reasons += _gpu_refusals(model, target, settings, requested, weights, graphs, in_reservation)
 
     pool = _Pool(max(available, 0), layout)
@@ -330,8 +325,28 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: Settings)
         kv_bytes_per_token=kv_bytes_per_token(arch, dtype_b, tp), kv_cache_tokens=tokens,
         block_size=block, max_num_batched_tokens=m, max_model_len=max_len if fits else None,
         max_concurrency=round(concurrency, 2), fits=fits, meets_request=meets,
-        reason="; ".join(reasons), cpu_kv_space_gib=space, provenance=prov,
+        reason="; ".join(reasons), cpu_kv_space_gib=space,
     )
+
+
+def provenance(e: Estimate, ckpt: Checkpoint, settings: Settings) -> dict[str, str]:
+    """Where each figure of an estimate comes from (built once per answer, not per try)."""
+    prov = {"weights_gib": ckpt.weight_bytes_source or "computed",
+            "kv_bytes_per_token": "layers × 2 × kv_heads × head_dim × dtype bytes (config.json)",
+            "kv_cache_tokens": f"vLLM's block accounting ({e.block_size}-token blocks)"}
+    if e.engine == "vllm-cpu":
+        prov["kv_cache_gib"] = "VLLM_CPU_KVCACHE_SPACE (the CPU engine's explicit KV size)"
+        return prov
+    v = settings.vllm_version
+    inside = v >= CUDA_GRAPHS_IN_RESERVATION_SINCE
+    prov["activation_gib"] = (f"modelled: max_num_batched_tokens {e.max_num_batched_tokens}, "
+                              "fitted on published vLLM logs (bench/accuracy.py)")
+    prov["non_torch_gib"] = "fitted on published vLLM logs (bench/accuracy.py)"
+    prov["cuda_graph_gib"] = ("0: --enforce-eager" if settings.enforce_eager else
+                              f"modelled per layer; {'inside' if inside else 'outside'} the "
+                              f"reservation in vLLM {v[0]}.{v[1]}")
+    prov["kv_cache_gib"] = "the reservation less weights, activation, non-torch and graphs"
+    return prov
 
 
 def _gpu_refusals(model: Model, target: Target, settings: Settings, requested: int, weights: int,

@@ -19,7 +19,7 @@ import msgspec
 from advisor.catalog import SIZES_FILE, Catalog, SizeRecord, load_sizes
 from advisor.errors import ModelDirError, ModelNotFound
 from advisor.specs import Architecture, Checkpoint, Model
-from advisor.weights import checkpoint_bytes
+from advisor.weights import checkpoint_bytes, param_count
 
 SAFETENSORS_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2,
                      "BF16": 2, "I16": 2, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1,
@@ -233,3 +233,44 @@ def write_sizes(directory: Path, report: list[Drift]) -> Path:
     path = directory / SIZES_FILE
     path.write_text("\n".join(lines))
     return path
+
+
+# --------------------------------------------------------------------------- resolving a name
+
+
+def model_from_metadata(meta: Metadata, repo: str, local: bool) -> Model:
+    """A catalog-shaped Model for a checkpoint outside the catalog (no scores: none sourced)."""
+    arch = arch_from_config(meta.config, f"{meta.source}/config.json")
+    qc = meta.config.get("quantization_config") or {}
+    quant = meta.quant if meta.quant in ("awq", "gptq", "fp8", "compressed-tensors",
+                                         "bitsandbytes") else "none"
+    ckpt = Checkpoint(repo=repo, quant=quant,  # type: ignore[arg-type]
+                      bits=int(qc.get("bits", 16 if quant == "none" else 8)),
+                      group_size=int(qc.get("group_size", 0) or 0), dtype=arch.torch_dtype,
+                      weight_bytes=meta.weight_bytes,
+                      weight_bytes_source=f"read: safetensors headers of {meta.source}")
+    name = Path(repo).name if local else repo.split("/")[-1]
+    return Model(id=name.lower(), name=name, repo=repo, license="unknown", released="",
+                 params_b=round(param_count(arch) / 1e9, 3),
+                 params_source="computed from config.json", languages=[], strengths=[],
+                 summary="not in the catalog: no sourced scores", arch=arch, checkpoints=[ckpt])
+
+
+def resolve(name: str, catalog: Catalog) -> tuple[Model, Checkpoint | None]:
+    """A catalog id, a listed repo, a local model folder, or (online) any Hub repo."""
+    model = catalog.by_id(name)
+    if model:
+        return model, None
+    hit = catalog.by_repo(name)
+    if hit:
+        return hit[0], hit[1][0]
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")):
+        folder = path.resolve()
+        m = model_from_metadata(read_local(folder), str(folder), local=True)
+        return m, m.checkpoints[0]
+    if name.count("/") == 1:
+        m = model_from_metadata(read_hub(name), name, local=False)
+        return m, m.checkpoints[0]
+    raise ModelNotFound(f"model: {name!r} is not a catalog id, a repo the catalog lists, or a "
+                        "model folder (see `advisor models`)")

@@ -19,6 +19,7 @@ from advisor.estimate import (
     estimate,
     kv_bytes_per_token,
     kv_dtype_bytes,
+    provenance,
     weights_bytes_per_gpu,
 )
 from advisor.hardware import cuda_gib, find_gpu
@@ -117,9 +118,13 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     return e
 
 
-def plan(model: Model, ckpt: Checkpoint, target: Target, settings: Settings) -> Estimate:
-    """The estimate with speed, and for a "no" the reason with the cheapest change that fits."""
-    e = with_speed(estimate(model, ckpt, target, settings), model, ckpt, target, settings)
+def plan(model: Model, ckpt: Checkpoint, target: Target, settings: Settings,
+         est: Estimate | None = None) -> Estimate:
+    """The estimate with speed, and for a "no" the reason with the cheapest change that fits.
+    `est`: the bare estimate of these same arguments, when the caller already has it."""
+    e = est or estimate(model, ckpt, target, settings)
+    e.provenance = provenance(e, ckpt, settings)
+    e = with_speed(e, model, ckpt, target, settings)
     if e.fits:
         return e
     fix = cheapest_fix(model, ckpt, target, settings)
@@ -147,17 +152,20 @@ def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: Setti
                 if _fits(model, ckpt, rep(target, cpu_kv_gib=space), settings):
                     return f"VLLM_CPU_KVCACHE_SPACE={space}"
         return ""
-    if target.free_gib is not None:
+    # settings cannot help when the weights alone exceed what any setting would reserve
+    settings_can_help = weights_bytes_per_gpu(ckpt, settings.tp) < target.gpu_gib * GIB * 0.9
+    if target.free_gib is not None and settings_can_help:
         usable = math.floor((target.free_gib - CUDA_CONTEXT_GIB) / target.gpu_gib * 100) / 100
         if 0.05 < usable < settings.gpu_mem_util and _fits(
                 model, ckpt, target, rep(settings, gpu_mem_util=usable)):
             return f"--gpu-memory-utilization {usable:.2f} (what is free now)"
-    if settings.gpu_mem_util < 0.95 and _fits(model, ckpt, target, rep(settings, gpu_mem_util=0.95)):
+    if settings_can_help and settings.gpu_mem_util < 0.95 and _fits(
+            model, ckpt, target, rep(settings, gpu_mem_util=0.95)):
         return "--gpu-memory-utilization 0.95"
-    if settings.kv_cache_dtype == "auto" and _fits(
+    if settings_can_help and settings.kv_cache_dtype == "auto" and _fits(
             model, ckpt, target, rep(settings, kv_cache_dtype="fp8")):
         return "--kv-cache-dtype fp8"
-    if settings.max_model_len:
+    if settings_can_help and settings.max_model_len:
         longest = estimate(model, ckpt, target, rep(settings, max_model_len=None)).max_model_len
         if longest and longest >= min(settings.max_model_len, 2048):
             return f"--max-model-len {longest}"

@@ -20,7 +20,7 @@ QUANTS: tuple[str, ...] = ("none", "awq", "gptq", "fp8", "compressed-tensors", "
 # --------------------------------------------------------------------------- catalog
 
 
-class Architecture(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class Architecture(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """The figures from a checkpoint's config.json that memory depends on."""
 
     architecture: str  # config.json "architectures"[0], e.g. "Qwen2ForCausalLM"

@@ -9,6 +9,7 @@ model dtype, as AutoAWQ, GPTQModel and llm-compressor leave them. Pure functions
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from advisor.specs import Architecture, Checkpoint
 
@@ -63,6 +64,7 @@ def plain_params(arch: Architecture) -> int:
     return params + arch.extra_params
 
 
+@lru_cache(maxsize=1024)
 def param_count(arch: Architecture) -> int:
     """Every parameter the checkpoint stores, as a model card counts them."""
     linear = sum(
@@ -72,6 +74,7 @@ def param_count(arch: Architecture) -> int:
     return linear + plain_params(arch)
 
 
+@lru_cache(maxsize=1024)
 def active_param_count(arch: Architecture) -> int:
     """Parameters one token passes through (all of them for a dense model): decode's bytes."""
     if not arch.experts:

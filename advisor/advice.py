@@ -1,0 +1,49 @@
+"""The two questions the product answers, as the CLI and the web both ask them:
+"how will this model do here?" (estimate) and "which model should I run?" (recommend)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from advisor.catalog import Catalog
+from advisor.errors import AdvisorError
+from advisor.estimate import Estimate
+from advisor.hfmeta import resolve
+from advisor.plan import checkpoint_for, plan, settings_for, target_for
+from advisor.rank import Result, recommend
+from advisor.specs import GpuSpec, HostProfile, PlanRequest
+
+
+class Recommendation(msgspec.Struct, kw_only=True):
+    request: PlanRequest
+    host: HostProfile
+    results: list[Result]
+
+
+class Refusal(AdvisorError):
+    """The request names something that cannot be planned (a quantization the model lacks)."""
+
+
+def estimate_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],
+                 check_free: bool = False) -> Estimate:
+    if not req.model:
+        raise AdvisorError("model: name a catalog id, a listed repo, or a model folder")
+    model, named = resolve(req.model, catalog)
+    ckpt = named if named and (req.quant is None or named.quant == req.quant) else \
+        checkpoint_for(model, req.quant)
+    if ckpt is None:
+        have = ", ".join(sorted({c.quant for c in model.checkpoints}))
+        raise Refusal(f"quant: {model.id} has no {req.quant} checkpoint (it has: {have}; "
+                      "fp8 and bitsandbytes can also quantize the plain one at load)")
+    target = target_for(req, host, gpus, check_free=check_free)
+    return plan(model, ckpt, target, settings_for(req))
+
+
+def recommend_for(req: PlanRequest, catalog: Catalog, host: HostProfile,
+                  gpus: list[GpuSpec]) -> Recommendation:
+    if not req.use_case:
+        raise AdvisorError("use_case: one of code, math, chat, edge, long-context, multilingual")
+    target = target_for(req, host, gpus)
+    results = recommend(catalog.models, req.use_case, target, settings_for(req),
+                        tp_given=req.tp is not None)
+    return Recommendation(request=req, host=host, results=results)
