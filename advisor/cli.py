@@ -109,6 +109,112 @@ def render_models(models: list[Model]) -> str:
     return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
 
 
+def plan_options(fn: F) -> F:
+    """The options estimate, recommend and launch share (DESIGN.md's table)."""
+    opts = [
+        click.option("--gpu", "gpu", help="plan for a GPU from the table (e.g. 'RTX 3060', 'H100 80GB')"),
+        click.option("--gpu-gib", type=float, help="GPU memory per GPU, as CUDA reports it"),
+        click.option("--gpus", type=int, help="GPUs to plan for; 0 plans for vLLM's CPU engine"),
+        click.option("--ram-gib", type=float, help="RAM budget for the CPU engine"),
+        click.option("--gpu-mem-util", type=float, default=0.9, show_default=True,
+                     help="vLLM's gpu_memory_utilization"),
+        click.option("--max-model-len", type=int, help="context length (default: the longest that fits)"),
+        click.option("--tp", type=int, help="tensor-parallel size"),
+        click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), default="auto",
+                     show_default=True),
+        click.option("--max-num-batched-tokens", type=int),
+        click.option("--concurrency", type=int, default=1, show_default=True,
+                     help="sequences of max_model_len the KV pool should hold at once"),
+        click.option("--quant", help="a checkpoint by quantization: none, awq, gptq, fp8, "
+                                     "bitsandbytes, compressed-tensors"),
+        click.option("--vllm-version", help="predict for another vLLM version (e.g. 0.19)"),
+        click.option("--cpu-kv-gib", type=int, help="VLLM_CPU_KVCACHE_SPACE for the CPU engine"),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _request(**kw: Any) -> Any:
+    from advisor.specs import PlanRequest
+
+    try:
+        return msgspec.convert({k: v for k, v in kw.items() if v is not None}, PlanRequest)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if " - at `$." in text:
+            what, at = text.rsplit(" - at `$.", 1)
+            field = at.rstrip("`").replace("_", "-")
+            raise AdvisorError(f"--{field}: {what}") from None
+        raise AdvisorError(text) from None
+
+
+def _context() -> tuple[Any, Any, Any]:
+    from advisor.catalog import load_gpus
+    from advisor.profile import read_host
+
+    return _catalog(), read_host(), load_gpus()
+
+
+@cli.command()
+@click.argument("model")
+@plan_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def estimate(model: str, as_json: bool, **options: Any) -> None:
+    """How MODEL will do here: the figures vLLM will print, and whether it starts."""
+    from advisor.advice import estimate_for
+
+    req = _request(model=model, **options)
+    est = estimate_for(req, *_context())
+    if as_json:
+        _json(est)
+        return
+    click.echo(render_estimate(est))
+
+
+def render_estimate(e: Any) -> str:
+    lines = [f"{e.model}  {e.repo}  [{e.quant}, {e.dtype}]  on {e.engine}"
+             + (f", tp {e.tp}" if e.tp > 1 else ""),
+             f"  {'fits' if e.fits else 'does NOT fit'}" + (f": {e.reason}" if e.reason else "")]
+    lines.append(f"  weights {e.weights_gib:.2f} GiB, activation {e.activation_gib:.2f}, non-torch "
+                 f"{e.non_torch_gib:.2f}, CUDA graphs {e.cuda_graph_gib:.2f}, of {e.reservation_gib:.2f}"
+                 " reserved" if e.engine == "vllm" else
+                 f"  weights {e.weights_gib:.2f} GiB in RAM, KV cache {e.cpu_kv_space_gib} GiB "
+                 "(VLLM_CPU_KVCACHE_SPACE)")
+    if e.fits:
+        lines.append(f"  KV cache {e.kv_cache_gib:.2f} GiB = {e.kv_cache_tokens:,} tokens; "
+                     f"max_model_len {e.max_model_len:,}; maximum concurrency {e.max_concurrency:.2f}x")
+    if e.decode_tokens_per_s:
+        lines.append(f"  about {e.decode_tokens_per_s:g} tokens/s for one stream"
+                     + (f", first token in {e.ttft_s:.3f} s" if e.ttft_s else "") + " (estimates)")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--use-case", required=True,
+              type=click.Choice(["code", "math", "chat", "edge", "long-context", "multilingual"]))
+@plan_options
+@click.option("--limit", type=int, default=15, show_default=True, help="rows to print (text only)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (every checkpoint)")
+@friendly
+def recommend(use_case: str, limit: int, as_json: bool, **options: Any) -> None:
+    """Every checkpoint of the catalog ranked for a use case, best first."""
+    from advisor.advice import recommend_for
+
+    rec = recommend_for(_request(use_case=use_case, **options), *_context())
+    if as_json:
+        _json(rec)
+        return
+    for i, r in enumerate(rec.results[:limit], 1):
+        mark = "fits" if r.fits else "no  "
+        click.echo(f"{i:3}. {r.score:5.1f}  {mark}  {r.model:30} {r.label:28} {r.repo}")
+        click.echo(f"            {r.reasons[0]}")
+        if r.fits:
+            click.echo(f"            $ {r.command}")
+    click.echo(f"({len(rec.results)} checkpoints ranked; --json shows all)")
+
+
 @cli.group()
 def catalog() -> None:
     """Maintain the catalog."""

@@ -91,7 +91,8 @@ def read_local(folder: Path) -> Metadata:
 def read_hub(repo: str, revision: str | None = None) -> Metadata:
     """The same from the Hub, through huggingface_hub (headers only, ranged requests)."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        raise ModelNotFound(f"{repo} is not in the catalog, and HF_HUB_OFFLINE is set")
+        raise ModelNotFound(f"model: {repo} is not in the catalog, and HF_HUB_OFFLINE is set, so it "
+                            "cannot be read from the Hub")
     try:
         from huggingface_hub import get_safetensors_metadata, hf_hub_download
 
@@ -99,7 +100,8 @@ def read_hub(repo: str, revision: str | None = None) -> Metadata:
         meta = get_safetensors_metadata(repo, revision=revision)
     except Exception as exc:  # noqa: BLE001 - offline, gated, missing: all reach the user as one message
         raise ModelNotFound(
-            f"{repo}: could not read it from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+            f"model: {repo} is not in the catalog, and it could not be read from the Hugging Face "
+            f"Hub ({type(exc).__name__}: {exc}). "
             "Check the name, your network, and HF_TOKEN for gated repos."
         ) from None
     tensors: dict[str, TensorInfo] = {}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from litestar import get
+from litestar import get, post
 from litestar.di import NamedDependency
 
 from advisor import __version__
+from advisor.advice import Recommendation, estimate_for, recommend_for
 from advisor.catalog import Catalog
-from advisor.specs import HostProfile, Model
+from advisor.estimate import Estimate
+from advisor.specs import GpuSpec, HostProfile, Model, PlanRequest
 
 
 @get("/healthz", sync_to_thread=False, tags=["service"])
@@ -28,3 +30,19 @@ def profile(profiler: NamedDependency[Callable[[], HostProfile]]) -> HostProfile
 def models(catalog: NamedDependency[Catalog]) -> list[Model]:
     """The catalog: every model with its checkpoints, scores and their sources."""
     return catalog.models
+
+
+@post("/api/estimate", sync_to_thread=True, tags=["plan"], status_code=200)
+def estimate(data: PlanRequest, catalog: NamedDependency[Catalog],
+             profiler: NamedDependency[Callable[[], HostProfile]],
+             gpus: NamedDependency[list[GpuSpec]]) -> Estimate:
+    """One memory and speed estimate: what vLLM will print at start-up, and whether it starts."""
+    return estimate_for(data, catalog, profiler(), gpus)
+
+
+@post("/api/recommend", sync_to_thread=True, tags=["plan"], status_code=200)
+def recommend(data: PlanRequest, catalog: NamedDependency[Catalog],
+              profiler: NamedDependency[Callable[[], HostProfile]],
+              gpus: NamedDependency[list[GpuSpec]]) -> Recommendation:
+    """Every checkpoint of the catalog ranked for `use_case`, best first, with reasons."""
+    return recommend_for(data, catalog, profiler(), gpus)
