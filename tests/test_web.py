@@ -96,3 +96,50 @@ def test_advisor_serve_binds_localhost_makes_a_private_key_and_answers(advisor_h
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert f"API key (saved in {key_file}, shown once): {key_file.read_text().strip()}" in out
+
+
+def test_api_estimate_answers_with_the_contracts_fields(client: TestClient) -> None:  # type: ignore[type-arg]
+    r = client.post("/api/estimate", json={"model": "phi-4", "gpu_gib": 24})
+    assert r.status_code == 200
+    body = r.json()
+    for key in ("model", "repo", "quant", "dtype", "weights_gib", "activation_gib", "non_torch_gib",
+                "cuda_graph_gib", "kv_cache_gib", "kv_bytes_per_token", "kv_cache_tokens",
+                "max_model_len", "max_concurrency", "fits", "reason", "decode_tokens_per_s",
+                "ttft_s", "provenance", "meets_request"):
+        assert key in body, key
+    assert body["fits"] is False and "Cheapest change that fits" in body["reason"]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"model": "phi-4", "gpu_gib": -1}, "gpu_gib"),
+    ({"model": "phi-4", "gpu_gib": "lots"}, "gpu_gib"),
+    ({"model": "phi-4", "concurrency": 0}, "concurrency"),
+    ({"model": "phi-4", "kv_cache_dtype": "int3"}, "kv_cache_dtype"),
+    ({"model": "phi-4", "bogus": 1}, "bogus"),
+    ({"use_case": "gaming"}, "use_case"),
+])
+def test_bad_bodies_are_400s_that_name_the_field(client: TestClient, body: dict[str, object],  # type: ignore[type-arg]
+                                                 field: str) -> None:
+    route = "/api/recommend" if "use_case" in body else "/api/estimate"
+    r = client.post(route, json=body)
+    assert r.status_code == 400
+    assert field in r.text
+
+
+def test_requests_that_cannot_be_planned_are_422s_that_say_why(client: TestClient) -> None:  # type: ignore[type-arg]
+    r = client.post("/api/estimate", json={"model": "someone/unknown-7b"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("model: someone/unknown-7b")
+    r = client.post("/api/estimate", json={"model": "gemma-3-1b", "quant": "awq"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("quant:")
+    r = client.post("/api/estimate", json={})
+    assert r.status_code == 422 and r.json()["detail"].startswith("model:")
+    r = client.post("/api/recommend", content=b"{not json")
+    assert r.status_code == 400
+
+
+def test_api_recommend_ranks_every_checkpoint(client: TestClient) -> None:  # type: ignore[type-arg]
+    r = client.post("/api/recommend", json={"use_case": "edge", "gpus": 0, "ram_gib": 16})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == sum(len(m["checkpoints"]) for m in client.get("/api/models").json())
+    assert results[0]["fits"] and results[0]["estimate"]["engine"] == "vllm-cpu"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from litestar import get, post
 from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from advisor import __version__
 from advisor.advice import Recommendation, estimate_for, recommend_for
@@ -33,7 +34,7 @@ def models(catalog: NamedDependency[Catalog]) -> list[Model]:
 
 
 @post("/api/estimate", sync_to_thread=True, tags=["plan"], status_code=200)
-def estimate(data: PlanRequest, catalog: NamedDependency[Catalog],
+def estimate(data: JSONBody[PlanRequest], catalog: NamedDependency[Catalog],
              profiler: NamedDependency[Callable[[], HostProfile]],
              gpus: NamedDependency[list[GpuSpec]]) -> Estimate:
     """One memory and speed estimate: what vLLM will print at start-up, and whether it starts."""
@@ -41,7 +42,7 @@ def estimate(data: PlanRequest, catalog: NamedDependency[Catalog],
 
 
 @post("/api/recommend", sync_to_thread=True, tags=["plan"], status_code=200)
-def recommend(data: PlanRequest, catalog: NamedDependency[Catalog],
+def recommend(data: JSONBody[PlanRequest], catalog: NamedDependency[Catalog],
               profiler: NamedDependency[Callable[[], HostProfile]],
               gpus: NamedDependency[list[GpuSpec]]) -> Recommendation:
     """Every checkpoint of the catalog ranked for `use_case`, best first, with reasons."""

@@ -1,0 +1,129 @@
+"""The estimator's verdicts and figures, as a user would check them."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from advisor.advice import estimate_for
+from advisor.catalog import load_catalog, load_gpus
+from advisor.errors import AdvisorError, ModelNotFound
+from advisor.estimate import Settings, Target, estimate
+from advisor.plan import checkpoint_for, plan
+from advisor.profile import read_host
+from advisor.specs import PlanRequest
+
+CATALOG, GPUS, HOST = load_catalog(), load_gpus(), read_host()
+
+
+def est(**kw: object):  # type: ignore[no-untyped-def]
+    return estimate_for(msgspec.convert(kw, PlanRequest), CATALOG, HOST, GPUS)
+
+
+def test_phi4_in_bf16_does_not_fit_one_24_gib_gpu_but_4_bit_phi4_does() -> None:
+    bf16 = est(model="phi-4", gpu_gib=24)
+    assert not bf16.fits and "weights alone" in bf16.reason
+    assert "Cheapest change that fits: use " in bf16.reason
+    four = est(model="phi-4", gpu_gib=24, quant="compressed-tensors")
+    assert four.fits and four.weights_gib < 9
+    assert four.max_model_len == 16384  # the model's native context fits
+
+
+def test_fp8_kv_cache_doubles_the_tokens_of_the_same_pool() -> None:
+    auto = est(model="qwen2.5-7b", gpu="H100 80GB", max_model_len=8192)
+    fp8 = est(model="qwen2.5-7b", gpu="H100 80GB", max_model_len=8192, kv_cache_dtype="fp8")
+    assert fp8.kv_bytes_per_token * 2 == auto.kv_bytes_per_token
+    assert fp8.kv_cache_tokens == pytest.approx(2 * auto.kv_cache_tokens, rel=0.001)
+
+
+def test_without_a_length_the_longest_that_fits_is_capped_at_native_context() -> None:
+    roomy = est(model="qwen2.5-7b", gpu="H100 80GB")
+    assert roomy.max_model_len == 32768
+    tight = est(model="llama-3.1-8b", gpu="RTX 3090", quant="awq")
+    assert tight.fits and tight.max_model_len is not None and tight.max_model_len < 131072
+
+
+def test_a_context_too_long_for_the_pool_names_the_cheapest_fix() -> None:
+    e = est(model="llama-3.1-8b", gpu="L4", max_model_len=131072)
+    assert not e.fits and "KV cache" in e.reason
+    assert "Cheapest change that fits:" in e.reason
+
+
+def test_heads_that_do_not_divide_across_gpus_are_refused() -> None:
+    e = est(model="qwen2.5-7b", gpu="L4", gpus=8, tp=8, max_model_len=4096)  # 28 heads
+    assert not e.fits and "28 attention heads do not divide across 8 GPUs" in e.reason
+
+
+def test_a_second_gpu_is_the_fix_when_nothing_smaller_fits() -> None:
+    model = CATALOG.by_id("qwen2.5-14b")
+    assert model
+    plain = checkpoint_for(model, None)
+    assert plain
+    e = plan(model, plain, Target(engine="vllm", gpu_gib=22.16, gpus=2), Settings())
+    assert not e.fits
+    e2 = plan(model, plain, Target(engine="vllm", gpu_gib=22.16, gpus=2), Settings(tp=2))
+    assert e2.fits and e2.weights_gib == pytest.approx(27.51 / 2, abs=0.01)
+
+
+def test_free_memory_below_the_reservation_is_refused_with_a_lower_utilization() -> None:
+    model = CATALOG.by_id("qwen2.5-1.5b")
+    assert model
+    ckpt = checkpoint_for(model, None)
+    assert ckpt
+    busy = Target(engine="vllm", gpu_gib=79.19, gpus=1, free_gib=40.0)
+    e = plan(model, ckpt, busy, Settings(max_model_len=8192))
+    assert not e.fits and "only 40.00 GiB is free" in e.reason
+    assert "--gpu-memory-utilization 0.49" in e.reason
+
+
+def test_concurrency_beyond_the_pool_fits_but_does_not_meet_the_request() -> None:
+    e = est(model="llama-3.1-8b", gpu="RTX 3090", quant="awq", max_model_len=32768, concurrency=64)
+    assert e.fits and not e.meets_request and e.max_concurrency < 64
+
+
+def test_cuda_graphs_sit_inside_the_reservation_from_vllm_021() -> None:
+    new = est(model="qwen2.5-7b", gpu="H100 80GB", max_model_len=8192)
+    old = est(model="qwen2.5-7b", gpu="H100 80GB", max_model_len=8192, vllm_version="0.19")
+    assert new.kv_cache_gib == pytest.approx(old.kv_cache_gib - new.cuda_graph_gib, abs=0.02)
+    assert "inside" in new.provenance["cuda_graph_gib"]
+    assert "outside" in old.provenance["cuda_graph_gib"]
+
+
+def test_every_figure_says_where_it_came_from() -> None:
+    e = est(model="qwen2.5-7b", gpu="A100 80GB")
+    for key in ("weights_gib", "activation_gib", "kv_cache_gib", "kv_bytes_per_token",
+                "decode_tokens_per_s", "ttft_s"):
+        assert e.provenance[key], key
+    assert e.decode_tokens_per_s and e.ttft_s and "estimate" in e.provenance["decode_tokens_per_s"]
+
+
+def test_the_cpu_engine_plans_with_ram_and_a_whole_gib_kv_space() -> None:
+    e = est(model="qwen2.5-0.5b", gpus=0, ram_gib=8)
+    assert e.engine == "vllm-cpu" and e.fits
+    assert isinstance(e.cpu_kv_space_gib, int) and e.cpu_kv_space_gib >= 1
+    too_small = est(model="qwen2.5-14b", gpus=0, ram_gib=8)
+    assert not too_small.fits and "RAM" in too_small.reason
+
+
+def test_an_unknown_repo_offline_is_refused_by_name() -> None:
+    with pytest.raises(ModelNotFound, match="model: someone/unknown-7b is not in the catalog"):
+        est(model="someone/unknown-7b")
+
+
+def test_a_quantization_the_model_lacks_is_refused_by_name() -> None:
+    with pytest.raises(AdvisorError, match="quant: gemma-3-1b has no awq checkpoint"):
+        est(model="gemma-3-1b", quant="awq")
+
+
+def test_hybrid_sliding_window_models_need_fewer_kv_blocks() -> None:
+    gemma = CATALOG.by_id("gemma-3-12b")
+    assert gemma
+    ckpt = checkpoint_for(gemma, None)
+    assert ckpt
+    e = estimate(gemma, ckpt, Target(engine="vllm", gpu_gib=79.19, gpus=1),
+                 Settings(max_model_len=32768))
+    all_full = e.kv_cache_gib * 2**30 / (e.kv_bytes_per_token * 32768)
+    # five layers in six keep only a 1,024-token window plus the 8,192 tokens in flight:
+    # (8 × 32,768 + 40 × 9,232) token-layers a sequence instead of 48 × 32,768
+    assert e.max_concurrency == pytest.approx(all_full * 48 * 32768 / (8 * 32768 + 40 * 9232),
+                                              rel=0.01)

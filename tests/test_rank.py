@@ -1,0 +1,92 @@
+"""The ranker, as a user reads its answer."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+
+import msgspec
+import pytest
+
+from advisor.advice import recommend_for
+from advisor.catalog import load_catalog, load_gpus
+from advisor.profile import read_host
+from advisor.rank import USE_CASE_WEIGHTS
+from advisor.specs import USE_CASES, PlanRequest
+
+CATALOG, GPUS, HOST = load_catalog(), load_gpus(), read_host()
+N_CHECKPOINTS = sum(len(m.checkpoints) for m in CATALOG.models)
+
+
+def rec(**kw: object):  # type: ignore[no-untyped-def]
+    return recommend_for(msgspec.convert(kw, PlanRequest), CATALOG, HOST, GPUS)
+
+
+@pytest.mark.parametrize("use_case", USE_CASES)
+def test_every_checkpoint_is_ranked_and_nothing_that_fits_ranks_below_a_misfit(use_case: str) -> None:
+    results = rec(use_case=use_case, gpu="RTX 3060").results
+    assert len(results) == N_CHECKPOINTS
+    fits = [r.fits for r in results]
+    assert fits == sorted(fits, reverse=True), "a result that does not fit ranks above one that does"
+    assert any(fits) and not all(fits)
+    assert all(0 <= r.score <= 100 for r in results)
+    for r in results:
+        assert r.reasons and (r.fits or r.reasons[0].startswith("does not fit: "))
+
+
+def test_on_a_host_without_gpu_edge_recommends_models_of_3b_or_less() -> None:
+    results = rec(use_case="edge", gpus=0, ram_gib=16).results
+    top = results[:10]
+    assert all(r.fits for r in top)
+    assert all(r.params_b <= 3.3 for r in top), [(r.model, r.params_b) for r in top]
+
+
+def test_on_one_24_gib_gpu_bf16_phi4_does_not_fit_and_a_4_bit_phi4_does() -> None:
+    results = rec(use_case="math", gpu_gib=24).results
+    phi4 = {r.repo: r for r in results if r.model == "phi-4"}
+    assert not phi4["microsoft/phi-4"].fits or phi4["microsoft/phi-4"].label != "bfloat16"
+    assert phi4["RedHatAI/phi-4-quantized.w4a16"].fits
+
+
+def test_each_command_is_one_pasteable_line_with_every_flag_of_the_plan() -> None:
+    gpu = rec(use_case="chat", gpu="L4", max_model_len=8192).results[0]
+    words = shlex.split(gpu.command)
+    assert words[:3] == ["vllm", "serve", gpu.repo]
+    assert "--max-model-len" in words and words[words.index("--max-model-len") + 1] == "8192"
+    assert "--gpu-memory-utilization" in words
+    cpu = rec(use_case="edge", gpus=0, ram_gib=16).results[0]
+    words = shlex.split(cpu.command)
+    assert words[0].startswith("VLLM_CPU_KVCACHE_SPACE=")
+    assert words[1:5] == ["python", "-m", "vllm.entrypoints.openai.api_server", "--model"]
+
+
+def test_a_4_bit_checkpoint_pays_its_published_quality_cost() -> None:
+    # on the CPU engine speed is not estimated, so only the quality cost tells them apart
+    results = rec(use_case="math", gpus=0, ram_gib=64).results
+    by = {(r.model, r.label): r for r in results}
+    plain, awq = by[("qwen2.5-7b", "bfloat16")], by[("qwen2.5-7b", "awq 4-bit")]
+    assert awq.score < plain.score
+    assert any("4-bit weights cost" in reason for reason in awq.reasons)
+
+
+def test_use_case_weightings_are_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "ranking.md").read_text()
+    for use_case, w in USE_CASE_WEIGHTS.items():
+        assert f"`{use_case}`" in doc
+        for bench in w.benchmarks:
+            assert bench in doc.lower(), (use_case, bench)
+
+
+def test_recommend_json_follows_the_contract() -> None:
+    out = subprocess.run([sys.executable, "-m", "advisor", "recommend", "--use-case", "code",
+                          "--gpu", "RTX 4090", "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) == {"request", "host", "results"}
+    first = data["results"][0]
+    assert {"model", "repo", "quant", "score", "fits", "estimate", "reasons", "command"} <= set(first)
+    assert {"weights_gib", "kv_cache_tokens", "max_concurrency", "provenance"} <= set(first["estimate"])
