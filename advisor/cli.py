@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -283,7 +284,8 @@ def serve(host: str, port: int, keep_engines: bool) -> None:
     key, made = ensure_api_key(settings)
     if made:
         click.echo(f"API key (saved in {settings.home / 'api-key'}, shown once): {key}")
-    app = create_app(settings)
+    app = create_app(settings, keep_engines=keep_engines,
+                     start_timeout=float(os.environ.get("ADVISOR_START_TIMEOUT", "900")))
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

@@ -34,7 +34,7 @@ class Measured:
     auto_fit_from: int | None = None
     version: str | None = None
 
-    def as_dict(self) -> dict[str, float | int | str]:
+    def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 

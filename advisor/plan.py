@@ -119,15 +119,16 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
 
 
 def plan(model: Model, ckpt: Checkpoint, target: Target, settings: Settings,
-         est: Estimate | None = None) -> Estimate:
+         est: Estimate | None = None, known: dict[int, bool] | None = None) -> Estimate:
     """The estimate with speed, and for a "no" the reason with the cheapest change that fits.
-    `est`: the bare estimate of these same arguments, when the caller already has it."""
+    `est`: the bare estimate of these same arguments, when the caller already has it;
+    `known`: whether each of the model's checkpoints fits these settings (by id), likewise."""
     e = est or estimate(model, ckpt, target, settings)
     e.provenance = provenance(e, ckpt, settings)
     e = with_speed(e, model, ckpt, target, settings)
     if e.fits:
         return e
-    fix = cheapest_fix(model, ckpt, target, settings)
+    fix = cheapest_fix(model, ckpt, target, settings, known or {})
     e.reason += f". Cheapest change that fits: {fix}" if fix else \
         ". Nothing in the catalog's checkpoints or these settings makes it fit this hardware"
     return e
@@ -137,7 +138,8 @@ def _fits(model: Model, ckpt: Checkpoint, target: Target, settings: Settings) ->
     return estimate(model, ckpt, target, settings).fits
 
 
-def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: Settings) -> str:
+def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: Settings,
+                 known: dict[int, bool] | None = None) -> str:
     """Changes in the order they cost the user least: a setting, then context, then a
     quantized checkpoint, then more GPUs. Each is checked with the estimator itself."""
     rep = msgspec.structs.replace
@@ -172,8 +174,9 @@ def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: Setti
     # quantized checkpoints, largest (least lossy) first
     smaller = sorted((c for c in model.checkpoints if c.weight_bytes < ckpt.weight_bytes),
                      key=lambda c: -c.weight_bytes)
+    known = known or {}
     for c in smaller:
-        if _fits(model, c, target, settings):
+        if known.get(id(c)) if id(c) in known else _fits(model, c, target, settings):
             how = "quantize at load with --quantization " + c.quant if c.at_load else f"use {c.repo}"
             return f"{how} ({c.label}, {c.weight_bytes / GIB:.2f} GiB of weights)"
     for tp in (2, 4, 8):

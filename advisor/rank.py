@@ -133,9 +133,9 @@ def score_one(model: Model, ckpt: Checkpoint, est: Estimate, use_case: str,
 
 
 def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: Settings,
-                      tp_given: bool) -> tuple[Estimate, Settings]:
+                      tp_given: bool, first: Estimate,
+                      known: dict[int, bool]) -> tuple[Estimate, Settings]:
     """With no --tp, the fewest GPUs that hold the model (as a user would try)."""
-    first = estimate(model, ckpt, target, settings)
     if not first.fits and not tp_given and target.engine == "vllm":
         for tp in (2, 4, 8):
             if tp > target.gpus or model.arch.attention_heads % tp:
@@ -144,7 +144,7 @@ def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: 
             e = estimate(model, ckpt, target, s)
             if e.fits:
                 return plan(model, ckpt, target, s, e), s
-    return plan(model, ckpt, target, settings, first), settings
+    return plan(model, ckpt, target, settings, first, known), settings
 
 
 def recommend(models: list[Model], use_case: str, target: Target, settings: Settings,
@@ -153,8 +153,10 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Sett
     best = best_scores(models)
     results = []
     for m in models:
+        bare = {id(c): estimate(m, c, target, settings) for c in m.checkpoints}
+        known = {k: e.fits for k, e in bare.items()}
         for c in m.checkpoints:
-            est, s = _plan_fewest_gpus(m, c, target, settings, tp_given)
+            est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, bare[id(c)], known)
             score, reasons = score_one(m, c, est, use_case, best)
             if not est.fits:
                 reasons.insert(0, f"does not fit: {est.reason}")

@@ -227,3 +227,39 @@ class PlanRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     quant: Quant | None = None
     vllm_version: Annotated[str, msgspec.Meta(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = None
     cpu_kv_gib: Annotated[int, msgspec.Meta(ge=1, le=65536)] | None = None  # VLLM_CPU_KVCACHE_SPACE
+
+
+# --------------------------------------------------------------------------- deployments
+
+DeploymentState = Literal["pending", "starting", "ready", "stopping", "stopped", "failed", "lost"]
+ACTIVE_STATES: tuple[str, ...] = ("pending", "starting", "ready", "stopping")
+
+
+class Deployment(msgspec.Struct, kw_only=True):
+    """One launch of an engine, as the store keeps it and the API shows it."""
+
+    id: str
+    model: str  # catalog id (or the folder/repo name)
+    repo: str
+    quant: str
+    state: DeploymentState
+    phase: str | None = None
+    port: int | None = None
+    pid: int | None = None  # the engine's process group leader
+    endpoint: str = ""  # the advisor's /v1, where the OpenAI API reaches this engine
+    served_names: list[str] = []  # the model names /v1 routes to this engine
+    command: list[str] = []
+    env: dict[str, str] = {}  # the engine's own environment additions (no secrets)
+    request: dict[str, object] = {}  # the launch request as given
+    predicted: dict[str, object] = {}  # the estimate made before launch
+    measured: dict[str, object] = {}  # what the engine printed
+    cause: str | None = None
+    fix: str | None = None
+    log_path: str = ""
+    reserved_gib: float = 0.0  # memory this launch holds against others (GPU, or RAM on CPU)
+    engine: str = "vllm"
+    created_at: float = 0.0
+    started_at: float | None = None
+    ready_at: float | None = None
+    stopped_at: float | None = None
+    engine_ready_at: float | None = None  # when the engine's own log said it was serving

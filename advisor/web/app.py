@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from litestar import Litestar, Request, Response
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -13,11 +14,13 @@ from litestar.template import TemplateConfig
 
 from advisor import __version__
 from advisor.catalog import Catalog, data_dir, load_catalog, load_gpus
-from advisor.config import Settings
+from advisor.config import Settings, ensure_api_key
 from advisor.errors import AdvisorError, ModelNotFound
 from advisor.profile import read_host
 from advisor.specs import HostProfile
-from advisor.web import api, pages
+from advisor.store import Store
+from advisor.supervisor import NoFreePort, Supervisor, UnknownDeployment
+from advisor.web import api, deployments, pages, proxy
 
 
 def create_app(
@@ -25,20 +28,44 @@ def create_app(
     *,
     profiler: Callable[[], HostProfile] = read_host,
     catalog: Catalog | None = None,
+    keep_engines: bool = False,
+    start_timeout: float = 900,
 ) -> Litestar:
     """Build the app. The catalog loads once, at start, so a broken file stops `serve` early
-    with its message instead of failing every request."""
+    with its message instead of failing every request. The supervisor lives as long as the
+    app: it re-attaches engines at start and stops them at shutdown (unless kept)."""
     cat = catalog or load_catalog(settings.catalog_dir)
     gpus = load_gpus(settings.catalog_dir)
+    key, _made = ensure_api_key(settings)
+
+    async def start_supervisor(app: Litestar) -> None:
+        store = Store(settings.home / "advisor.db")
+        app.state.supervisor = Supervisor(settings, store, cat, gpus, profiler,
+                                          start_timeout=start_timeout)
+        await app.state.supervisor.start()
+
+    async def stop_supervisor(app: Litestar) -> None:
+        await app.state.supervisor.shutdown(keep_engines=keep_engines)
+        app.state.supervisor.store.close()
+
+    def supervisor(state: State) -> Supervisor:
+        return state.supervisor  # type: ignore[no-any-return]
+
     return Litestar(
         route_handlers=[api.healthz, api.profile, api.models, api.estimate, api.recommend,
-                        pages.home, pages.models_page],
+                        deployments.launch, deployments.deployments, deployments.deployment,
+                        deployments.stop, deployments.logs, deployments.metrics,
+                        proxy.models, proxy.passthrough, pages.home, pages.models_page],
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "catalog": Provide(lambda: cat, use_cache=True, sync_to_thread=False),
             "profiler": Provide(lambda: profiler, use_cache=True, sync_to_thread=False),
             "gpus": Provide(lambda: gpus, use_cache=True, sync_to_thread=False),
+            "supervisor": Provide(supervisor, sync_to_thread=False),
         },
+        state=State({"api_key": key}),
+        on_startup=[start_supervisor],
+        on_shutdown=[stop_supervisor],
         exception_handlers={AdvisorError: advisor_error},
         template_config=TemplateConfig(directory=data_dir("templates"), engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(title="slm-advisor", version=__version__),
@@ -46,6 +73,12 @@ def create_app(
 
 
 def advisor_error(request: Request[Any, Any, Any], exc: AdvisorError) -> Response[dict[str, str]]:
-    """A message for people, never a trace: 422 for what the request asked that cannot be done."""
-    status = 404 if isinstance(exc, ModelNotFound) and request.method == "GET" else 422
+    """A message for people, never a trace: 404 for an unknown id, 409 when no port is free,
+    422 for what the request asked that cannot be done."""
+    if isinstance(exc, UnknownDeployment) or (isinstance(exc, ModelNotFound) and request.method == "GET"):
+        status = 404
+    elif isinstance(exc, NoFreePort):
+        status = 409
+    else:
+        status = 422
     return Response({"detail": str(exc)}, status_code=status)

@@ -1,0 +1,60 @@
+"""A scripted stand-in for `python -m vllm.entrypoints.openai.api_server` (a seam for the
+supervisor's unit tests): prints captured vLLM lines, then behaves as FAKE_ENGINE says.
+
+ok: serves /health; kv: refuses with vLLM's KV error; hang: never becomes ready;
+stubborn: serves /health and ignores SIGTERM.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import sys
+import time
+
+LINES = [
+    "(APIServer pid=1) INFO 11-29 20:39:01 [api_utils.py:347]  version 0.32.0",
+    "(EngineCore pid=2) INFO 11-29 20:39:40 [gpu_model_runner.py:1] Starting to load model /m...",
+    "(EngineCore pid=2) INFO 11-29 20:39:45 [default_loader.py:1] Model loading took 0.01 GiB memory",
+    "(Worker pid=3) INFO 11-29 20:39:52 [cpu_worker.py:260] Explicitly set (1.0/7.59) GiB for KV "
+    "cache on node 0.",
+    "(EngineCore pid=2) INFO 11-29 20:39:52 [kv_cache_utils.py:2327] CPU KV cache size: 1,048,576 tokens, "
+    "Maximum concurrency for 256 tokens per request: 4096.00x",
+]
+KV_ERROR = ("ValueError: To serve at least one request with the model's max seq len (65536), (2.0 GiB "
+            "KV cache is needed, which is larger than the available KV cache memory (1.0 GiB). Based on "
+            "the available memory, the estimated maximum model length is 32640. Try increasing "
+            "`gpu_memory_utilization`")
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def main() -> None:
+    mode = os.environ.get("FAKE_ENGINE", "ok")
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    for line in LINES[: 3 if mode == "hang" else None]:
+        print(line, flush=True)
+        time.sleep(0.05)
+    if mode == "kv":
+        print(KV_ERROR, flush=True)
+        sys.exit(1)
+    if mode == "hang":
+        while True:
+            time.sleep(1)
+    if mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    server = http.server.HTTPServer(("127.0.0.1", port), Health)
+    print("INFO:     Application startup complete.", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The supervisor's state machine, with a scripted child at the seam (tests/fake_engine.py).
+
+The same behaviours are shown on the real CPU engine in test_deployments_engine.py; here
+they run in seconds, including the ones that take minutes for real (a hung start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tinymodels import build_model
+
+from advisor.catalog import load_catalog, load_gpus
+from advisor.config import load_settings
+from advisor.profile import read_host
+from advisor.specs import PlanRequest
+from advisor.store import Store
+from advisor.supervisor import Supervisor, group_alive
+
+FAKE = Path(__file__).parent / "fake_engine.py"
+
+
+@pytest.fixture(name="python")
+def fx_python(tmp_path: Path) -> Path:
+    """An 'interpreter' that runs the fake engine whatever module it is asked for."""
+    exe = tmp_path / "fake-python"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return exe
+
+
+@pytest.fixture(name="model")
+def fx_model(tmp_path: Path) -> Path:
+    return build_model(tmp_path / "tiny")
+
+
+@pytest.fixture(name="run")
+def fx_run(tmp_path: Path, python: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    monkeypatch.setenv("ADVISOR_VLLM_PYTHON", str(python))
+
+    def run(mode: str, body: object, start_timeout: float = 30, grace: float = 10) -> object:
+        monkeypatch.setenv("FAKE_ENGINE", mode)
+
+        async def go() -> object:
+            settings = load_settings()
+            sup = Supervisor(settings, Store(settings.home / "a.db"), load_catalog(), load_gpus(),
+                             read_host, start_timeout=start_timeout, grace=grace, poll=0.05)
+            await sup.start()
+            try:
+                return await body(sup)  # type: ignore[operator]
+            finally:
+                await sup.shutdown(keep_engines=False)
+
+        return asyncio.run(go())
+
+    yield run
+
+
+REQ = {"gpus": 0, "cpu_kv_gib": 1, "max_model_len": 256}
+
+
+async def _until(sup: Supervisor, dep_id: str, states: set[str], timeout: float = 20) -> object:
+    for _ in range(int(timeout / 0.05)):
+        d = sup.get(dep_id)
+        if d.state in states:
+            return d
+        await asyncio.sleep(0.05)
+    raise TimeoutError(sup.get(dep_id))
+
+
+def test_a_start_goes_through_phases_to_ready_with_measured_figures(run, model: Path) -> None:  # type: ignore[no-untyped-def]
+    async def body(sup: Supervisor) -> None:
+        d = await sup.launch(PlanRequest(model=str(model), **REQ))
+        assert d.state == "starting"
+        d = await _until(sup, d.id, {"ready", "failed"})  # type: ignore[assignment]
+        assert d.state == "ready", d.cause
+        assert d.measured["kv_cache_tokens"] == 1_048_576 == d.predicted["kv_cache_tokens"]
+        assert d.ready_at and d.engine_ready_at and d.ready_at >= d.engine_ready_at
+        stopped = await sup.stop(d.id)
+        assert stopped.state == "stopping"
+        d = await _until(sup, d.id, {"stopped"})  # type: ignore[assignment]
+        assert d.pid and not group_alive(d.pid)
+
+    run("ok", body)
+
+
+def test_a_refusal_in_the_log_becomes_a_cause_and_a_fix(run, model: Path) -> None:  # type: ignore[no-untyped-def]
+    async def body(sup: Supervisor) -> None:
+        d = await sup.launch(PlanRequest(model=str(model), **REQ))
+        d = await _until(sup, d.id, {"failed"})  # type: ignore[assignment]
+        assert "To serve at least one request" in d.cause
+        assert "vLLM suggests 32640" in d.fix
+
+    run("kv", body)
+
+
+def test_a_hung_start_times_out_into_failed_and_its_group_is_killed(run, model: Path) -> None:  # type: ignore[no-untyped-def]
+    async def body(sup: Supervisor) -> None:
+        d = await sup.launch(PlanRequest(model=str(model), **REQ))
+        d = await _until(sup, d.id, {"failed"}, timeout=30)  # type: ignore[assignment]
+        assert "did not become ready in 2 s (last phase: profiling)" in d.cause
+        assert not group_alive(d.pid)
+
+    run("hang", body, start_timeout=2)
+
+
+def test_stop_escalates_to_sigkill_after_the_grace_period(run, model: Path) -> None:  # type: ignore[no-untyped-def]
+    async def body(sup: Supervisor) -> None:
+        d = await sup.launch(PlanRequest(model=str(model), **REQ))
+        d = await _until(sup, d.id, {"ready"})  # type: ignore[assignment]
+        await sup.stop(d.id)
+        d = await _until(sup, d.id, {"stopped"}, timeout=20)  # type: ignore[assignment]
+        assert not group_alive(d.pid)
+
+    run("stubborn", body, grace=1)
