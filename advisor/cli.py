@@ -216,6 +216,99 @@ def recommend(use_case: str, limit: int, as_json: bool, **options: Any) -> None:
     click.echo(f"({len(rec.results)} checkpoints ranked; --json shows all)")
 
 
+# ---------------------------------------------------------------- the running service
+
+
+def _client(url: str) -> Any:
+    import httpx
+
+    from advisor.config import ensure_api_key, load_settings
+
+    settings = load_settings()
+    key = settings.api_key or (
+        (settings.home / "api-key").read_text().strip() if (settings.home / "api-key").exists() else "")
+    if not key:
+        key, _ = ensure_api_key(settings)
+    return httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"})
+
+
+def _call(url: str, method: str, path: str, **kw: Any) -> Any:
+    import httpx
+
+    try:
+        with _client(url) as http:
+            r = http.request(method, path, **kw)
+    except httpx.TransportError as exc:
+        raise AdvisorError(f"no advisor service answers at {url} ({exc}); start it with "
+                           "`advisor serve`") from None
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail")
+            extra = r.json().get("extra")
+        except ValueError:
+            detail, extra = r.text, None
+        raise AdvisorError(f"{r.status_code}: {detail}" + (f" {extra}" if extra else ""))
+    return r
+
+
+url_option = click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+                          help="the advisor service")
+
+
+@cli.command()
+@click.argument("model")
+@plan_options
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def launch(model: str, url: str, as_json: bool, **options: Any) -> None:
+    """Start MODEL on a vLLM engine supervised by the running service."""
+    req = _request(model=model, **options)
+    d = _call(url, "POST", "/api/deployments", content=msgspec.json.encode(req),
+              headers={"content-type": "application/json"}).json()
+    if as_json:
+        _json(d)
+    else:
+        click.echo(f"{d['id']}  {d['state']}  {d['model']} on port {d['port']}; follow it with "
+                   f"`advisor deployments` or {url}/deployments/{d['id']}")
+
+
+@cli.command()
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def deployments(url: str, as_json: bool) -> None:
+    """Every deployment, newest first."""
+    rows = _call(url, "GET", "/api/deployments").json()
+    if as_json:
+        _json(rows)
+        return
+    for d in rows:
+        extra = d.get("phase") or d.get("cause") or ""
+        click.echo(f"{d['id']}  {d['state']:9} {d['model']:28} port {d['port']}  {extra}")
+
+
+@cli.command()
+@click.argument("deployment_id")
+@click.option("--lines", default=200, show_default=True)
+@url_option
+@friendly
+def logs(deployment_id: str, lines: int, url: str) -> None:
+    """The engine's log tail."""
+    click.echo(_call(url, "GET", f"/api/deployments/{deployment_id}/logs",
+                     params={"lines": lines}).text, nl=False)
+
+
+@cli.command()
+@click.argument("deployment_id")
+@url_option
+@friendly
+def stop(deployment_id: str, url: str) -> None:
+    """Stop a deployment's engine (its whole process group)."""
+    d = _call(url, "DELETE", f"/api/deployments/{deployment_id}").json()
+    click.echo(f"{d['id']}  {d['state']}")
+
+
 @cli.group()
 def catalog() -> None:
     """Maintain the catalog."""

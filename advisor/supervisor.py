@@ -92,7 +92,10 @@ def group_alive(pgid: int) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """Whether an engine could listen on the port (as uvicorn does, with SO_REUSEADDR, so a
+    port whose last connections linger in TIME_WAIT counts as free)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -137,8 +140,13 @@ class Supervisor:
         for w in self._watches.values():
             w.task.cancel()
         if not keep_engines:
-            await asyncio.gather(*(self._terminate(d) for d in self.store.active()))
+            await asyncio.gather(*(self._stop_now(d) for d in self.store.active()))
         await self._http.aclose()
+
+    async def _stop_now(self, d: Deployment) -> None:
+        await self._terminate(d)
+        d.state, d.phase, d.stopped_at = "stopped", None, self.clock()
+        self._save(d)
 
     # ------------------------------------------------------------------ queries
 
@@ -204,6 +212,7 @@ class Supervisor:
         ckpt = named if named and (req.quant is None or named.quant == req.quant) else \
             checkpoint_for(model, req.quant)
         assert ckpt is not None  # estimate_for refused otherwise
+        self._check_disk(ckpt.repo, ckpt.weight_bytes, host)
         port = self._free_port()
         key = secrets.token_urlsafe(24)
         dep_id = secrets.token_hex(4)
@@ -233,6 +242,16 @@ class Supervisor:
         os.chmod(self.logs / f"{dep_id}.key", 0o600)
         self._save(d)
         return d, proc
+
+    def _check_disk(self, repo: str, weight_bytes: int, host: HostProfile) -> None:
+        """A checkpoint to download must fit on the disk that holds the Hugging Face cache."""
+        if Path(repo).exists():
+            return
+        cached = self.settings.hf_cache / ("models--" + repo.replace("/", "--"))
+        need = weight_bytes / GIB * 1.05  # a little for the tokenizer and configs
+        if not cached.exists() and host.disk.free_gib < need:
+            raise Refused(f"the download of {repo} needs {need:.1f} GiB; {host.disk.free_gib:.1f} GiB "
+                          f"is free at {host.disk.path}")
 
     def _free_port(self) -> int:
         lo, hi = self.settings.engine_ports

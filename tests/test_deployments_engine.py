@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,12 +74,17 @@ def test_launch_chat_stream_metrics_and_stop(service: Service, model: Path) -> N
     tail = service.http.get(f"/api/deployments/{d['id']}/logs", params={"lines": 50})
     assert tail.status_code == 200 and tail.text.count("\n") <= 50
 
+    listed = subprocess.run([sys.executable, "-m", "advisor", "deployments", "--json", "--url",
+                             service.url], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "ADVISOR_API_KEY": KEY})
+    assert d["id"] in listed.stdout
     r = service.http.delete(f"/api/deployments/{d['id']}")
     assert r.status_code == 202 and r.json()["state"] in ("stopping", "stopped")
     d = service.wait_state(d["id"], {"stopped"}, timeout=60)
     assert not group_alive(d["pid"]), "the engine's process group is gone"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", d["port"]))  # the port is free again
+    with socket.socket() as s:  # the port is free again (for a server, as uvicorn binds)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", d["port"]))
 
 
 def test_an_engine_killed_with_sigkill_is_failed_with_its_cause(service: Service, model: Path) -> None:
@@ -132,6 +139,11 @@ def test_a_launch_that_will_not_fit_is_refused_and_two_cannot_take_the_same_memo
         service: Service, model: Path) -> None:
     too_big = service.launch(model=str(model), gpus=0, cpu_kv_gib=4096, max_model_len=256)
     assert too_big.status_code == 422 and "RAM" in too_big.json()["detail"]
+    # the same through the CLI: one line, exit 2
+    cli = subprocess.run([sys.executable, "-m", "advisor", "launch", str(model), "--gpus", "0",
+                          "--cpu-kv-gib", "4096", "--url", service.url], capture_output=True,
+                         text=True, env={**os.environ, "ADVISOR_API_KEY": KEY}, timeout=60)
+    assert cli.returncode == 2 and cli.stderr.startswith("error: 422: will not fit")
     ram = service.http.get("/api/profile").json()["ram"]["available_gib"]
     # the first takes most of the RAM that is free; while it starts, the second cannot have it
     big = int(ram - 2.5 - 1)
