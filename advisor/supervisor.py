@@ -113,6 +113,7 @@ class Supervisor:
         self.start_timeout, self.grace, self.poll = start_timeout, grace, poll
         self._lock = asyncio.Lock()
         self._watches: dict[str, _Watch] = {}
+        self._ready: dict[str, Deployment] = {}  # what /v1 routes to
         self._keys: dict[str, str] = {}  # engine API keys, in memory only; re-read from argv
         self.logs = settings.home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -129,6 +130,8 @@ class Supervisor:
                     self._spawn_stop(d)
                     continue
                 self._watch(d, proc=None, from_end=d.state == "ready")
+                if d.state == "ready":
+                    self._ready[d.id] = d
             else:
                 d.state, d.phase = "lost", None
                 d.cause = "the engine process was gone when the service started"
@@ -172,15 +175,15 @@ class Supervisor:
         return "\n".join(text.splitlines()[-lines:]) + "\n"
 
     def route(self, model_name: str) -> tuple[Deployment, str] | None:
-        """The ready engine that serves `model_name`, and its own API key."""
-        for d in self.store.active():
-            if d.state == "ready" and model_name in d.served_names and d.id in self._keys:
+        """The ready engine that serves `model_name`, and its own API key (from memory: this
+        is on the path of every /v1 call)."""
+        for d in self._ready.values():
+            if model_name in d.served_names and d.id in self._keys:
                 return d, self._keys[d.id]
         return None
 
     def ready(self) -> list[tuple[Deployment, str]]:
-        return [(d, self._keys[d.id]) for d in self.store.active()
-                if d.state == "ready" and d.id in self._keys]
+        return [(d, self._keys[d.id]) for d in self._ready.values() if d.id in self._keys]
 
     # ------------------------------------------------------------------ launch
 
@@ -277,6 +280,10 @@ class Supervisor:
 
     def _save(self, d: Deployment) -> None:
         self.store.save(d)
+        if d.state == "ready":
+            self._ready[d.id] = d
+        else:
+            self._ready.pop(d.id, None)
         for listener in self.listeners:
             listener(d)
 

@@ -55,7 +55,7 @@ def create_app(
         route_handlers=[api.healthz, api.profile, api.models, api.estimate, api.recommend,
                         deployments.launch, deployments.deployments, deployments.deployment,
                         deployments.stop, deployments.logs, deployments.metrics,
-                        proxy.models, proxy.passthrough, pages.home, pages.models_page],
+                        proxy.v1, pages.home, pages.models_page],
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "catalog": Provide(lambda: cat, use_cache=True, sync_to_thread=False),

@@ -1,76 +1,114 @@
 """`/v1/…`: the OpenAI-compatible API of the ready engines, behind the advisor's key.
 
 Requests are routed by their `model` (each engine serves its catalog id and its repo id)
-and streamed through untouched; the engine's own key is added on the way.
+and passed through untouched, streaming included; the engine's own key is added on the
+way. It is a raw ASGI mount rather than a routed handler: it is on the path of every
+token, and routing, dependency injection and body parsing would cost more than the hop.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import secrets
+import socket
 from typing import Any
 
 import httpx
-from litestar import Request, Response, get, route
-from litestar.di import NamedDependency
-from litestar.params import FromPath
-from litestar.response import Stream
+from litestar import asgi
+from litestar.types import HTTPScope, Receive
 
 from advisor.supervisor import Supervisor
-from advisor.web.auth import require_key
 
-_HOP = {"host", "content-length", "authorization", "connection", "transfer-encoding", "keep-alive",
-        "accept-encoding"}
-_client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), limits=httpx.Limits(
-    max_keepalive_connections=32))
-
-
-def _error(status: int, message: str) -> Response[dict[str, Any]]:
-    return Response({"error": {"message": message, "type": "invalid_request_error"}},
-                    status_code=status)
-
-
-@get("/v1/models", guards=[require_key], tags=["openai"])
-async def models(supervisor: NamedDependency[Supervisor]) -> dict[str, Any]:
-    """Every model name the ready engines serve."""
-    data = [{"id": name, "object": "model", "owned_by": "slm-advisor", "deployment": d.id}
-            for d, _key in supervisor.ready() for name in d.served_names]
-    return {"object": "list", "data": data}
+_HOP = {b"host", b"content-length", b"authorization", b"connection", b"transfer-encoding",
+        b"keep-alive", b"accept-encoding", b"cookie"}
+# TCP_NODELAY: httpcore writes a request's head and body separately, and Nagle's algorithm
+# could hold the body until the engine's delayed ACK.
+_client = httpx.AsyncClient(
+    timeout=httpx.Timeout(600.0, connect=5.0),
+    transport=httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(max_keepalive_connections=32),
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]),
+)
 
 
-@route("/v1/{path:path}", http_method=["POST", "GET"], guards=[require_key], tags=["openai"])
-async def passthrough(request: Request[Any, Any, Any], path: FromPath[str],
-                      supervisor: NamedDependency[Supervisor]) -> Response[Any]:
-    """Any other OpenAI call, to the engine that serves the request's `model`."""
-    body = await request.body()
-    name = request.query_params.get("model")
+async def _reply(send: Any, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None,
+                 raw: bytes | None = None) -> None:
+    data = raw if raw is not None else json.dumps(body).encode()
+    base = headers if headers is not None else [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*base, (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error"}}
+
+
+def authorized(scope: HTTPScope, expected: str) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _sep, given = value.decode("latin-1").partition(" ")
+            return scheme.lower() == "bearer" and secrets.compare_digest(given.strip(), expected)
+    return False
+
+
+@asgi("/v1", is_mount=True, copy_scope=False, include_in_schema=False)
+async def v1(scope: HTTPScope, receive: Receive, send: Any) -> None:
+    """The OpenAI API of the ready engines (GET /v1/models lists what they serve)."""
+    app = scope["app"]
+    supervisor: Supervisor = app.state.supervisor
+    if not authorized(scope, app.state.api_key):
+        await _reply(send, 401, _error("an API key is required: Authorization: Bearer <key>"))
+        return
+    path = scope["path"].removeprefix("/v1") or "/"
+    if scope["method"] == "GET" and path.rstrip("/") == "/models":
+        data = [{"id": name, "object": "model", "owned_by": "slm-advisor", "deployment": d.id}
+                for d, _key in supervisor.ready() for name in d.served_names]
+        await _reply(send, 200, {"object": "list", "data": data})
+        return
+    body = b""
+    while True:
+        message: Any = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    query = scope.get("query_string", b"").decode("latin-1")
+    name: Any = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("model")
     if body:
         try:
             name = json.loads(body).get("model", name)
         except (ValueError, AttributeError):
-            return _error(400, "the body is not a JSON object")
+            await _reply(send, 400, _error("the body is not a JSON object"))
+            return
     if not name:
-        return _error(400, "model: name the model to call (GET /v1/models lists them)")
+        await _reply(send, 400, _error("model: name the model to call (GET /v1/models lists them)"))
+        return
     hit = supervisor.route(str(name))
     if hit is None:
-        return _error(404, f"model: no ready engine serves {name!r} (GET /v1/models lists them)")
+        await _reply(send, 404, _error(f"model: no ready engine serves {name!r} "
+                                       "(GET /v1/models lists them)"))
+        return
     deployment, key = hit
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-    headers["authorization"] = f"Bearer {key}"
-    upstream = _client.build_request(request.method, f"http://127.0.0.1:{deployment.port}/v1{path}",
-                                     params=request.query_params, headers=headers, content=body)
+    headers = [(k, v) for k, v in scope["headers"] if k not in _HOP]
+    headers.append((b"authorization", f"Bearer {key}".encode()))
+    url = f"http://127.0.0.1:{deployment.port}/v1{path}" + (f"?{query}" if query else "")
+    upstream = _client.build_request(scope["method"], url, headers=headers, content=body)
     try:
         reply = await _client.send(upstream, stream=True)
     except httpx.HTTPError as exc:
-        return _error(502, f"the engine of deployment {deployment.id} did not answer ({exc})")
-
-    async def relay() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in reply.aiter_raw():
-                yield chunk
-        finally:
-            await reply.aclose()
-
-    passed = {k: v for k, v in reply.headers.items() if k.lower() not in _HOP}
-    return Stream(relay(), status_code=reply.status_code, headers=passed,
-                  media_type=reply.headers.get("content-type"))
+        await _reply(send, 502, _error(f"the engine of deployment {deployment.id} did not answer "
+                                       f"({type(exc).__name__})"))
+        return
+    passed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
+              if k.lower().encode() not in _HOP]
+    try:
+        if "text/event-stream" not in reply.headers.get("content-type", ""):
+            # a whole answer: one write with its length
+            await _reply(send, reply.status_code, None, passed, await reply.aread())
+            return
+        await send({"type": "http.response.start", "status": reply.status_code, "headers": passed})
+        async for chunk in reply.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        await reply.aclose()
