@@ -29,6 +29,9 @@ KV_ERROR = ("ValueError: To serve at least one request with the model's max seq 
             "`gpu_memory_utilization`")
 
 
+KEY = ""
+
+
 class Health(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -43,6 +46,17 @@ class Health(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - a stand-in for one tiny completion
         length = int(self.headers.get("content-length") or 0)
         self.rfile.read(length)
+        if self.path.endswith("/"):  # as vLLM (Starlette) does: redirect to the slash-less path
+            self.send_response(307)
+            self.send_header("location", self.path.rstrip("/"))
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        if self.headers.get("authorization") != f"Bearer {KEY}":  # as vLLM's --api-key does
+            self.send_response(401)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
         body = b'{"id":"x","object":"text_completion","choices":[{"index":0,"text":"!"}]}'
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -56,7 +70,9 @@ class Health(http.server.BaseHTTPRequestHandler):
 
 def main() -> None:
     mode = os.environ.get("FAKE_ENGINE", "ok")
+    global KEY
     port = int(sys.argv[sys.argv.index("--port") + 1])
+    KEY = sys.argv[sys.argv.index("--api-key") + 1] if "--api-key" in sys.argv else ""
     for line in LINES[: 3 if mode == "hang" else None]:
         print(line, flush=True)
         time.sleep(0.05)

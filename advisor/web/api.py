@@ -36,14 +36,14 @@ def models(catalog: NamedDependency[Catalog]) -> list[Model]:
 @post("/api/estimate", sync_to_thread=True, tags=["plan"], status_code=200)
 def estimate(data: JSONBody[PlanRequest], catalog: NamedDependency[Catalog],
              profiler: NamedDependency[Callable[[], HostProfile]],
-             gpus: NamedDependency[list[GpuSpec]]) -> Estimate:
+             gpu_table: NamedDependency[list[GpuSpec]]) -> Estimate:
     """One memory and speed estimate: what vLLM will print at start-up, and whether it starts."""
-    return estimate_for(data, catalog, profiler(), gpus)
+    return estimate_for(data, catalog, profiler(), gpu_table)
 
 
 @post("/api/recommend", sync_to_thread=True, tags=["plan"], status_code=200)
 def recommend(data: JSONBody[PlanRequest], catalog: NamedDependency[Catalog],
               profiler: NamedDependency[Callable[[], HostProfile]],
-              gpus: NamedDependency[list[GpuSpec]]) -> Recommendation:
+              gpu_table: NamedDependency[list[GpuSpec]]) -> Recommendation:
     """Every checkpoint of the catalog ranked for `use_case`, best first, with reasons."""
-    return recommend_for(data, catalog, profiler(), gpus)
+    return recommend_for(data, catalog, profiler(), gpu_table)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
 from litestar import Litestar, Request, Response
+from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
@@ -20,7 +23,7 @@ from advisor.profile import read_host
 from advisor.specs import HostProfile
 from advisor.store import Store
 from advisor.supervisor import NoFreePort, Supervisor, UnknownDeployment
-from advisor.web import api, deployments, pages, proxy
+from advisor.web import api, deployments, events, pages, proxy
 
 
 def create_app(
@@ -37,6 +40,11 @@ def create_app(
     cat = catalog or load_catalog(settings.catalog_dir)
     gpus = load_gpus(settings.catalog_dir)
     key, _made = ensure_api_key(settings)
+    # session cookies and CSRF tokens are signed with a secret derived from the API key, so a
+    # new key signs everyone out
+    secret = hashlib.sha256(b"slm-advisor session " + key.encode()).digest()
+    session = CookieBackendConfig(secret=secret, key="advisor-session", samesite="strict",
+                                  httponly=True, max_age=7 * 24 * 3600)
 
     async def start_supervisor(app: Litestar) -> None:
         store = Store(settings.home / "advisor.db")
@@ -55,16 +63,21 @@ def create_app(
         route_handlers=[api.healthz, api.profile, api.models, api.estimate, api.recommend,
                         deployments.launch, deployments.deployments, deployments.deployment,
                         deployments.stop, deployments.logs, deployments.metrics,
-                        proxy.v1, pages.home, pages.models_page],
+                        proxy.v1, events.events, pages.home, pages.recommend_page,
+                        pages.models_page, pages.signin_page, pages.signin, pages.signout,
+                        pages.launch_page, pages.deployments_page, pages.dashboard, pages.stop_page],
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "catalog": Provide(lambda: cat, use_cache=True, sync_to_thread=False),
             "profiler": Provide(lambda: profiler, use_cache=True, sync_to_thread=False),
-            "gpus": Provide(lambda: gpus, use_cache=True, sync_to_thread=False),
+            "gpu_table": Provide(lambda: gpus, use_cache=True, sync_to_thread=False),
             "supervisor": Provide(supervisor, sync_to_thread=False),
         },
         state=State({"api_key": key}),
         on_startup=[start_supervisor],
+        middleware=[session.middleware],
+        csrf_config=CSRFConfig(secret=secret.hex(), cookie_samesite="strict",
+                               exclude=["/api", "/v1", "/schema", "/healthz"]),
         on_shutdown=[stop_supervisor],
         exception_handlers={AdvisorError: advisor_error},
         template_config=TemplateConfig(directory=data_dir("templates"), engine=JinjaTemplateEngine),

@@ -1,28 +1,199 @@
-"""HTML pages. Each names its JSON twin under /api/ in a Link header (as Datasette does)."""
+"""HTML pages. Each names its JSON twin under /api/ in a Link header (as Datasette does);
+forms work without JavaScript, and every form that changes something carries a CSRF token.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import Callable
+from typing import Annotated, Any
 
-from litestar import get
+import msgspec
+from litestar import Request, get, post
 from litestar.di import NamedDependency
-from litestar.response import Template
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
+from litestar.response import Redirect, Template
 
+from advisor.advice import estimate_for, recommend_for
 from advisor.catalog import Catalog
-from advisor.specs import HostProfile
+from advisor.errors import AdvisorError
+from advisor.hardware import cuda_gib
+from advisor.specs import USE_CASES, GpuSpec, HostProfile, PlanRequest
+from advisor.supervisor import Supervisor
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+NUMBERS = {"gpu_gib": float, "gpus": int, "max_model_len": int, "concurrency": int, "ram_gib": float}
 
 
 def _twin(path: str) -> dict[str, str]:
     return {"Link": f'<{path}>; rel="alternate"; type="application/json"'}
 
 
-@get("/", sync_to_thread=True, include_in_schema=False)
-def home(profiler: NamedDependency[Callable[[], HostProfile]], catalog: NamedDependency[Catalog]) -> Template:
+def signed_in(request: Request[Any, Any, Any]) -> bool:
+    return bool((request.session or {}).get("signed_in")) if "session" in request.scope else False
+
+
+def parse_form(form: dict[str, str]) -> tuple[PlanRequest | None, dict[str, str]]:
+    """The recommendation form as a PlanRequest, or the message for each field that is wrong."""
+    errors: dict[str, str] = {}
+    data: dict[str, object] = {}
+    use_case = form.get("use_case", "")
+    if use_case not in USE_CASES:
+        errors["use_case"] = f"choose one of: {', '.join(USE_CASES)}"
+    else:
+        data["use_case"] = use_case
+    for name, kind in NUMBERS.items():
+        text = form.get(name, "").strip()
+        if not text:
+            continue
+        try:
+            value = kind(text)
+        except ValueError:
+            errors[name] = f"{text!r} is not a {'whole ' if kind is int else ''}number"
+            continue
+        if value < 0 or (value == 0 and name != "gpus"):
+            errors[name] = "must be more than 0" if name != "gpus" else "cannot be negative"
+            continue
+        data[name] = value
+    if form.get("gpu"):
+        data["gpu"] = form["gpu"]
+    if form.get("model", "").strip():
+        data["model"] = form["model"].strip()
+    if not errors:
+        try:
+            return msgspec.convert(data, PlanRequest), {}
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+            field = text.rsplit("$.", 1)[-1].rstrip("`") if "$." in text else "form"
+            errors[field] = text.split(" - at ")[0]
+    return None, errors
+
+
+def _home_context(host: HostProfile, catalog: Catalog, gpus: list[GpuSpec],
+                  form: dict[str, str], request: Request[Any, Any, Any]) -> dict[str, Any]:
+    budget = host.gpus[0].memory_cuda_gib if host.gpus else None
+    return {"host": host, "n_models": len(catalog.models), "use_cases": USE_CASES,
+            "gpu_table": [(g.name, cuda_gib(g), g.bandwidth_gbps) for g in gpus],
+            "form": form, "default_budget": budget, "signed_in": signed_in(request),
+            "errors": {}, "results": None, "own": None}
+
+
+# (async with the work in a thread: two sync_to_thread handlers on one path trip Litestar)
+@get("/", include_in_schema=False)
+async def home(request: Request[Any, Any, Any], profiler: NamedDependency[Callable[[], HostProfile]],
+               catalog: NamedDependency[Catalog],
+               gpu_table: NamedDependency[list[GpuSpec]]) -> Template:
+    ctx = _home_context(await asyncio.to_thread(profiler), catalog, gpu_table, {}, request)
+    return Template("index.html", context=ctx, headers=_twin("/api/profile"))
+
+
+@post("/", include_in_schema=False, status_code=200)
+async def recommend_page(request: Request[Any, Any, Any], data: Form,
+                         profiler: NamedDependency[Callable[[], HostProfile]],
+                         catalog: NamedDependency[Catalog],
+                         gpu_table: NamedDependency[list[GpuSpec]]) -> Template:
+    return await asyncio.to_thread(_recommend_page, request, data, profiler, catalog, gpu_table)
+
+
+def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
+                    profiler: Callable[[], HostProfile], catalog: Catalog,
+                    gpu_table: list[GpuSpec]) -> Template:
     host = profiler()
-    return Template("index.html", context={"host": host, "n_models": len(catalog.models)},
-                    headers=_twin("/api/profile"))
+    ctx = _home_context(host, catalog, gpu_table, data, request)
+    req, errors = parse_form(data)
+    if req is not None:
+        try:
+            ctx["results"] = recommend_for(req, catalog, host, gpu_table).results
+            if req.model:
+                ctx["own"] = estimate_for(req, catalog, host, gpu_table)
+        except AdvisorError as exc:
+            field = str(exc).split(":", 1)[0] if ":" in str(exc) else "form"
+            errors[field if field in (*NUMBERS, "model", "gpu", "use_case") else "form"] = str(exc)
+    ctx["errors"] = errors
+    ctx["request_json"] = msgspec.json.encode(req).decode() if req else ""
+    return Template("index.html", context=ctx, headers=_twin("/api/recommend"),
+                    status_code=400 if errors else 200)
 
 
 @get("/models", sync_to_thread=False, include_in_schema=False)
 def models_page(catalog: NamedDependency[Catalog]) -> Template:
     return Template("models.html", context={"models": catalog.models}, headers=_twin("/api/models"))
+
+
+# ----------------------------------------------------------------- signing in
+
+
+@get("/signin", sync_to_thread=False, include_in_schema=False)
+def signin_page(request: Request[Any, Any, Any], next: str = "/") -> Template:  # noqa: A002
+    return Template("signin.html", context={"next": next, "error": "",
+                                            "signed_in": signed_in(request)})
+
+
+@post("/signin", sync_to_thread=False, include_in_schema=False, status_code=303)
+def signin(request: Request[Any, Any, Any], data: Form) -> Redirect | Template:
+    key: str = request.app.state.api_key
+    target = data.get("next", "/")
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/"
+    if secrets.compare_digest(data.get("key", "").strip(), key):
+        request.set_session({"signed_in": True})
+        return Redirect(target, status_code=303)
+    return Template("signin.html", status_code=400, context={
+        "next": target, "error": "That is not the API key (see ADVISOR_HOME/api-key or the "
+                                 "key `advisor serve` printed on first start).", "signed_in": False})
+
+
+@post("/signout", sync_to_thread=False, include_in_schema=False, status_code=303)
+def signout(request: Request[Any, Any, Any]) -> Redirect:
+    request.clear_session()
+    return Redirect("/", status_code=303)
+
+
+# ----------------------------------------------------------------- deployments
+
+
+@post("/deployments", include_in_schema=False, status_code=303)
+async def launch_page(request: Request[Any, Any, Any], data: Form,
+                      supervisor: NamedDependency[Supervisor]) -> Redirect | Template:
+    if not signed_in(request):
+        return Redirect("/signin?next=/", status_code=303)
+    body: dict[str, object] = {"model": data.get("model", "")}
+    for name in ("quant", "gpu"):
+        if data.get(name):
+            body[name] = data[name]
+    for name, kind in NUMBERS.items():
+        if data.get(name):
+            body[name] = kind(data[name])
+    try:
+        d = await supervisor.launch(msgspec.convert(body, PlanRequest))
+    except (AdvisorError, msgspec.ValidationError, ValueError) as exc:
+        return Template("error.html", status_code=422, context={
+            "title": "This launch was refused", "message": str(exc), "signed_in": True})
+    return Redirect(f"/deployments/{d.id}", status_code=303)
+
+
+@get("/deployments", sync_to_thread=False, include_in_schema=False)
+def deployments_page(request: Request[Any, Any, Any],
+                     supervisor: NamedDependency[Supervisor]) -> Template:
+    return Template("deployments.html", headers=_twin("/api/deployments"), context={
+        "deployments": supervisor.all(), "signed_in": signed_in(request)})
+
+
+@get("/deployments/{deployment_id:str}", sync_to_thread=False, include_in_schema=False)
+def dashboard(request: Request[Any, Any, Any], deployment_id: FromPath[str],
+              supervisor: NamedDependency[Supervisor]) -> Template:
+    d = supervisor.get(deployment_id)
+    return Template("deployment.html", headers=_twin(f"/api/deployments/{d.id}"), context={
+        "d": d, "signed_in": signed_in(request),
+        "base_url": f"{request.base_url}".rstrip("/") + "/v1"})
+
+
+@post("/deployments/{deployment_id:str}/stop", include_in_schema=False, status_code=303)
+async def stop_page(request: Request[Any, Any, Any], deployment_id: FromPath[str],
+                    supervisor: NamedDependency[Supervisor]) -> Redirect:
+    if not signed_in(request):
+        return Redirect(f"/signin?next=/deployments/{deployment_id}", status_code=303)
+    await supervisor.stop(deployment_id)
+    return Redirect(f"/deployments/{deployment_id}", status_code=303)

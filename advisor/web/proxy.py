@@ -9,7 +9,6 @@ token, and routing, dependency injection and body parsing would cost more than t
 from __future__ import annotations
 
 import json
-import secrets
 import socket
 from typing import Any
 
@@ -18,6 +17,7 @@ from litestar import asgi
 from litestar.types import HTTPScope, Receive
 
 from advisor.supervisor import Supervisor
+from advisor.web.auth import allowed
 
 _HOP = {b"host", b"content-length", b"authorization", b"connection", b"transfer-encoding",
         b"keep-alive", b"accept-encoding", b"cookie"}
@@ -44,23 +44,18 @@ def _error(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "invalid_request_error"}}
 
 
-def authorized(scope: HTTPScope, expected: str) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _sep, given = value.decode("latin-1").partition(" ")
-            return scheme.lower() == "bearer" and secrets.compare_digest(given.strip(), expected)
-    return False
-
-
 @asgi("/v1", is_mount=True, copy_scope=False, include_in_schema=False)
 async def v1(scope: HTTPScope, receive: Receive, send: Any) -> None:
     """The OpenAI API of the ready engines (GET /v1/models lists what they serve)."""
     app = scope["app"]
     supervisor: Supervisor = app.state.supervisor
-    if not authorized(scope, app.state.api_key):
+    if not allowed(scope, app.state.api_key):
         await _reply(send, 401, _error("an API key is required: Authorization: Bearer <key>"))
         return
-    path = scope["path"].removeprefix("/v1") or "/"
+    # the request's own path: the mount's scope["path"] may carry a trailing slash the
+    # engine would answer with a redirect to itself
+    raw = scope.get("raw_path") or scope["path"].encode()
+    path = raw.decode("latin-1").split("?", 1)[0].removeprefix("/v1") or "/"
     if scope["method"] == "GET" and path.rstrip("/") == "/models":
         data = [{"id": name, "object": "model", "owned_by": "slm-advisor", "deployment": d.id}
                 for d, _key in supervisor.ready() for name in d.served_names]

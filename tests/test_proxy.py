@@ -1,0 +1,59 @@
+"""`/v1` in front of an engine: routing by model, keys, errors. The engine here is the
+scripted stand-in (tests/fake_engine.py), which checks its own key as vLLM does; the real
+engine is behind /v1 in test_deployments_engine.py."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from service import KEY, Service, free_port_range
+from tinymodels import build_model
+
+
+@pytest.fixture(scope="module", name="svc")
+def fx_svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, dict[str, object]]]:
+    tmp = tmp_path_factory.mktemp("proxy")
+    exe = tmp / "fake-python"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / 'fake_engine.py'} \"$@\"\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    model = build_model(tmp / "tiny")
+    svc = Service(tmp / "home", free_port_range(3),
+                  env={"ADVISOR_VLLM_PYTHON": str(exe), "FAKE_ENGINE": "ok"})
+    d = svc.launch(model=str(model), gpus=0, cpu_kv_gib=1, max_model_len=256).json()
+    d = svc.wait_state(d["id"], {"ready", "failed"}, timeout=60)
+    assert d["state"] == "ready", d["cause"]
+    yield svc, d
+    svc.stop()
+
+
+def test_calls_reach_the_engine_with_its_own_key(svc: tuple[Service, dict[str, object]]) -> None:
+    service, _d = svc
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key=KEY, max_retries=0)
+    assert client.completions.create(model="tiny", prompt="x", max_tokens=1).choices[0].text == "!"
+    assert "tiny" in [m.id for m in client.models.list().data]
+
+
+def test_without_the_advisors_key_it_is_a_401(svc: tuple[Service, dict[str, object]]) -> None:
+    service, _d = svc
+    assert httpx.post(f"{service.url}/v1/completions", json={"model": "tiny"}).status_code == 401
+    bad = httpx.post(f"{service.url}/v1/completions", json={"model": "tiny"},
+                     headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401
+
+
+@pytest.mark.parametrize(("body", "status", "text"), [
+    ({"model": "nobody"}, 404, "no ready engine serves 'nobody'"),
+    ({}, 400, "model: name the model"),
+    ([1, 2], 400, "not a JSON object"),
+])
+def test_requests_it_cannot_route_say_why(svc: tuple[Service, dict[str, object]], body: object,
+                                          status: int, text: str) -> None:
+    service, _d = svc
+    r = service.http.post("/v1/completions", json=body)
+    assert r.status_code == status and text in r.text
