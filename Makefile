@@ -35,7 +35,12 @@ engine:
 run: install
 	$(VENV)/bin/advisor serve --host $(HOST) --port $(PORT)
 
-test: install
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium; }
+
+test: install browser
 	$(VENV)/bin/ruff check advisor tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

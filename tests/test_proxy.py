@@ -57,3 +57,19 @@ def test_requests_it_cannot_route_say_why(svc: tuple[Service, dict[str, object]]
     service, _d = svc
     r = service.http.post("/v1/completions", json=body)
     assert r.status_code == status and text in r.text
+
+
+def test_the_event_stream_survives_clients_that_disconnect_and_reconnect(
+        svc: tuple[Service, dict[str, object]]) -> None:
+    service, d = svc
+    for _ in range(3):  # connect, read the first event, drop the connection; again
+        with httpx.stream("GET", f"{service.url}/api/events", params={"deployment": d["id"]},
+                          timeout=10) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "event: deployment"
+            assert '"state":"ready"' in next(lines)
+    with httpx.stream("GET", f"{service.url}/api/events", timeout=10) as stream:
+        first = [line for _, line in zip(range(6), stream.iter_lines(), strict=False)]
+    events = [line for line in first if line.startswith("event:")]
+    assert "event: gpu" in events
+    assert service.http.get("/healthz").status_code == 200

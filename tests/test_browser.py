@@ -1,0 +1,121 @@
+"""The product as a person uses it: Debian's Chromium driven by Playwright against a real
+`advisor serve` and the real CPU vLLM engine. With UPDATE_SCREENSHOTS=1 it also refreshes
+the README's screenshots in docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from service import KEY, Service, free_port_range
+from tinymodels import build_servable_model
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+
+
+@pytest.fixture(scope="module", name="service")
+def fx_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("browser") / "home", free_port_range(4))
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module", name="browser")
+def fx_browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is installed by `make test`"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def test_recommend_launch_watch_chat_and_stop(service: Service, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model = build_servable_model(tmp_path / "tiny")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{service.url}/")
+    assert "No GPU: CPU engine" in page.text_content("main")
+    # sign in once; the session cookie does the rest
+    page.goto(f"{service.url}/signin")
+    page.fill("#key", KEY)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{service.url}/")
+    page.select_option("#use_case", "edge")
+    page.fill("#gpus", "0")
+    page.fill("#max_model_len", "256")
+    page.fill("#model", str(model))
+    shot(page, "form")
+    page.click("form[action='/'] button[type=submit]")
+    rows = page.locator("#results tbody tr")
+    assert rows.count() > 30
+    assert page.locator("#results tr.fit").count() > 0
+    assert "fits" in page.text_content("#own-h + p")
+    # the toggle hides what does not fit
+    misfits = page.locator("#results tr.misfit")
+    if misfits.count():
+        page.check("#toggle-misfits")
+        assert not misfits.first.is_visible()
+    shot(page, "results")
+    page.click("section[aria-labelledby=own-h] button[type=submit]")
+    page.wait_for_url(f"{service.url}/deployments/*")
+    # the dashboard reaches ready without a reload (server-sent events)
+    page.wait_for_function("document.getElementById('state').textContent === 'ready'", timeout=420_000)
+    page.wait_for_function("document.querySelector('#metrics dd') !== null", timeout=30_000)
+    page.fill("#chat-in", "Hello there")
+    page.click("#chat-send")
+    page.wait_for_function("document.getElementById('chat-out').dataset.done === '1'", timeout=60_000)
+    assert page.text_content("#chat-out").strip(), "a streamed reply appears"
+    shot(page, "dashboard")
+    page.click("#stop-form button")
+    page.wait_for_function("document.getElementById('state').textContent === 'stopped'", timeout=60_000)
+    page.goto(f"{service.url}/deployments")
+    assert "stopped" in page.text_content("main")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("gpu_gib", "-3", "must be more than 0"),
+    ("max_model_len", "lots", "is not a whole number"),
+    ("concurrency", "2.5", "is not a whole number"),
+])
+def test_form_errors_show_beside_the_field(service: Service, browser, field: str, value: str,  # type: ignore[no-untyped-def]
+                                           message: str) -> None:
+    page = browser.new_page()
+    page.goto(f"{service.url}/")
+    page.fill(f"#{field}", value)
+    with page.expect_response(lambda r: r.request.method == "POST") as reply:
+        page.click("form[action='/'] button[type=submit]")
+    assert reply.value.status == 400
+    assert message in page.text_content(f"#{field}-err")
+    assert page.locator("#results").count() == 0
+
+
+def test_an_unknown_use_case_is_refused_beside_its_field(service: Service, browser) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
+    page.goto(f"{service.url}/")
+    page.eval_on_selector("#use_case", "s => { s.options[0].value = 'gaming'; s.selectedIndex = 0; }")
+    page.click("form[action='/'] button[type=submit]")
+    assert "choose one of" in page.text_content("#use_case-err")
+
+
+def test_launch_and_stop_forms_carry_a_csrf_token(service: Service) -> None:
+    page_html = service.http.get("/").text
+    assert 'name="_csrf_token"' in page_html
+    # a form post without the token is refused
+    r = service.http.post("/", data={"use_case": "edge"})
+    assert r.status_code == 403
