@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import msgspec
@@ -163,6 +164,7 @@ class KvLayout:
         return self.full_groups * full + self.sliding_groups * sliding
 
 
+@lru_cache(maxsize=4096)
 def kv_layout(arch: Architecture, dtype_bytes: int, tp: int, block_size: int,
               max_num_batched_tokens: int) -> KvLayout:
     layer_page = block_size * 2 * kv_heads_per_gpu(arch, tp) * arch.head_dim * dtype_bytes
@@ -184,6 +186,7 @@ def kv_layout(arch: Architecture, dtype_bytes: int, tp: int, block_size: int,
     return KvLayout(block_size, n * layer_page, 1, 0, 0, max_num_batched_tokens)
 
 
+@lru_cache(maxsize=4096)
 def activation_gib(arch: Architecture, tp: int, max_num_batched_tokens: int, max_num_seqs: int,
                    version: tuple[int, int] = INSTALLED_VLLM) -> float:
     inter = arch.expert_intermediate_size * arch.experts_per_token if arch.experts else \

@@ -118,3 +118,36 @@ def test_stop_escalates_to_sigkill_after_the_grace_period(run, model: Path) -> N
         assert not group_alive(d.pid)
 
     run("stubborn", body, grace=1)
+
+
+def test_at_start_a_recorded_engine_that_is_gone_is_marked_lost(tmp_path: Path, python: Path,
+                                                                model: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    monkeypatch.setenv("ADVISOR_VLLM_PYTHON", str(python))
+    monkeypatch.setenv("FAKE_ENGINE", "ok")
+
+    async def go() -> None:
+        settings = load_settings()
+        first = Supervisor(settings, Store(settings.home / "a.db"), load_catalog(), load_gpus(),
+                           read_host, poll=0.05)
+        await first.start()
+        d = await first.launch(PlanRequest(model=str(model), **REQ))
+        await _until(first, d.id, {"ready"})
+        await first.shutdown(keep_engines=True)  # the service goes away, the engine stays
+        assert d.pid and group_alive(d.pid)
+        os.killpg(d.pid, signal.SIGKILL)  # ... and then the engine dies while nobody watches
+        for _ in range(100):
+            if not group_alive(d.pid):
+                break
+            await asyncio.sleep(0.05)
+        second = Supervisor(settings, Store(settings.home / "a.db"), load_catalog(), load_gpus(),
+                            read_host, poll=0.05)
+        await second.start()
+        lost = second.get(d.id)
+        assert lost.state == "lost" and "gone when the service started" in (lost.cause or "")
+        await second.shutdown(keep_engines=False)
+
+    asyncio.run(go())
