@@ -143,3 +143,12 @@ def test_api_recommend_ranks_every_checkpoint(client: TestClient) -> None:  # ty
     results = r.json()["results"]
     assert len(results) == sum(len(m["checkpoints"]) for m in client.get("/api/models").json())
     assert results[0]["fits"] and results[0]["estimate"]["engine"] == "vllm-cpu"
+
+
+def test_an_unknown_page_or_deployment_is_a_helpful_page_and_a_json_404(client: TestClient) -> None:  # type: ignore[type-arg]
+    page = client.get("/deployments/nope")
+    assert page.status_code == 404 and "text/html" in page.headers["content-type"]
+    assert "no deployment &#39;nope&#39;" in page.text and "Back to the recommendations" in page.text
+    api = client.get("/api/deployments/nope")
+    assert api.status_code == 404 and api.json()["detail"] == "no deployment 'nope'"
+    assert "Back to the recommendations" in client.get("/no/such/page").text

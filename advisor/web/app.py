@@ -10,9 +10,11 @@ from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Template
 from litestar.template import TemplateConfig
 
 from advisor import __version__
@@ -79,19 +81,38 @@ def create_app(
         csrf_config=CSRFConfig(secret=secret.hex(), cookie_samesite="strict",
                                exclude=["/api", "/v1", "/schema", "/healthz"]),
         on_shutdown=[stop_supervisor],
-        exception_handlers={AdvisorError: advisor_error},
+        exception_handlers={AdvisorError: advisor_error, NotFoundException: page_not_found},
         template_config=TemplateConfig(directory=data_dir("templates"), engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(title="slm-advisor", version=__version__),
     )
 
 
-def advisor_error(request: Request[Any, Any, Any], exc: AdvisorError) -> Response[dict[str, str]]:
+def _wants_html(request: Request[Any, Any, Any]) -> bool:
+    path = request.url.path
+    return not path.startswith(("/api", "/v1", "/schema", "/healthz"))
+
+
+def advisor_error(request: Request[Any, Any, Any], exc: AdvisorError) -> Response[Any]:
     """A message for people, never a trace: 404 for an unknown id, 409 when no port is free,
-    422 for what the request asked that cannot be done."""
+    422 for what the request asked that cannot be done. Pages get a page, the API JSON."""
     if isinstance(exc, UnknownDeployment) or (isinstance(exc, ModelNotFound) and request.method == "GET"):
         status = 404
     elif isinstance(exc, NoFreePort):
         status = 409
     else:
         status = 422
+    if _wants_html(request):
+        return Template("error.html", status_code=status, context={
+            "title": "Not found" if status == 404 else "That cannot be done", "message": str(exc),
+            "signed_in": False})
     return Response({"detail": str(exc)}, status_code=status)
+
+
+def page_not_found(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if _wants_html(request):
+        return Template("error.html", status_code=exc.status_code, context={
+            "title": "Not found" if exc.status_code == 404 else "Something went wrong",
+            "message": exc.detail if exc.status_code < 500 else
+            "The advisor could not answer this page; its log says why.", "signed_in": False})
+    return Response({"status_code": exc.status_code, "detail": exc.detail},
+                    status_code=exc.status_code)
