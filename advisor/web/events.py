@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import msgspec
 from litestar import get
 from litestar.di import NamedDependency
+from litestar.params import FromQuery
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from advisor.specs import Deployment, HostProfile
@@ -30,7 +31,7 @@ def _host(profiler: Callable[[], HostProfile]) -> bytes:
 @get("/api/events", tags=["events"])
 async def events(supervisor: NamedDependency[Supervisor],
                  profiler: NamedDependency[Callable[[], HostProfile]],
-                 deployment: str | None = None) -> ServerSentEvent:
+                 deployment: FromQuery[str | None] = None) -> ServerSentEvent:
     """`deployment`, `gpu` and `metrics` events; `?deployment=ID` for one deployment's."""
     queue: asyncio.Queue[Deployment] = asyncio.Queue(maxsize=256)
 

@@ -13,7 +13,7 @@ import msgspec
 from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath
+from litestar.params import Body, FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from advisor.advice import estimate_for, recommend_for
@@ -126,7 +126,7 @@ def models_page(catalog: NamedDependency[Catalog]) -> Template:
 
 
 @get("/signin", sync_to_thread=False, include_in_schema=False)
-def signin_page(request: Request[Any, Any, Any], next: str = "/") -> Template:  # noqa: A002
+def signin_page(request: Request[Any, Any, Any], next: FromQuery[str] = "/") -> Template:  # noqa: A002
     return Template("signin.html", context={"next": next, "error": "",
                                             "signed_in": signed_in(request)})
 
