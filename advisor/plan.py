@@ -104,8 +104,8 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     weights = weights_bytes_per_gpu(ckpt, settings.tp)
     active = active_param_count(model.arch)
     one = decode_step_s(weights, kv, model.arch.layers, hw, 1, active, settings.tp)
-    many = decode_step_s(weights, kv, model.arch.layers, hw, settings.concurrency, active,
-                         settings.tp)
+    many = one if settings.concurrency == 1 else decode_step_s(
+        weights, kv, model.arch.layers, hw, settings.concurrency, active, settings.tp)
     e.decode_tokens_per_s = decode_tokens_per_s(one)
     e.decode_tokens_per_s_at_concurrency = decode_tokens_per_s(many)
     e.ttft_s = ttft_s(active, settings.tp, hw, one)

@@ -107,10 +107,12 @@ def _trait(model: Model, w: UseCaseWeights, est: Estimate) -> tuple[float, str]:
 
 
 def score_one(model: Model, ckpt: Checkpoint, est: Estimate, use_case: str,
-              best: dict[str, float]) -> tuple[float, list[str]]:
+              best: dict[str, float],
+              quality_of: tuple[float | None, str] | None = None) -> tuple[float, list[str]]:
+    """`quality_of`: the model's benchmark part, when the caller already has it."""
     w = USE_CASE_WEIGHTS[use_case]
     reasons: list[str] = []
-    quality, used = _quality(model, w, best)
+    quality, used = quality_of or _quality(model, w, best)
     if quality is None:
         # no published figure for this use case: a size prior, said plainly
         quality = min(0.85, 0.45 + 0.1 * math.log2(max(model.params_b, 0.25) / 0.5))
@@ -154,10 +156,11 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Sett
     results = []
     for m in models:
         bare = {id(c): estimate(m, c, target, settings) for c in m.checkpoints}
+        quality = _quality(m, USE_CASE_WEIGHTS[use_case], best)  # the same for every checkpoint
         known = {k: e.fits for k, e in bare.items()}
         for c in m.checkpoints:
             est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, bare[id(c)], known)
-            score, reasons = score_one(m, c, est, use_case, best)
+            score, reasons = score_one(m, c, est, use_case, best, quality)
             if not est.fits:
                 reasons.insert(0, f"does not fit: {est.reason}")
             elif not est.meets_request:

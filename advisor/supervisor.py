@@ -114,6 +114,7 @@ class Supervisor:
         self._lock = asyncio.Lock()
         self._watches: dict[str, _Watch] = {}
         self._ready: dict[str, Deployment] = {}  # what /v1 routes to
+        self._metrics: dict[str, tuple[float, dict[str, float]]] = {}
         self._keys: dict[str, str] = {}  # engine API keys, in memory only; re-read from argv
         self.logs = settings.home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -448,8 +449,17 @@ class Supervisor:
 
     # ------------------------------------------------------------------ metrics
 
-    async def metrics(self, deployment_id: str) -> dict[str, float]:
-        """The engine's /metrics, parsed by prometheus_client, as {name{labels}: value}."""
+    async def metrics(self, deployment_id: str, max_age: float = 1.5) -> dict[str, float]:
+        """The engine's /metrics, parsed by prometheus_client, as {name{labels}: value}.
+        Shared for `max_age` seconds: every open dashboard asks, parsing is not free."""
+        cached = self._metrics.get(deployment_id)
+        if cached and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+        out = await self._read_metrics(deployment_id)
+        self._metrics[deployment_id] = (time.monotonic(), out)
+        return out
+
+    async def _read_metrics(self, deployment_id: str) -> dict[str, float]:
         from prometheus_client.parser import text_string_to_metric_families
 
         d = self.get(deployment_id)
