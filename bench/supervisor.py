@@ -29,10 +29,20 @@ from tinymodels import build_servable_model  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--engine", choices=["vllm", "fake"], default="vllm",
+                    help="fake: tests/fake_engine.py, an engine that costs no CPU, to see the "
+                         "proxy's own cost apart from the CPU engine's busy threads")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_servable_model(Path(tmp) / "tiny")
-        svc = Service(Path(tmp) / "home", free_port_range(4))
+        env = {}
+        if args.engine == "fake":
+            exe = Path(tmp) / "fake-python"
+            fake = Path(__file__).resolve().parent.parent / "tests" / "fake_engine.py"
+            exe.write_text(f"#!/bin/sh\nexec {sys.executable} {fake} \"$@\"\n")
+            exe.chmod(0o755)
+            env = {"ADVISOR_VLLM_PYTHON": str(exe), "FAKE_ENGINE": "ok"}
+        svc = Service(Path(tmp) / "home", free_port_range(4), env=env)
         try:
             d = svc.launch(model=str(model), gpus=0, cpu_kv_gib=1, max_model_len=256).json()
             engine_ok: list[float] = []
