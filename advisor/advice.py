@@ -7,11 +7,11 @@ import msgspec
 
 from advisor.catalog import Catalog
 from advisor.errors import AdvisorError
-from advisor.estimate import Estimate
+from advisor.estimate import Estimate, Settings
 from advisor.hfmeta import resolve
 from advisor.plan import checkpoint_for, plan, settings_for, target_for
 from advisor.rank import Result, recommend
-from advisor.specs import GpuSpec, HostProfile, PlanRequest
+from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
 
 
 class Recommendation(msgspec.Struct, kw_only=True):
@@ -24,8 +24,17 @@ class Refusal(AdvisorError):
     """The request names something that cannot be planned (a quantization the model lacks)."""
 
 
-def estimate_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],
-                 check_free: bool = False) -> Estimate:
+class Plan(msgspec.Struct, kw_only=True):
+    """One model, the checkpoint the request names, the flags, and the estimate."""
+
+    model: Model
+    ckpt: Checkpoint
+    settings: Settings
+    estimate: Estimate
+
+
+def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],
+             check_free: bool = False) -> Plan:
     if not req.model:
         raise AdvisorError("model: name a catalog id, a listed repo, or a model folder")
     model, named = resolve(req.model, catalog)
@@ -36,7 +45,14 @@ def estimate_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: li
         raise Refusal(f"quant: {model.id} has no {req.quant} checkpoint (it has: {have}; "
                       "fp8 and bitsandbytes can also quantize the plain one at load)")
     target = target_for(req, host, gpus, check_free=check_free)
-    return plan(model, ckpt, target, settings_for(req))
+    settings = settings_for(req)
+    return Plan(model=model, ckpt=ckpt, settings=settings,
+                estimate=plan(model, ckpt, target, settings))
+
+
+def estimate_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],
+                 check_free: bool = False) -> Estimate:
+    return plan_for(req, catalog, host, gpus, check_free).estimate
 
 
 def recommend_for(req: PlanRequest, catalog: Catalog, host: HostProfile,

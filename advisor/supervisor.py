@@ -23,15 +23,13 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from advisor.advice import estimate_for
+from advisor.advice import plan_for
 from advisor.catalog import Catalog
 from advisor.config import Settings
 from advisor.enginelog import Measured, read_failure, read_figure, read_phase
 from advisor.errors import AdvisorError
 from advisor.estimate import CPU_PROCESS_OVERHEAD_GIB
-from advisor.hfmeta import resolve
 from advisor.launch import engine_argv
-from advisor.plan import checkpoint_for, settings_for
 from advisor.specs import ACTIVE_STATES, Deployment, GpuSpec, HostProfile, PlanRequest
 from advisor.store import Store
 
@@ -208,20 +206,15 @@ class Supervisor:
             gpus = [msgspec.structs.replace(g, memory_free_gib=g.memory_free_gib - held)
                     for g in host.gpus]
             host = msgspec.structs.replace(host, gpus=gpus)
-        est = estimate_for(req, self.catalog, host, self.gpus, check_free=True)
+        chosen = plan_for(req, self.catalog, host, self.gpus, check_free=True)
+        model, ckpt, settings, est = chosen.model, chosen.ckpt, chosen.settings, chosen.estimate
         if not est.fits:
             raise Refused(f"will not fit in the memory free now: {est.reason}")
-        assert req.model
-        model, named = resolve(req.model, self.catalog)
-        ckpt = named if named and (req.quant is None or named.quant == req.quant) else \
-            checkpoint_for(model, req.quant)
-        assert ckpt is not None  # estimate_for refused otherwise
         self._check_disk(ckpt.repo, ckpt.weight_bytes, host)
         port = self._free_port()
         key = secrets.token_urlsafe(24)
         dep_id = secrets.token_hex(4)
         served = list(dict.fromkeys([model.id, ckpt.repo]))
-        settings = settings_for(req)
         argv, env = engine_argv(ckpt, est, settings, python=self.settings.vllm_python, port=port,
                                 served_names=served, api_key=key)
         if est.engine == "vllm-cpu":
