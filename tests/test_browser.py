@@ -77,6 +77,7 @@ def test_recommend_launch_watch_chat_and_stop(service: Service, browser, tmp_pat
     # the dashboard reaches ready without a reload (server-sent events)
     page.wait_for_function("document.getElementById('state').textContent === 'ready'", timeout=420_000)
     page.wait_for_function("document.querySelector('#metrics dd') !== null", timeout=30_000)
+    page.wait_for_function("document.querySelector('#series svg') !== null", timeout=30_000)
     page.fill("#chat-in", "Hello there")
     page.click("#chat-send")
     page.wait_for_function("document.getElementById('chat-out').dataset.done === '1'", timeout=60_000)
@@ -119,3 +120,26 @@ def test_launch_and_stop_forms_carry_a_csrf_token(service: Service) -> None:
     # a form post without the token is refused
     r = service.http.post("/", data={"use_case": "edge"})
     assert r.status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/", "/models", "/deployments", "/signin"])
+def test_pages_read_on_a_narrow_screen_without_sideways_scrolling(service: Service, browser,  # type: ignore[no-untyped-def]
+                                                                  path: str) -> None:
+    page = browser.new_page(viewport={"width": 375, "height": 740})
+    page.goto(f"{service.url}{path}")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+def test_the_form_can_be_used_with_the_keyboard_alone(service: Service, browser) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
+    page.goto(f"{service.url}/")
+    for _ in range(40):  # tab until the Recommend button has the focus
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.type === 'submit' && "
+                         "document.activeElement.textContent.trim() === 'Recommend'"):
+            break
+    else:
+        pytest.fail("the Recommend button cannot be reached with Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results")
+    assert page.locator("#results tbody tr").count() > 30
