@@ -21,10 +21,6 @@ from advisor.errors import ModelDirError, ModelNotFound
 from advisor.specs import Architecture, Checkpoint, Model
 from advisor.weights import checkpoint_bytes, param_count
 
-SAFETENSORS_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2,
-                     "BF16": 2, "I16": 2, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1,
-                     "U8": 1, "BOOL": 1}
-
 
 class TensorInfo(msgspec.Struct):
     dtype: str
@@ -107,11 +103,8 @@ def read_hub(repo: str, revision: str | None = None) -> Metadata:
     tensors: dict[str, TensorInfo] = {}
     for file_meta in meta.files_metadata.values():
         for name, t in file_meta.tensors.items():
-            n = 1
-            for d in t.shape:
-                n *= d
-            tensors[name] = TensorInfo(dtype=t.dtype, shape=list(t.shape),
-                                       nbytes=n * SAFETENSORS_BYTES.get(t.dtype, 2))
+            begin, end = t.data_offsets
+            tensors[name] = TensorInfo(dtype=t.dtype, shape=list(t.shape), nbytes=end - begin)
     return Metadata(source=f"{repo}@{revision or 'main'}", config=config, tensors=tensors)
 
 
