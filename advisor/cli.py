@@ -379,7 +379,8 @@ def serve(host: str, port: int, keep_engines: bool) -> None:
         click.echo(f"API key (saved in {settings.home / 'api-key'}, shown once): {key}")
     app = create_app(settings, keep_engines=keep_engines,
                      start_timeout=float(os.environ.get("ADVISOR_START_TIMEOUT", "900")))
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # no access log: it would cost every /v1 call a formatted line
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
 def main() -> None:

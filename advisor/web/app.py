@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,9 @@ def create_app(
     app: it re-attaches engines at start and stops them at shutdown (unless kept)."""
     cat = catalog or load_catalog(settings.catalog_dir)
     gpus = load_gpus(settings.catalog_dir)
+    # httpx logs every request at INFO: every /v1 call, health check and metrics read would
+    # cost a formatted log line
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     key, _made = ensure_api_key(settings)
     # session cookies and CSRF tokens are signed with a secret derived from the API key, so a
     # new key signs everyone out
@@ -55,6 +59,7 @@ def create_app(
         await app.state.supervisor.start()
 
     async def stop_supervisor(app: Litestar) -> None:
+        await proxy.close()
         await app.state.supervisor.shutdown(keep_engines=keep_engines)
         app.state.supervisor.store.close()
 
