@@ -243,6 +243,15 @@ def _longest_fitting(pool: _Pool, native: int) -> int:
     if not layout.sliding_groups:  # full attention only: whole blocks, in closed form
         blocks = usable // (layout.bytes_per_block * layout.full_groups)
         return max(0, min(native, blocks * layout.block_size))
+    # past the window (plus the tokens in flight) the sliding layers hold a fixed number of
+    # blocks and only the full-attention ones grow: closed form there too
+    saturated = layout.window - 1 + layout.in_flight_tokens
+    if layout.full_groups and native > saturated:
+        fixed = layout.sliding_groups * (math.ceil(saturated / layout.block_size) + 1)
+        full_blocks = (usable // layout.bytes_per_block - fixed) // layout.full_groups
+        longest = min(native, full_blocks * layout.block_size)
+        if longest > saturated:
+            return longest
 
     def fits(n: int) -> bool:
         return pool.layout.blocks_per_request(n) * pool.layout.bytes_per_block <= usable
