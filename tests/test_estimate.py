@@ -127,3 +127,39 @@ def test_hybrid_sliding_window_models_need_fewer_kv_blocks() -> None:
     # (8 × 32,768 + 40 × 9,232) token-layers a sequence instead of 48 × 32,768
     assert e.max_concurrency == pytest.approx(all_full * 48 * 32768 / (8 * 32768 + 40 * 9232),
                                               rel=0.01)
+
+
+def test_the_closed_form_longest_context_equals_vllms_binary_search() -> None:
+    """vLLM binary-searches max_model_len; the estimator solves it in closed form. Both must
+    agree for every hybrid sliding-window model, batch size, block size and pool."""
+    import random
+
+    from advisor.estimate import _longest_fitting, _Pool, kv_layout
+
+    def vllm_search(pool: _Pool, native: int) -> int:
+        usable = pool.available - pool.layout.bytes_per_block
+
+        def fits(n: int) -> bool:
+            return pool.layout.blocks_per_request(n) * pool.layout.bytes_per_block <= usable
+
+        if not fits(1):
+            return 0
+        lo, hi, best = 1, native, 1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        return best
+
+    rng = random.Random(7)
+    hybrid = [m for m in CATALOG.models if m.arch.sliding_window]
+    assert hybrid
+    for m in hybrid:
+        for tp, batched, block in ((1, 2048, 16), (2, 8192, 16), (1, 2048, 128)):
+            layout = kv_layout(m.arch, 2, tp, block, batched)
+            for _ in range(100):
+                pool = _Pool(rng.randint(0, 80 * 2**30), layout)
+                native = m.arch.native_context
+                assert _longest_fitting(pool, native) == vllm_search(pool, native), m.id
