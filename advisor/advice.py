@@ -7,7 +7,7 @@ import msgspec
 
 from advisor.catalog import Catalog
 from advisor.errors import AdvisorError
-from advisor.estimate import Estimate, Settings
+from advisor.estimate import EngineSettings, Estimate
 from advisor.hfmeta import resolve
 from advisor.plan import checkpoint_for, plan, settings_for, target_for
 from advisor.rank import Result, recommend
@@ -29,7 +29,7 @@ class Plan(msgspec.Struct, kw_only=True):
 
     model: Model
     ckpt: Checkpoint
-    settings: Settings
+    settings: EngineSettings
     estimate: Estimate
 
 

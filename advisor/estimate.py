@@ -81,7 +81,7 @@ class Target(msgspec.Struct, kw_only=True):
     cpu_kv_gib: int | None = None  # VLLM_CPU_KVCACHE_SPACE; None: the plan picks one
 
 
-class Settings(msgspec.Struct, kw_only=True):
+class EngineSettings(msgspec.Struct, kw_only=True):
     """The engine flags a plan sets (vLLM's names in snake_case)."""
 
     gpu_mem_util: float = 0.9
@@ -267,7 +267,7 @@ def _longest_fitting(pool: _Pool, native: int) -> int:
     return best
 
 
-def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: Settings) -> Estimate:
+def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> Estimate:
     """One checkpoint under one set of flags on one target, as vLLM would account for it."""
     arch = model.arch
     tp = settings.tp
@@ -341,7 +341,7 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: Settings)
     )
 
 
-def provenance(e: Estimate, ckpt: Checkpoint, settings: Settings) -> dict[str, str]:
+def provenance(e: Estimate, ckpt: Checkpoint, settings: EngineSettings) -> dict[str, str]:
     """Where each figure of an estimate comes from (built once per answer, not per try)."""
     prov = dict(_provenance(e.engine, e.block_size, e.max_num_batched_tokens,
                             settings.vllm_version, settings.enforce_eager))
@@ -368,7 +368,7 @@ def _provenance(engine: str, block: int, m: int, v: tuple[int, int],
     return tuple(prov.items())
 
 
-def _gpu_refusals(model: Model, target: Target, settings: Settings, requested: int, weights: int,
+def _gpu_refusals(model: Model, target: Target, settings: EngineSettings, requested: int, weights: int,
                   graphs: float, in_reservation: bool) -> list[str]:
     arch, tp = model.arch, settings.tp
     out = []
@@ -393,7 +393,7 @@ def _gpu_refusals(model: Model, target: Target, settings: Settings, requested: i
     return out
 
 
-def _cpu_kv_space(model: Model, ckpt: Checkpoint, target: Target, settings: Settings,
+def _cpu_kv_space(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
                   layout: KvLayout, weights: int) -> int:
     """Whole GiB of VLLM_CPU_KVCACHE_SPACE: enough for the requested sequences (or the
     native context), within what RAM leaves after weights and the process."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shlex
 
-from advisor.estimate import Estimate, Settings
+from advisor.estimate import EngineSettings, Estimate
 from advisor.specs import Checkpoint
 
 CPU_ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
 
 
-def engine_argv(ckpt: Checkpoint, est: Estimate, settings: Settings, *, python: str = "python",
+def engine_argv(ckpt: Checkpoint, est: Estimate, settings: EngineSettings, *, python: str = "python",
                 port: int | None = None, host: str = "127.0.0.1", served_names: list[str] | None = None,
                 api_key: str | None = None, trust_remote_code: bool = False,
                 console_script: bool = False) -> tuple[list[str], dict[str, str]]:
@@ -50,7 +50,7 @@ def engine_argv(ckpt: Checkpoint, est: Estimate, settings: Settings, *, python: 
     return argv, env
 
 
-def command_line(ckpt: Checkpoint, est: Estimate, settings: Settings) -> str:
+def command_line(ckpt: Checkpoint, est: Estimate, settings: EngineSettings) -> str:
     """One line a user can paste: environment assignments first, then the engine."""
     argv, env = engine_argv(ckpt, est, settings, console_script=est.engine == "vllm")
     return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])

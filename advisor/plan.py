@@ -13,8 +13,8 @@ from advisor.errors import AdvisorError
 from advisor.estimate import (
     CUDA_CONTEXT_GIB,
     INSTALLED_VLLM,
+    EngineSettings,
     Estimate,
-    Settings,
     Target,
     estimate,
     kv_bytes_per_token,
@@ -64,12 +64,12 @@ def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
                   bf16_tflops=(spec.bf16_tflops or None) if spec else None)
 
 
-def settings_for(req: PlanRequest, tp: int | None = None) -> Settings:
+def settings_for(req: PlanRequest, tp: int | None = None) -> EngineSettings:
     version = INSTALLED_VLLM
     if req.vllm_version:
         major, minor = req.vllm_version.split(".")[:2]
         version = (int(major), int(minor))
-    return Settings(gpu_mem_util=req.gpu_mem_util, max_model_len=req.max_model_len,
+    return EngineSettings(gpu_mem_util=req.gpu_mem_util, max_model_len=req.max_model_len,
                     tp=tp or req.tp or 1, kv_cache_dtype=req.kv_cache_dtype,
                     max_num_batched_tokens=req.max_num_batched_tokens,
                     concurrency=req.concurrency, vllm_version=version)
@@ -95,7 +95,7 @@ def checkpoint_for(model: Model, quant: str | None) -> Checkpoint | None:
 
 
 def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
-               settings: Settings) -> Estimate:
+               settings: EngineSettings) -> Estimate:
     if target.engine != "vllm" or not target.bandwidth_gbps:
         e.provenance["decode_tokens_per_s"] = "not estimated: no sourced bandwidth for this hardware"
         return e
@@ -118,7 +118,7 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     return e
 
 
-def plan(model: Model, ckpt: Checkpoint, target: Target, settings: Settings,
+def plan(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
          est: Estimate | None = None, known: dict[int, bool] | None = None) -> Estimate:
     """The estimate with speed, and for a "no" the reason with the cheapest change that fits.
     `est`: the bare estimate of these same arguments, when the caller already has it;
@@ -134,11 +134,11 @@ def plan(model: Model, ckpt: Checkpoint, target: Target, settings: Settings,
     return e
 
 
-def _fits(model: Model, ckpt: Checkpoint, target: Target, settings: Settings) -> bool:
+def _fits(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:
     return estimate(model, ckpt, target, settings).fits
 
 
-def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: Settings,
+def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
                  known: dict[int, bool] | None = None) -> str:
     """Changes in the order they cost the user least: a setting, then context, then a
     quantized checkpoint, then more GPUs. Each is checked with the estimator itself."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from advisor.estimate import Estimate, Settings, Target, estimate
+from advisor.estimate import EngineSettings, Estimate, Target, estimate
 from advisor.launch import command_line
 from advisor.plan import plan
 from advisor.specs import Checkpoint, Model
@@ -134,9 +134,9 @@ def score_one(model: Model, ckpt: Checkpoint, est: Estimate, use_case: str,
     return round(max(0.0, min(100.0, score)), 1), reasons
 
 
-def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: Settings,
+def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
                       tp_given: bool, first: Estimate,
-                      known: dict[int, bool]) -> tuple[Estimate, Settings]:
+                      known: dict[int, bool]) -> tuple[Estimate, EngineSettings]:
     """With no --tp, the fewest GPUs that hold the model (as a user would try)."""
     if not first.fits and not tp_given and target.engine == "vllm":
         for tp in (2, 4, 8):
@@ -149,7 +149,7 @@ def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: 
     return plan(model, ckpt, target, settings, first, known), settings
 
 
-def recommend(models: list[Model], use_case: str, target: Target, settings: Settings,
+def recommend(models: list[Model], use_case: str, target: Target, settings: EngineSettings,
               tp_given: bool = False) -> list[Result]:
     """Every checkpoint of every model, best first; none that fits below one that does not."""
     best = best_scores(models)

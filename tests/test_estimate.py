@@ -8,7 +8,7 @@ import pytest
 from advisor.advice import estimate_for
 from advisor.catalog import load_catalog, load_gpus
 from advisor.errors import AdvisorError, ModelNotFound
-from advisor.estimate import Settings, Target, estimate
+from advisor.estimate import EngineSettings, Target, estimate
 from advisor.plan import checkpoint_for, plan
 from advisor.profile import read_host
 from advisor.specs import PlanRequest
@@ -59,9 +59,9 @@ def test_a_second_gpu_is_the_fix_when_nothing_smaller_fits() -> None:
     assert model
     plain = checkpoint_for(model, None)
     assert plain
-    e = plan(model, plain, Target(engine="vllm", gpu_gib=22.16, gpus=2), Settings())
+    e = plan(model, plain, Target(engine="vllm", gpu_gib=22.16, gpus=2), EngineSettings())
     assert not e.fits
-    e2 = plan(model, plain, Target(engine="vllm", gpu_gib=22.16, gpus=2), Settings(tp=2))
+    e2 = plan(model, plain, Target(engine="vllm", gpu_gib=22.16, gpus=2), EngineSettings(tp=2))
     assert e2.fits and e2.weights_gib == pytest.approx(27.51 / 2, abs=0.01)
 
 
@@ -71,7 +71,7 @@ def test_free_memory_below_the_reservation_is_refused_with_a_lower_utilization()
     ckpt = checkpoint_for(model, None)
     assert ckpt
     busy = Target(engine="vllm", gpu_gib=79.19, gpus=1, free_gib=40.0)
-    e = plan(model, ckpt, busy, Settings(max_model_len=8192))
+    e = plan(model, ckpt, busy, EngineSettings(max_model_len=8192))
     assert not e.fits and "only 40.00 GiB is free" in e.reason
     assert "--gpu-memory-utilization 0.49" in e.reason
 
@@ -121,7 +121,7 @@ def test_hybrid_sliding_window_models_need_fewer_kv_blocks() -> None:
     ckpt = checkpoint_for(gemma, None)
     assert ckpt
     e = estimate(gemma, ckpt, Target(engine="vllm", gpu_gib=79.19, gpus=1),
-                 Settings(max_model_len=32768))
+                 EngineSettings(max_model_len=32768))
     all_full = e.kv_cache_gib * 2**30 / (e.kv_bytes_per_token * 32768)
     # five layers in six keep only a 1,024-token window plus the 8,192 tokens in flight:
     # (8 × 32,768 + 40 × 9,232) token-layers a sequence instead of 48 × 32,768

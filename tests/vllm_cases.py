@@ -14,7 +14,7 @@ from pathlib import Path
 
 from advisor.catalog import Catalog, data_dir, load_catalog, load_gpus
 from advisor.enginelog import Measured, summarize
-from advisor.estimate import CUDA_CONTEXT_GIB, Estimate, Settings, Target, estimate
+from advisor.estimate import CUDA_CONTEXT_GIB, EngineSettings, Estimate, Target, estimate
 from advisor.hardware import cuda_gib, find_gpu
 from advisor.plan import checkpoint_for
 from advisor.specs import Checkpoint, Model
@@ -44,7 +44,7 @@ class Case:
     model: Model | None = None
     ckpt: Checkpoint | None = None
     target: Target | None = None
-    settings: Settings | None = None
+    settings: EngineSettings | None = None
     skip: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -175,7 +175,7 @@ def load_cases() -> list[Case]:
                              free_gib=free)
         mnbt = int(head["max_num_batched_tokens"]) if head.get("max_num_batched_tokens") else None
         max_len = int(head["max_model_len"]) if head.get("max_model_len") else None
-        case.settings = Settings(
+        case.settings = EngineSettings(
             gpu_mem_util=util, tp=tp, max_model_len=max_len,
             kv_cache_dtype="fp8" if head.get("kv_cache_dtype") == "fp8" else "auto",
             max_num_batched_tokens=mnbt, enforce_eager=head.get("enforce_eager") == "true",
