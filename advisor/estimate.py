@@ -67,7 +67,7 @@ GRAPH_GIB_PER_LAYER = 0.015
 CPU_PROCESS_OVERHEAD_GIB = 2.5
 
 
-class Target(msgspec.Struct, kw_only=True):
+class Target(msgspec.Struct, kw_only=True, frozen=True):
     """The hardware a plan is for: a GPU model and count, or the CPU engine with its RAM."""
 
     engine: Literal["vllm", "vllm-cpu"]
@@ -81,7 +81,7 @@ class Target(msgspec.Struct, kw_only=True):
     cpu_kv_gib: int | None = None  # VLLM_CPU_KVCACHE_SPACE; None: the plan picks one
 
 
-class EngineSettings(msgspec.Struct, kw_only=True):
+class EngineSettings(msgspec.Struct, kw_only=True, frozen=True):
     """The engine flags a plan sets (vLLM's names in snake_case)."""
 
     gpu_mem_util: float = 0.9
@@ -267,48 +267,99 @@ def _longest_fitting(pool: _Pool, native: int) -> int:
     return best
 
 
-def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> Estimate:
-    """One checkpoint under one set of flags on one target, as vLLM would account for it."""
-    arch = model.arch
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """The part of the accounting that does not depend on a checkpoint's weights: the same
+    for every checkpoint of one model under one request, so computed once (the ranker
+    estimates the whole catalog per request)."""
+
+    block: int
+    batched: int  # max_num_batched_tokens
+    layout: KvLayout
+    kv_per_token: int
+    act: float
+    nontorch: float
+    graphs: float
+    requested: int  # bytes per GPU: ceil(total × utilization); 0 on the CPU engine
+    overhead: int  # bytes taken from the reservation beside the weights
+    refusals: tuple[str, ...]  # reasons vLLM would refuse whatever the weights
+    graph_refusal: str  # CUDA graphs that do not fit outside the reservation (before 0.21)
+
+
+@lru_cache(maxsize=8192)
+def _shared(arch: Architecture, target: Target, settings: EngineSettings, dtype_b: int) -> _Shared:
     tp = settings.tp
-    dtype_b = kv_dtype_bytes(ckpt, settings.kv_cache_dtype)
     d_m, d_s = default_batching(target, tp)
     m = settings.max_num_batched_tokens or d_m
     s = settings.max_num_seqs or d_s
     cpu = target.engine == "vllm-cpu"
     block = 128 if cpu else 16
     layout = kv_layout(arch, dtype_b, tp, block, m)
-    weights = weights_bytes_per_gpu(ckpt, tp)
-    reasons: list[str] = []
-
+    per_token = kv_bytes_per_token(arch, dtype_b, tp)
     if cpu:
-        act = nontorch = graphs = 0.0
+        return _Shared(block, m, layout, per_token, 0.0, 0.0, 0.0, 0, 0, (), "")
+    requested = math.ceil(target.gpu_gib * GIB * settings.gpu_mem_util)
+    act = activation_gib(arch, tp, m, s, settings.vllm_version)
+    nontorch = non_torch_gib(tp, settings.vllm_version)
+    graphs = cuda_graph_gib(arch, settings.enforce_eager)
+    in_reservation = settings.vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
+    overhead = int((act + nontorch + (graphs if in_reservation else 0)) * GIB)
+    graph_refusal = ""
+    if not in_reservation and not settings.enforce_eager:
+        outside = target.gpu_gib * GIB - requested
+        if graphs * GIB > outside:
+            graph_refusal = (f"CUDA graphs need about {graphs:.2f} GiB outside the reservation; "
+                             f"{_gib(outside):.2f} GiB is left")
+    return _Shared(block, m, layout, per_token, act, nontorch, graphs, requested, overhead,
+                   tuple(_gpu_refusals(arch, target, settings, requested)), graph_refusal)
+
+
+@dataclass(slots=True)
+class _Account:
+    """One checkpoint's accounting, in bytes and tokens, before it is rounded for people."""
+
+    shared: _Shared
+    weights: int
+    available: int  # KV bytes per GPU (negative: short by that much)
+    space: int | None  # VLLM_CPU_KVCACHE_SPACE
+    longest: int
+    max_len: int | None
+    concurrency: float
+    tokens: int
+    reasons: list[str]
+
+
+def _account(model: Model, ckpt: Checkpoint, target: Target,
+             settings: EngineSettings) -> _Account:
+    arch = model.arch
+    sh = _shared(arch, target, settings, kv_dtype_bytes(ckpt, settings.kv_cache_dtype))
+    layout = sh.layout
+    weights = weights_bytes_per_gpu(ckpt, settings.tp)
+    cpu = target.engine == "vllm-cpu"
+    space: int | None = None
+    if cpu:
         budget = target.ram_gib
         space = target.cpu_kv_gib
         if space is None:
-            space = _cpu_kv_space(model, ckpt, target, settings, layout, weights)
+            space = _cpu_kv_space(model, target, settings, layout, weights)
         available = space * GIB
-        reservation = budget
-        room = budget * GIB - weights - available - CPU_PROCESS_OVERHEAD_GIB * GIB
-        if room < 0:
+        reasons: list[str] = []
+        if budget * GIB - weights - available - CPU_PROCESS_OVERHEAD_GIB * GIB < 0:
             reasons.append(
                 f"needs {_gib(weights + available) + CPU_PROCESS_OVERHEAD_GIB:.2f} GiB of RAM "
                 f"(weights {_gib(weights):.2f}, KV cache {space}, process "
                 f"{CPU_PROCESS_OVERHEAD_GIB}), above the {budget:.2f} GiB budget")
     else:
-        space = None
-        requested = math.ceil(target.gpu_gib * GIB * settings.gpu_mem_util)
-        reservation = requested / GIB
-        act = activation_gib(arch, tp, m, s, settings.vllm_version)
-        nontorch = non_torch_gib(tp, settings.vllm_version)
-        graphs = cuda_graph_gib(arch, settings.enforce_eager)
-        in_reservation = settings.vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
-        available = int(requested - weights - (act + nontorch + (graphs if in_reservation else 0)) * GIB)
-        reasons += _gpu_refusals(model, target, settings, requested, weights, graphs, in_reservation)
+        available = sh.requested - weights - sh.overhead
+        reasons = list(sh.refusals)
+        if weights > sh.requested:
+            reasons.append(f"the weights alone ({_gib(weights):.2f} GiB per GPU) exceed the "
+                           f"{_gib(sh.requested):.2f} GiB reservation")
+        if sh.graph_refusal:
+            reasons.append(sh.graph_refusal)
 
-    pool = _Pool(max(available, 0), layout)
     native = arch.native_context
-    longest = _longest_fitting(pool, native) if available > 0 else 0
+    longest = _longest_fitting(_Pool(available, layout), native) if available > 0 else 0
     asked = settings.max_model_len
     if asked is not None and asked > native:
         reasons.append(f"max_model_len {asked:,} is above the model's native context {native:,}")
@@ -320,24 +371,44 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSet
         need = layout.blocks_per_request(asked) * layout.bytes_per_block
         reasons.append(f"one {asked:,}-token sequence needs {_gib(need):.2f} GiB of KV cache; "
                        f"{_gib(available):.2f} GiB is available (longest that fits: {longest:,})")
-    num_blocks = pool.available // layout.bytes_per_block
-    if max_len:
-        per_req = layout.blocks_per_request(max_len)
-        concurrency = num_blocks / per_req
+    concurrency, tokens = 0.0, 0
+    if max_len and available > 0:
+        concurrency = (available // layout.bytes_per_block) / layout.blocks_per_request(max_len)
         tokens = int(concurrency * max_len)
-    else:
-        concurrency, tokens = 0.0, 0
-    fits = not reasons
-    meets = fits and concurrency >= settings.concurrency
+    return _Account(sh, weights, available, space, longest, max_len, concurrency, tokens, reasons)
+
+
+def fits(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:
+    """Whether vLLM would start: `estimate(...).fits` without building the answer."""
+    return not _account(model, ckpt, target, settings).reasons
+
+
+def longest_fitting(model: Model, ckpt: Checkpoint, target: Target,
+                    settings: EngineSettings) -> int:
+    """The longest max_model_len vLLM would start with under these flags, as
+    `--max-model-len auto` finds it (0: it would not start at any length)."""
+    a = _account(model, ckpt, target, msgspec.structs.replace(settings, max_model_len=None))
+    return 0 if a.reasons else a.longest
+
+
+def estimate(model: Model, ckpt: Checkpoint, target: Target,
+             settings: EngineSettings) -> Estimate:
+    """One checkpoint under one set of flags on one target, as vLLM would account for it."""
+    a = _account(model, ckpt, target, settings)
+    sh = a.shared
+    ok = not a.reasons
+    cpu = target.engine == "vllm-cpu"
     return Estimate(
         model=model.id, repo=ckpt.repo, quant=ckpt.quant, dtype=ckpt.dtype, engine=target.engine,
-        tp=tp, gpu_mem_util=settings.gpu_mem_util, reservation_gib=round(reservation, 2),
-        weights_gib=_gib(weights), activation_gib=round(act, 2), non_torch_gib=round(nontorch, 2),
-        cuda_graph_gib=round(graphs, 2), kv_cache_gib=_gib(pool.available),
-        kv_bytes_per_token=kv_bytes_per_token(arch, dtype_b, tp), kv_cache_tokens=tokens,
-        block_size=block, max_num_batched_tokens=m, max_model_len=max_len if fits else None,
-        max_concurrency=round(concurrency, 2), fits=fits, meets_request=meets,
-        reason="; ".join(reasons), cpu_kv_space_gib=space,
+        tp=settings.tp, gpu_mem_util=settings.gpu_mem_util,
+        reservation_gib=round(target.ram_gib, 2) if cpu else _gib(sh.requested),
+        weights_gib=_gib(a.weights), activation_gib=round(sh.act, 2),
+        non_torch_gib=round(sh.nontorch, 2), cuda_graph_gib=round(sh.graphs, 2),
+        kv_cache_gib=_gib(max(a.available, 0)), kv_bytes_per_token=sh.kv_per_token,
+        kv_cache_tokens=a.tokens, block_size=sh.block, max_num_batched_tokens=sh.batched,
+        max_model_len=a.max_len if ok else None, max_concurrency=round(a.concurrency, 2),
+        fits=ok, meets_request=ok and a.concurrency >= settings.concurrency,
+        reason="; ".join(a.reasons), cpu_kv_space_gib=a.space,
     )
 
 
@@ -368,9 +439,9 @@ def _provenance(engine: str, block: int, m: int, v: tuple[int, int],
     return tuple(prov.items())
 
 
-def _gpu_refusals(model: Model, target: Target, settings: EngineSettings, requested: int, weights: int,
-                  graphs: float, in_reservation: bool) -> list[str]:
-    arch, tp = model.arch, settings.tp
+def _gpu_refusals(arch: Architecture, target: Target, settings: EngineSettings,
+                  requested: int) -> list[str]:
+    tp = settings.tp
     out = []
     if tp > max(target.gpus, 1):
         out.append(f"tensor parallel size {tp} needs {tp} GPUs; {target.gpus} planned")
@@ -382,19 +453,11 @@ def _gpu_refusals(model: Model, target: Target, settings: EngineSettings, reques
         out.append(f"only {target.free_gib:.2f} GiB is free on the GPU, below the "
                    f"{_gib(requested):.2f} GiB that gpu_memory_utilization {settings.gpu_mem_util} "
                    f"reserves (plus {CUDA_CONTEXT_GIB} GiB for the CUDA context)")
-    if weights > requested:
-        out.append(f"the weights alone ({_gib(weights):.2f} GiB per GPU) exceed the "
-                   f"{_gib(requested):.2f} GiB reservation")
-    if not in_reservation and not settings.enforce_eager:
-        outside = target.gpu_gib * GIB - requested
-        if graphs * GIB > outside:
-            out.append(f"CUDA graphs need about {graphs:.2f} GiB outside the reservation; "
-                       f"{_gib(outside):.2f} GiB is left")
     return out
 
 
-def _cpu_kv_space(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
-                  layout: KvLayout, weights: int) -> int:
+def _cpu_kv_space(model: Model, target: Target, settings: EngineSettings, layout: KvLayout,
+                  weights: int) -> int:
     """Whole GiB of VLLM_CPU_KVCACHE_SPACE: enough for the requested sequences (or the
     native context), within what RAM leaves after weights and the process."""
     length = settings.max_model_len or model.arch.native_context

@@ -17,8 +17,10 @@ from advisor.estimate import (
     Estimate,
     Target,
     estimate,
+    fits,
     kv_bytes_per_token,
     kv_dtype_bytes,
+    longest_fitting,
     provenance,
     weights_bytes_per_gpu,
 )
@@ -134,41 +136,36 @@ def plan(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSetting
     return e
 
 
-def _fits(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:
-    return estimate(model, ckpt, target, settings).fits
-
-
 def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
                  known: dict[int, bool] | None = None) -> str:
     """Changes in the order they cost the user least: a setting, then context, then a
     quantized checkpoint, then more GPUs. Each is checked with the estimator itself."""
     rep = msgspec.structs.replace
     if target.engine == "vllm-cpu":
-        e = estimate(model, ckpt, target, settings)
-        if settings.max_model_len and e.max_model_len is None:
-            longest = estimate(model, ckpt, target, rep(settings, max_model_len=None)).max_model_len
+        if settings.max_model_len and not fits(model, ckpt, target, settings):
+            longest = longest_fitting(model, ckpt, target, settings)
             if longest:
                 return f"--max-model-len {longest}"
         if target.cpu_kv_gib:
             for space in range(target.cpu_kv_gib + 1, int(target.ram_gib) + 1):
-                if _fits(model, ckpt, rep(target, cpu_kv_gib=space), settings):
+                if fits(model, ckpt, rep(target, cpu_kv_gib=space), settings):
                     return f"VLLM_CPU_KVCACHE_SPACE={space}"
         return ""
     # settings cannot help when the weights alone exceed what any setting would reserve
     settings_can_help = weights_bytes_per_gpu(ckpt, settings.tp) < target.gpu_gib * GIB * 0.9
     if target.free_gib is not None and settings_can_help:
         usable = math.floor((target.free_gib - CUDA_CONTEXT_GIB) / target.gpu_gib * 100) / 100
-        if 0.05 < usable < settings.gpu_mem_util and _fits(
+        if 0.05 < usable < settings.gpu_mem_util and fits(
                 model, ckpt, target, rep(settings, gpu_mem_util=usable)):
             return f"--gpu-memory-utilization {usable:.2f} (what is free now)"
-    if settings_can_help and settings.gpu_mem_util < 0.95 and _fits(
+    if settings_can_help and settings.gpu_mem_util < 0.95 and fits(
             model, ckpt, target, rep(settings, gpu_mem_util=0.95)):
         return "--gpu-memory-utilization 0.95"
-    if settings_can_help and settings.kv_cache_dtype == "auto" and _fits(
+    if settings_can_help and settings.kv_cache_dtype == "auto" and fits(
             model, ckpt, target, rep(settings, kv_cache_dtype="fp8")):
         return "--kv-cache-dtype fp8"
     if settings_can_help and settings.max_model_len:
-        longest = estimate(model, ckpt, target, rep(settings, max_model_len=None)).max_model_len
+        longest = longest_fitting(model, ckpt, target, settings)
         if longest and longest >= min(settings.max_model_len, 2048):
             return f"--max-model-len {longest}"
     # quantized checkpoints, largest (least lossy) first
@@ -176,14 +173,14 @@ def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: Engin
                      key=lambda c: -c.weight_bytes)
     known = known or {}
     for c in smaller:
-        if known.get(id(c)) if id(c) in known else _fits(model, c, target, settings):
+        if known.get(id(c)) if id(c) in known else fits(model, c, target, settings):
             how = "quantize at load with --quantization " + c.quant if c.at_load else f"use {c.repo}"
             return f"{how} ({c.label}, {c.weight_bytes / GIB:.2f} GiB of weights)"
     for tp in (2, 4, 8):
         if tp <= settings.tp or model.arch.attention_heads % tp:
             continue
         more = rep(target, gpus=max(target.gpus, tp))
-        if _fits(model, ckpt, more, rep(settings, tp=tp)):
+        if fits(model, ckpt, more, rep(settings, tp=tp)):
             have = "" if tp <= target.gpus else f" (needs {tp} GPUs)"
             return f"--tensor-parallel-size {tp}{have}"
     return ""
