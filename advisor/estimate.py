@@ -236,35 +236,29 @@ class _Pool:
 
 
 def _longest_fitting(pool: _Pool, native: int) -> int:
-    """vLLM's auto-fit: the longest max_model_len whose one sequence fits beside the
-    null block (binary search, as _estimate_max_model_len_from_groups does)."""
-    usable = pool.available - pool.layout.bytes_per_block
+    """vLLM's auto-fit: the longest max_model_len whose one sequence fits beside the null
+    block. vLLM binary-searches (_estimate_max_model_len_from_groups); the blocks a request
+    needs are piecewise linear in its length, so it is solved here in closed form
+    (tests/test_estimate.py checks it against that search)."""
     layout = pool.layout
-    if not layout.sliding_groups:  # full attention only: whole blocks, in closed form
-        blocks = usable // (layout.bytes_per_block * layout.full_groups)
-        return max(0, min(native, blocks * layout.block_size))
-    # past the window (plus the tokens in flight) the sliding layers hold a fixed number of
-    # blocks and only the full-attention ones grow: closed form there too
+    block, full, sliding = layout.block_size, layout.full_groups, layout.sliding_groups
+    blocks = (pool.available - layout.bytes_per_block) // layout.bytes_per_block
+    if not sliding:  # full attention only: whole blocks
+        return max(0, min(native, blocks // full * block))
+    # up to `saturated` tokens a sliding layer holds the whole sequence plus one block:
+    # (full + sliding) × ceil(n / block) + sliding blocks
     saturated = layout.window - 1 + layout.in_flight_tokens
-    if layout.full_groups and native > saturated:
-        fixed = layout.sliding_groups * (math.ceil(saturated / layout.block_size) + 1)
-        full_blocks = (usable // layout.bytes_per_block - fixed) // layout.full_groups
-        longest = min(native, full_blocks * layout.block_size)
-        if longest > saturated:
-            return longest
-
-    def fits(n: int) -> bool:
-        return pool.layout.blocks_per_request(n) * pool.layout.bytes_per_block <= usable
-    if not fits(1):
+    whole = (blocks - sliding) // (full + sliding)
+    if whole < 1:
         return 0
-    lo, hi, best = 1, native, 1
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            best, lo = mid, mid + 1
-        else:
-            hi = mid - 1
-    return best
+    longest = min(native, saturated, whole * block)
+    if longest < saturated or native <= saturated:
+        return longest
+    # past it the sliding layers hold a fixed number of blocks; only full layers grow
+    fixed = sliding * (math.ceil(saturated / block) + 1)
+    if not full:
+        return native
+    return max(saturated, min(native, (blocks - fixed) // full * block))
 
 
 @dataclass(frozen=True, slots=True)

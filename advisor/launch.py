@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from functools import lru_cache
 
 from advisor.estimate import EngineSettings, Estimate
 from advisor.specs import Checkpoint
@@ -53,4 +54,8 @@ def engine_argv(ckpt: Checkpoint, est: Estimate, settings: EngineSettings, *, py
 def command_line(ckpt: Checkpoint, est: Estimate, settings: EngineSettings) -> str:
     """One line a user can paste: environment assignments first, then the engine."""
     argv, env = engine_argv(ckpt, est, settings, console_script=est.engine == "vllm")
-    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.join(argv)])
+    return " ".join([*(f"{k}={_quote(v)}" for k, v in env.items()), *map(_quote, argv)])
+
+
+# the ranker writes a command for every checkpoint; the words repeat (repo ids, flags)
+_quote = lru_cache(maxsize=4096)(shlex.quote)

@@ -6,6 +6,7 @@ table come in as arguments.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import msgspec
 
@@ -18,8 +19,6 @@ from advisor.estimate import (
     Target,
     estimate,
     fits,
-    kv_bytes_per_token,
-    kv_dtype_bytes,
     longest_fitting,
     provenance,
     weights_bytes_per_gpu,
@@ -102,22 +101,28 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
         e.provenance["decode_tokens_per_s"] = "not estimated: no sourced bandwidth for this hardware"
         return e
     hw = Roofline(target.bandwidth_gbps, target.bf16_tflops)
-    kv = kv_bytes_per_token(model.arch, kv_dtype_bytes(ckpt, settings.kv_cache_dtype), settings.tp)
     weights = weights_bytes_per_gpu(ckpt, settings.tp)
     active = active_param_count(model.arch)
-    one = decode_step_s(weights, kv, model.arch.layers, hw, 1, active, settings.tp)
+    one = decode_step_s(weights, e.kv_bytes_per_token, model.arch.layers, hw, 1, active,
+                        settings.tp)
     many = one if settings.concurrency == 1 else decode_step_s(
-        weights, kv, model.arch.layers, hw, settings.concurrency, active, settings.tp)
+        weights, e.kv_bytes_per_token, model.arch.layers, hw, settings.concurrency, active,
+        settings.tp)
     e.decode_tokens_per_s = decode_tokens_per_s(one)
     e.decode_tokens_per_s_at_concurrency = decode_tokens_per_s(many)
     e.ttft_s = ttft_s(active, settings.tp, hw, one)
-    e.provenance["decode_tokens_per_s"] = (
-        f"estimate: roofline on {target.bandwidth_gbps:g} GB/s, fitted on published vLLM "
-        "measurements (bench/speed.py)")
-    e.provenance["ttft_s"] = ("estimate: 1,000-token prompt at "
-                              f"{target.bf16_tflops:g} dense bf16 TFLOPS" if target.bf16_tflops
-                              else "not estimated: no sourced tensor throughput for this GPU")
+    e.provenance.update(_speed_provenance(target.bandwidth_gbps, target.bf16_tflops))
     return e
+
+
+@lru_cache(maxsize=256)
+def _speed_provenance(bandwidth_gbps: float, bf16_tflops: float | None) -> dict[str, str]:
+    return {
+        "decode_tokens_per_s": (f"estimate: roofline on {bandwidth_gbps:g} GB/s, fitted on "
+                                "published vLLM measurements (bench/speed.py)"),
+        "ttft_s": (f"estimate: 1,000-token prompt at {bf16_tflops:g} dense bf16 TFLOPS"
+                   if bf16_tflops else "not estimated: no sourced tensor throughput for this GPU"),
+    }
 
 
 def plan(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from advisor.estimate import EngineSettings, Estimate, Target, estimate
+from advisor.estimate import EngineSettings, Estimate, Target, estimate, fits
 from advisor.launch import command_line
 from advisor.plan import plan
 from advisor.specs import Checkpoint, Model
@@ -143,9 +143,8 @@ def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: 
             if tp > target.gpus or model.arch.attention_heads % tp:
                 continue
             s = msgspec.structs.replace(settings, tp=tp)
-            e = estimate(model, ckpt, target, s)
-            if e.fits:
-                return plan(model, ckpt, target, s, e), s
+            if fits(model, ckpt, target, s):
+                return plan(model, ckpt, target, s), s
     return plan(model, ckpt, target, settings, first, known), settings
 
 

@@ -131,7 +131,9 @@ def test_hybrid_sliding_window_models_need_fewer_kv_blocks() -> None:
 
 def test_the_closed_form_longest_context_equals_vllms_binary_search() -> None:
     """vLLM binary-searches max_model_len; the estimator solves it in closed form. Both must
-    agree for every hybrid sliding-window model, batch size, block size and pool."""
+    agree for every layout in the catalog (full attention, hybrid sliding-window, and an
+    all-sliding one), batch size, block size, native length and pool, small pools above all
+    (where a sequence barely fits)."""
     import random
 
     from advisor.estimate import _longest_fitting, _Pool, kv_layout
@@ -154,12 +156,15 @@ def test_the_closed_form_longest_context_equals_vllms_binary_search() -> None:
         return best
 
     rng = random.Random(7)
-    hybrid = [m for m in CATALOG.models if m.arch.sliding_window]
-    assert hybrid
-    for m in hybrid:
+    archs = {m.arch for m in CATALOG.models}
+    hybrid = [a for a in archs if a.sliding_window]
+    assert hybrid and len(hybrid) < len(archs)
+    archs.add(msgspec.structs.replace(hybrid[0], sliding_window_pattern=1))  # every layer slides
+    for arch in archs:
         for tp, batched, block in ((1, 2048, 16), (2, 8192, 16), (1, 2048, 128)):
-            layout = kv_layout(m.arch, 2, tp, block, batched)
-            for _ in range(100):
-                pool = _Pool(rng.randint(0, 80 * 2**30), layout)
-                native = m.arch.native_context
-                assert _longest_fitting(pool, native) == vllm_search(pool, native), m.id
+            layout = kv_layout(arch, 2, tp, block, batched)
+            for native in (arch.native_context, 1000, 3 * arch.native_context):
+                for _ in range(40):
+                    available = int(layout.bytes_per_block * 2 ** rng.uniform(0, 20))
+                    pool = _Pool(min(available, 80 * 2**30), layout)
+                    assert _longest_fitting(pool, native) == vllm_search(pool, native), arch
