@@ -278,6 +278,7 @@ class _Shared:
     overhead: int  # bytes taken from the reservation beside the weights
     refusals: tuple[str, ...]  # reasons vLLM would refuse whatever the weights
     graph_refusal: str  # CUDA graphs that do not fit outside the reservation (before 0.21)
+    shown: tuple[float, float, float, float]  # reservation, activation, non-torch, graphs in GiB
 
 
 @lru_cache(maxsize=8192)
@@ -291,7 +292,8 @@ def _shared(arch: Architecture, target: Target, settings: EngineSettings, dtype_
     layout = kv_layout(arch, dtype_b, tp, block, m)
     per_token = kv_bytes_per_token(arch, dtype_b, tp)
     if cpu:
-        return _Shared(block, m, layout, per_token, 0.0, 0.0, 0.0, 0, 0, (), "")
+        return _Shared(block, m, layout, per_token, 0.0, 0.0, 0.0, 0, 0, (), "",
+                       (round(target.ram_gib, 2), 0.0, 0.0, 0.0))
     requested = math.ceil(target.gpu_gib * GIB * settings.gpu_mem_util)
     act = activation_gib(arch, tp, m, s, settings.vllm_version)
     nontorch = non_torch_gib(tp, settings.vllm_version)
@@ -305,7 +307,8 @@ def _shared(arch: Architecture, target: Target, settings: EngineSettings, dtype_
             graph_refusal = (f"CUDA graphs need about {graphs:.2f} GiB outside the reservation; "
                              f"{_gib(outside):.2f} GiB is left")
     return _Shared(block, m, layout, per_token, act, nontorch, graphs, requested, overhead,
-                   tuple(_gpu_refusals(arch, target, settings, requested)), graph_refusal)
+                   tuple(_gpu_refusals(arch, target, settings, requested)), graph_refusal,
+                   (_gib(requested), round(act, 2), round(nontorch, 2), round(graphs, 2)))
 
 
 @dataclass(slots=True)
@@ -391,13 +394,12 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target,
     a = _account(model, ckpt, target, settings)
     sh = a.shared
     ok = not a.reasons
-    cpu = target.engine == "vllm-cpu"
+    reservation, act, nontorch, graphs = sh.shown
     return Estimate(
         model=model.id, repo=ckpt.repo, quant=ckpt.quant, dtype=ckpt.dtype, engine=target.engine,
-        tp=settings.tp, gpu_mem_util=settings.gpu_mem_util,
-        reservation_gib=round(target.ram_gib, 2) if cpu else _gib(sh.requested),
-        weights_gib=_gib(a.weights), activation_gib=round(sh.act, 2),
-        non_torch_gib=round(sh.nontorch, 2), cuda_graph_gib=round(sh.graphs, 2),
+        tp=settings.tp, gpu_mem_util=settings.gpu_mem_util, reservation_gib=reservation,
+        weights_gib=_gib(a.weights), activation_gib=act, non_torch_gib=nontorch,
+        cuda_graph_gib=graphs,
         kv_cache_gib=_gib(max(a.available, 0)), kv_bytes_per_token=sh.kv_per_token,
         kv_cache_tokens=a.tokens, block_size=sh.block, max_num_batched_tokens=sh.batched,
         max_model_len=a.max_len if ok else None, max_concurrency=round(a.concurrency, 2),

@@ -89,7 +89,8 @@ def _quality(model: Model, w: UseCaseWeights, best: dict[str, float]) -> tuple[f
     return total / weight, ", ".join(used)
 
 
-def _trait(model: Model, w: UseCaseWeights, est: Estimate) -> tuple[float, str]:
+def _trait(model: Model, w: UseCaseWeights) -> tuple[float, str] | None:
+    """The use case's trait for the model; None for speed, which depends on the hardware."""
     if w.trait_name == "small size":
         p = model.params_b
         value = 1.0 if p <= 3.2 else max(0.0, 1 - (p - 3.2) / 6)
@@ -100,19 +101,30 @@ def _trait(model: Model, w: UseCaseWeights, est: Estimate) -> tuple[float, str]:
     if w.trait_name == "languages":
         n = len(model.languages)
         return min(1.0, n / 12), f"{n} languages listed"
+    return None
+
+
+def _speed(model: Model, est: Estimate) -> tuple[float, str]:
     speed = est.decode_tokens_per_s
     if speed:
         return min(1.0, speed / 150), f"about {speed:g} tokens/s for one stream (estimate)"
     return min(1.0, 3 / max(model.params_b, 0.5)), "speed not estimated for this hardware"
 
 
-def score_one(model: Model, ckpt: Checkpoint, est: Estimate, use_case: str,
-              best: dict[str, float],
-              quality_of: tuple[float | None, str] | None = None) -> tuple[float, list[str]]:
-    """`quality_of`: the model's benchmark part, when the caller already has it."""
+@dataclass(frozen=True)
+class ModelScore:
+    """What a model scores for a use case before the hardware is known: the same for each
+    of its checkpoints and every request, so worked out once per model."""
+
+    points: float  # 0–1: benchmarks, strengths and a trait that needs no hardware, weighted
+    reasons: tuple[str, ...]
+    speed_weight: float  # the trait's share when the trait is speed (0 otherwise)
+
+
+def model_score(model: Model, use_case: str, best: dict[str, float]) -> ModelScore:
     w = USE_CASE_WEIGHTS[use_case]
     reasons: list[str] = []
-    quality, used = quality_of or _quality(model, w, best)
+    quality, used = _quality(model, w, best)
     if quality is None:
         # no published figure for this use case: a size prior, said plainly
         quality = min(0.85, 0.45 + 0.1 * math.log2(max(model.params_b, 0.25) / 0.5))
@@ -122,9 +134,24 @@ def score_one(model: Model, ckpt: Checkpoint, est: Estimate, use_case: str,
     strength = 1.0 if use_case in model.strengths else 0.0
     if strength:
         reasons.append(f"its authors name {use_case} among its strengths")
-    trait, trait_text = _trait(model, w, est)
-    reasons.append(trait_text)
-    score = 100 * (w.quality * quality + w.strength * strength + w.trait * trait)
+    points = w.quality * quality + w.strength * strength
+    trait = _trait(model, w)
+    if trait:
+        points += w.trait * trait[0]
+        reasons.append(trait[1])
+    return ModelScore(points, tuple(reasons), 0.0 if trait else w.trait)
+
+
+def score_one(model: Model, ckpt: Checkpoint, est: Estimate, part: ModelScore) -> tuple[float, list[str]]:
+    """A checkpoint's score: its model's part, the speed its estimate predicts where the
+    use case weighs speed, and the published cost of 4-bit weights."""
+    reasons = list(part.reasons)
+    points = part.points
+    if part.speed_weight:
+        speed, text = _speed(model, est)
+        points += part.speed_weight * speed
+        reasons.append(text)
+    score = 100 * points
     if ckpt.quant != "none" and ckpt.bits == 4:
         score *= 1 - FOUR_BIT_COST
         reasons.append(f"4-bit weights cost about {100 * FOUR_BIT_COST:.1f} % quality "
@@ -155,11 +182,11 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
     results = []
     for m in models:
         bare = {id(c): estimate(m, c, target, settings) for c in m.checkpoints}
-        quality = _quality(m, USE_CASE_WEIGHTS[use_case], best)  # the same for every checkpoint
+        part = model_score(m, use_case, best)
         known = {k: e.fits for k, e in bare.items()}
         for c in m.checkpoints:
             est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, bare[id(c)], known)
-            score, reasons = score_one(m, c, est, use_case, best, quality)
+            score, reasons = score_one(m, c, est, part)
             if not est.fits:
                 reasons.insert(0, f"does not fit: {est.reason}")
             elif not est.meets_request:
