@@ -408,31 +408,23 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target,
     )
 
 
-def provenance(e: Estimate, ckpt: Checkpoint, settings: EngineSettings) -> dict[str, str]:
-    """Where each figure of an estimate comes from (built once per answer, not per try)."""
-    prov = dict(_provenance(e.engine, e.block_size, e.max_num_batched_tokens,
-                            settings.vllm_version, settings.enforce_eager))
-    prov["weights_gib"] = ckpt.weight_bytes_source or "computed"
-    return prov
-
-
-@lru_cache(maxsize=256)
-def _provenance(engine: str, block: int, m: int, v: tuple[int, int],
-                eager: bool) -> tuple[tuple[str, str], ...]:
+def estimate_provenance(engine: str, block: int, batched: int, version: tuple[int, int],
+                        eager: bool) -> dict[str, str]:
+    """Where each memory figure of an estimate comes from (the weights' source aside)."""
     prov = {"kv_bytes_per_token": "layers × 2 × kv_heads × head_dim × dtype bytes (config.json)",
             "kv_cache_tokens": f"vLLM's block accounting ({block}-token blocks)"}
     if engine == "vllm-cpu":
         prov["kv_cache_gib"] = "VLLM_CPU_KVCACHE_SPACE (the CPU engine's explicit KV size)"
-        return tuple(prov.items())
-    inside = v >= CUDA_GRAPHS_IN_RESERVATION_SINCE
-    prov["activation_gib"] = (f"modelled: max_num_batched_tokens {m}, "
+        return prov
+    inside = version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
+    prov["activation_gib"] = (f"modelled: max_num_batched_tokens {batched}, "
                               "fitted on published vLLM logs (bench/accuracy.py)")
     prov["non_torch_gib"] = "fitted on published vLLM logs (bench/accuracy.py)"
     prov["cuda_graph_gib"] = ("0: --enforce-eager" if eager else
                               f"modelled per layer; {'inside' if inside else 'outside'} the "
-                              f"reservation in vLLM {v[0]}.{v[1]}")
+                              f"reservation in vLLM {version[0]}.{version[1]}")
     prov["kv_cache_gib"] = "the reservation less weights, activation, non-torch and graphs"
-    return tuple(prov.items())
+    return prov
 
 
 def _gpu_refusals(arch: Architecture, target: Target, settings: EngineSettings,

@@ -18,9 +18,9 @@ from advisor.estimate import (
     Estimate,
     Target,
     estimate,
+    estimate_provenance,
     fits,
     longest_fitting,
-    provenance,
     weights_bytes_per_gpu,
 )
 from advisor.hardware import cuda_gib, find_gpu
@@ -97,8 +97,8 @@ def checkpoint_for(model: Model, quant: str | None) -> Checkpoint | None:
 
 def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
                settings: EngineSettings) -> Estimate:
+    """The decode speed and time to first token, where the hardware's figures are sourced."""
     if target.engine != "vllm" or not target.bandwidth_gbps:
-        e.provenance["decode_tokens_per_s"] = "not estimated: no sourced bandwidth for this hardware"
         return e
     hw = Roofline(target.bandwidth_gbps, target.bf16_tflops)
     weights = weights_bytes_per_gpu(ckpt, settings.tp)
@@ -111,18 +111,32 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     e.decode_tokens_per_s = decode_tokens_per_s(one)
     e.decode_tokens_per_s_at_concurrency = decode_tokens_per_s(many)
     e.ttft_s = ttft_s(active, settings.tp, hw, one)
-    e.provenance.update(_speed_provenance(target.bandwidth_gbps, target.bf16_tflops))
     return e
 
 
+def provenance_of(e: Estimate, ckpt: Checkpoint, target: Target,
+                  settings: EngineSettings) -> dict[str, str]:
+    """Where each figure of a plan comes from: the estimate's, then the speed's."""
+    prov = dict(_provenance(e.engine, e.block_size, e.max_num_batched_tokens,
+                            settings.vllm_version, settings.enforce_eager,
+                            target.bandwidth_gbps if target.engine == "vllm" else None,
+                            target.bf16_tflops))
+    prov["weights_gib"] = ckpt.weight_bytes_source or "computed"
+    return prov
+
+
 @lru_cache(maxsize=256)
-def _speed_provenance(bandwidth_gbps: float, bf16_tflops: float | None) -> dict[str, str]:
-    return {
-        "decode_tokens_per_s": (f"estimate: roofline on {bandwidth_gbps:g} GB/s, fitted on "
-                                "published vLLM measurements (bench/speed.py)"),
-        "ttft_s": (f"estimate: 1,000-token prompt at {bf16_tflops:g} dense bf16 TFLOPS"
-                   if bf16_tflops else "not estimated: no sourced tensor throughput for this GPU"),
-    }
+def _provenance(engine: str, block: int, batched: int, version: tuple[int, int], eager: bool,
+                bandwidth_gbps: float | None, bf16_tflops: float | None) -> dict[str, str]:
+    prov = estimate_provenance(engine, block, batched, version, eager)
+    if not bandwidth_gbps:
+        prov["decode_tokens_per_s"] = "not estimated: no sourced bandwidth for this hardware"
+        return prov
+    prov["decode_tokens_per_s"] = (f"estimate: roofline on {bandwidth_gbps:g} GB/s, fitted on "
+                                   "published vLLM measurements (bench/speed.py)")
+    prov["ttft_s"] = (f"estimate: 1,000-token prompt at {bf16_tflops:g} dense bf16 TFLOPS"
+                      if bf16_tflops else "not estimated: no sourced tensor throughput for this GPU")
+    return prov
 
 
 def plan(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
@@ -130,9 +144,8 @@ def plan(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSetting
     """The estimate with speed, and for a "no" the reason with the cheapest change that fits.
     `est`: the bare estimate of these same arguments, when the caller already has it;
     `known`: whether each of the model's checkpoints fits these settings (by id), likewise."""
-    e = est or estimate(model, ckpt, target, settings)
-    e.provenance = provenance(e, ckpt, settings)
-    e = with_speed(e, model, ckpt, target, settings)
+    e = with_speed(est or estimate(model, ckpt, target, settings), model, ckpt, target, settings)
+    e.provenance = provenance_of(e, ckpt, target, settings)
     if e.fits:
         return e
     fix = cheapest_fix(model, ckpt, target, settings, known or {})

@@ -9,7 +9,7 @@ Constants are fitted on published vLLM measurements (tests/data/speed_measuremen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 BANDWIDTH_EFFICIENCY = 0.80  # share of peak bandwidth decode reaches
 SECONDS_PER_LAYER = 0.00011  # per decode step per layer: launches and scheduling
@@ -18,8 +18,7 @@ CONTEXT_TOKENS = 1000  # the context a decode-speed figure assumes
 PROMPT_TOKENS = 1000  # the prompt a time-to-first-token figure assumes
 
 
-@dataclass(frozen=True)
-class Roofline:
+class Roofline(NamedTuple):
     bandwidth_gbps: float  # per GPU
     bf16_tflops: float | None  # per GPU; None when not sourced
 
