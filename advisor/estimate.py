@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -67,7 +67,7 @@ GRAPH_GIB_PER_LAYER = 0.015
 CPU_PROCESS_OVERHEAD_GIB = 2.5
 
 
-class Target(msgspec.Struct, kw_only=True, frozen=True):
+class Target(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True):
     """The hardware a plan is for: a GPU model and count, or the CPU engine with its RAM."""
 
     engine: Literal["vllm", "vllm-cpu"]
@@ -81,7 +81,7 @@ class Target(msgspec.Struct, kw_only=True, frozen=True):
     cpu_kv_gib: int | None = None  # VLLM_CPU_KVCACHE_SPACE; None: the plan picks one
 
 
-class EngineSettings(msgspec.Struct, kw_only=True, frozen=True):
+class EngineSettings(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True):
     """The engine flags a plan sets (vLLM's names in snake_case)."""
 
     gpu_mem_util: float = 0.9
@@ -229,20 +229,13 @@ def _gib(n: float) -> float:
 # ----------------------------------------------------------------- the estimate
 
 
-@dataclass(frozen=True)
-class _Pool:
-    available: int  # bytes for KV, per GPU
-    layout: KvLayout
-
-
-def _longest_fitting(pool: _Pool, native: int) -> int:
+def _longest_fitting(available: int, layout: KvLayout, native: int) -> int:
     """vLLM's auto-fit: the longest max_model_len whose one sequence fits beside the null
     block. vLLM binary-searches (_estimate_max_model_len_from_groups); the blocks a request
     needs are piecewise linear in its length, so it is solved here in closed form
     (tests/test_estimate.py checks it against that search)."""
-    layout = pool.layout
     block, full, sliding = layout.block_size, layout.full_groups, layout.sliding_groups
-    blocks = (pool.available - layout.bytes_per_block) // layout.bytes_per_block
+    blocks = (available - layout.bytes_per_block) // layout.bytes_per_block
     if not sliding:  # full attention only: whole blocks
         return max(0, min(native, blocks // full * block))
     # up to `saturated` tokens a sliding layer holds the whole sequence plus one block:
@@ -311,8 +304,7 @@ def _shared(arch: Architecture, target: Target, settings: EngineSettings, dtype_
                    (_gib(requested), round(act, 2), round(nontorch, 2), round(graphs, 2)))
 
 
-@dataclass(slots=True)
-class _Account:
+class _Account(NamedTuple):
     """One checkpoint's accounting, in bytes and tokens, before it is rounded for people."""
 
     shared: _Shared
@@ -356,7 +348,7 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
             reasons.append(sh.graph_refusal)
 
     native = arch.native_context
-    longest = _longest_fitting(_Pool(available, layout), native) if available > 0 else 0
+    longest = _longest_fitting(available, layout, native) if available > 0 else 0
     asked = settings.max_model_len
     if asked is not None and asked > native:
         reasons.append(f"max_model_len {asked:,} is above the model's native context {native:,}")

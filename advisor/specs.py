@@ -20,7 +20,8 @@ QUANTS: tuple[str, ...] = ("none", "awq", "gptq", "fp8", "compressed-tensors", "
 # --------------------------------------------------------------------------- catalog
 
 
-class Architecture(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+class Architecture(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True,
+                   cache_hash=True):  # a key of the estimator's caches
     """The figures from a checkpoint's config.json that memory depends on."""
 
     architecture: str  # config.json "architectures"[0], e.g. "Qwen2ForCausalLM"

@@ -136,13 +136,13 @@ def test_the_closed_form_longest_context_equals_vllms_binary_search() -> None:
     (where a sequence barely fits)."""
     import random
 
-    from advisor.estimate import _longest_fitting, _Pool, kv_layout
+    from advisor.estimate import KvLayout, _longest_fitting, kv_layout
 
-    def vllm_search(pool: _Pool, native: int) -> int:
-        usable = pool.available - pool.layout.bytes_per_block
+    def vllm_search(available: int, layout: KvLayout, native: int) -> int:
+        usable = available - layout.bytes_per_block
 
         def fits(n: int) -> bool:
-            return pool.layout.blocks_per_request(n) * pool.layout.bytes_per_block <= usable
+            return layout.blocks_per_request(n) * layout.bytes_per_block <= usable
 
         if not fits(1):
             return 0
@@ -166,5 +166,6 @@ def test_the_closed_form_longest_context_equals_vllms_binary_search() -> None:
             for native in (arch.native_context, 1000, 3 * arch.native_context):
                 for _ in range(40):
                     available = int(layout.bytes_per_block * 2 ** rng.uniform(0, 20))
-                    pool = _Pool(min(available, 80 * 2**30), layout)
-                    assert _longest_fitting(pool, native) == vllm_search(pool, native), arch
+                    available = min(available, 80 * 2**30)
+                    assert _longest_fitting(available, layout, native) == \
+                        vllm_search(available, layout, native), arch
