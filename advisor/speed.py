@@ -46,3 +46,17 @@ def ttft_s(active_params: int, tp: int, hw: Roofline, step_s: float,
         return None
     prefill = 2 * active_params / tp * prompt_tokens / (hw.bf16_tflops * 1e12 * PREFILL_MFU)
     return round(prefill + step_s, 4)
+
+
+def predict(weights_bytes_per_gpu: int, kv_bytes_per_token_per_gpu: int, layers: int,
+            active_params: int, tp: int, concurrency: int,
+            hw: Roofline) -> tuple[float, float, float | None]:
+    """Tokens/s of one stream, tokens/s of each of `concurrency` streams, and time to
+    first token: what a plan shows, in one call."""
+    one = decode_step_s(weights_bytes_per_gpu, kv_bytes_per_token_per_gpu, layers, hw, 1,
+                        active_params, tp)
+    many = one if concurrency == 1 else decode_step_s(
+        weights_bytes_per_gpu, kv_bytes_per_token_per_gpu, layers, hw, concurrency,
+        active_params, tp)
+    return (decode_tokens_per_s(one), decode_tokens_per_s(many),
+            ttft_s(active_params, tp, hw, one))
