@@ -40,14 +40,19 @@ def command_line(ckpt: Checkpoint, est: Estimate, settings: EngineSettings) -> s
     that repeat between checkpoints are quoted once."""
     gpu = est.engine == "vllm"
     env = [f"{k}={shlex.quote(v)}" for k, v in _env(est).items()]
-    head = shlex.join(_head(ckpt.repo, "python", gpu))
-    return " ".join([*env, head, "--host 127.0.0.1", *_flags_line(_flag_key(est, settings, ckpt))])
+    return " ".join([*env, _head_line(ckpt.repo, gpu), "--host 127.0.0.1",
+                     *_flags_line(_flag_key(est, settings, ckpt))])
 
 
 def _head(repo: str, python: str, console_script: bool) -> list[str]:
     if console_script:
         return ["vllm", "serve", repo]
     return [python, "-m", CPU_ENGINE_MODULE, "--model", repo]
+
+
+@lru_cache(maxsize=4096)
+def _head_line(repo: str, console_script: bool) -> str:
+    return shlex.join(_head(repo, "python", console_script))
 
 
 def _env(est: Estimate) -> dict[str, str]:

@@ -55,8 +55,8 @@ def predict(weights_bytes_per_gpu: int, kv_bytes_per_token_per_gpu: int, layers:
     first token: what a plan shows, in one call."""
     one = decode_step_s(weights_bytes_per_gpu, kv_bytes_per_token_per_gpu, layers, hw, 1,
                         active_params, tp)
-    many = one if concurrency == 1 else decode_step_s(
+    alone = decode_tokens_per_s(one)
+    each = alone if concurrency == 1 else decode_tokens_per_s(decode_step_s(
         weights_bytes_per_gpu, kv_bytes_per_token_per_gpu, layers, hw, concurrency,
-        active_params, tp)
-    return (decode_tokens_per_s(one), decode_tokens_per_s(many),
-            ttft_s(active_params, tp, hw, one))
+        active_params, tp))
+    return alone, each, ttft_s(active_params, tp, hw, one)

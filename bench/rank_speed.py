@@ -35,7 +35,8 @@ REQUESTS = {
                                              max_model_len=32768),
 }
 CACHES = [estimate._shared, estimate.kv_layout, estimate.activation_gib, plan._provenance,
-          launch._plan_flags, launch._flags_line, weights.param_count, weights.active_param_count]
+          launch._plan_flags, launch._flags_line,
+          launch._head_line, weights.param_count, weights.active_param_count]
 
 
 def _ms(f: Callable[[], object]) -> float:
