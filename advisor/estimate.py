@@ -275,11 +275,14 @@ class _Shared:
 
 
 @lru_cache(maxsize=8192)
-def _shared(arch: Architecture, target: Target, settings: EngineSettings, dtype_b: int) -> _Shared:
-    tp = settings.tp
+def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_util: float,
+            max_num_batched_tokens: int | None, max_num_seqs: int | None, enforce_eager: bool,
+            vllm_version: tuple[int, int]) -> _Shared:
+    """Keyed on the flags it reads only, so that trying another context length or
+    concurrency (the cheapest-fix search does) finds it computed."""
     d_m, d_s = default_batching(target, tp)
-    m = settings.max_num_batched_tokens or d_m
-    s = settings.max_num_seqs or d_s
+    m = max_num_batched_tokens or d_m
+    s = max_num_seqs or d_s
     cpu = target.engine == "vllm-cpu"
     block = 128 if cpu else 16
     layout = kv_layout(arch, dtype_b, tp, block, m)
@@ -287,20 +290,20 @@ def _shared(arch: Architecture, target: Target, settings: EngineSettings, dtype_
     if cpu:
         return _Shared(block, m, layout, per_token, 0.0, 0.0, 0.0, 0, 0, (), "",
                        (round(target.ram_gib, 2), 0.0, 0.0, 0.0))
-    requested = math.ceil(target.gpu_gib * GIB * settings.gpu_mem_util)
-    act = activation_gib(arch, tp, m, s, settings.vllm_version)
-    nontorch = non_torch_gib(tp, settings.vllm_version)
-    graphs = cuda_graph_gib(arch, settings.enforce_eager)
-    in_reservation = settings.vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
+    requested = math.ceil(target.gpu_gib * GIB * gpu_mem_util)
+    act = activation_gib(arch, tp, m, s, vllm_version)
+    nontorch = non_torch_gib(tp, vllm_version)
+    graphs = cuda_graph_gib(arch, enforce_eager)
+    in_reservation = vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
     overhead = int((act + nontorch + (graphs if in_reservation else 0)) * GIB)
     graph_refusal = ""
-    if not in_reservation and not settings.enforce_eager:
+    if not in_reservation and not enforce_eager:
         outside = target.gpu_gib * GIB - requested
         if graphs * GIB > outside:
             graph_refusal = (f"CUDA graphs need about {graphs:.2f} GiB outside the reservation; "
                              f"{_gib(outside):.2f} GiB is left")
     return _Shared(block, m, layout, per_token, act, nontorch, graphs, requested, overhead,
-                   tuple(_gpu_refusals(arch, target, settings, requested)), graph_refusal,
+                   tuple(_gpu_refusals(arch, target, tp, gpu_mem_util, requested)), graph_refusal,
                    (_gib(requested), round(act, 2), round(nontorch, 2), round(graphs, 2)))
 
 
@@ -321,7 +324,9 @@ class _Account(NamedTuple):
 def _account(model: Model, ckpt: Checkpoint, target: Target,
              settings: EngineSettings) -> _Account:
     arch = model.arch
-    sh = _shared(arch, target, settings, kv_dtype_bytes(ckpt, settings.kv_cache_dtype))
+    sh = _shared(arch, target, kv_dtype_bytes(ckpt, settings.kv_cache_dtype), settings.tp,
+                 settings.gpu_mem_util, settings.max_num_batched_tokens, settings.max_num_seqs,
+                 settings.enforce_eager, settings.vllm_version)
     layout = sh.layout
     weights = weights_bytes_per_gpu(ckpt, settings.tp)
     cpu = target.engine == "vllm-cpu"
@@ -419,9 +424,8 @@ def estimate_provenance(engine: str, block: int, batched: int, version: tuple[in
     return prov
 
 
-def _gpu_refusals(arch: Architecture, target: Target, settings: EngineSettings,
+def _gpu_refusals(arch: Architecture, target: Target, tp: int, gpu_mem_util: float,
                   requested: int) -> list[str]:
-    tp = settings.tp
     out = []
     if tp > max(target.gpus, 1):
         out.append(f"tensor parallel size {tp} needs {tp} GPUs; {target.gpus} planned")
@@ -431,7 +435,7 @@ def _gpu_refusals(arch: Architecture, target: Target, settings: EngineSettings,
         out.append(f"{arch.kv_heads} KV heads cannot be replicated evenly across {tp} GPUs")
     if target.free_gib is not None and (target.free_gib - CUDA_CONTEXT_GIB) * GIB < requested:
         out.append(f"only {target.free_gib:.2f} GiB is free on the GPU, below the "
-                   f"{_gib(requested):.2f} GiB that gpu_memory_utilization {settings.gpu_mem_util} "
+                   f"{_gib(requested):.2f} GiB that gpu_memory_utilization {gpu_mem_util} "
                    f"reserves (plus {CUDA_CONTEXT_GIB} GiB for the CUDA context)")
     return out
 
