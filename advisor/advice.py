@@ -7,8 +7,9 @@ import msgspec
 
 from advisor.catalog import Catalog
 from advisor.errors import AdvisorError
-from advisor.estimate import EngineSettings, Estimate
+from advisor.estimate import EngineSettings, Estimate, Target
 from advisor.hfmeta import resolve
+from advisor.history import Measurement
 from advisor.plan import checkpoint_for, plan, settings_for, target_for
 from advisor.rank import Result, recommend
 from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
@@ -29,12 +30,13 @@ class Plan(msgspec.Struct, kw_only=True):
 
     model: Model
     ckpt: Checkpoint
+    target: Target
     settings: EngineSettings
     estimate: Estimate
 
 
 def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],
-             check_free: bool = False) -> Plan:
+             check_free: bool = False, history: tuple[Measurement, ...] = ()) -> Plan:
     if not req.model:
         raise AdvisorError("model: name a catalog id, a listed repo, or a model folder")
     model, named = resolve(req.model, catalog)
@@ -44,22 +46,22 @@ def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[G
         have = ", ".join(sorted({c.quant for c in model.checkpoints}))
         raise Refusal(f"quant: {model.id} has no {req.quant} checkpoint (it has: {have}; "
                       "fp8 and bitsandbytes can also quantize the plain one at load)")
-    target = target_for(req, host, gpus, check_free=check_free)
+    target = target_for(req, host, gpus, check_free=check_free, history=history)
     settings = settings_for(req)
-    return Plan(model=model, ckpt=ckpt, settings=settings,
+    return Plan(model=model, ckpt=ckpt, target=target, settings=settings,
                 estimate=plan(model, ckpt, target, settings))
 
 
 def estimate_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],
-                 check_free: bool = False) -> Estimate:
-    return plan_for(req, catalog, host, gpus, check_free).estimate
+                 check_free: bool = False, history: tuple[Measurement, ...] = ()) -> Estimate:
+    return plan_for(req, catalog, host, gpus, check_free, history).estimate
 
 
 def recommend_for(req: PlanRequest, catalog: Catalog, host: HostProfile,
-                  gpus: list[GpuSpec]) -> Recommendation:
+                  gpus: list[GpuSpec], history: tuple[Measurement, ...] = ()) -> Recommendation:
     if not req.use_case:
         raise AdvisorError("use_case: one of code, math, chat, edge, long-context, multilingual")
-    target = target_for(req, host, gpus)
+    target = target_for(req, host, gpus, history=history)
     results = recommend(catalog.models, req.use_case, target, settings_for(req),
                         tp_given=req.tp is not None)
     return Recommendation(request=req, host=host, results=results)

@@ -150,11 +150,30 @@ def _request(**kw: Any) -> Any:
         raise AdvisorError(text) from None
 
 
-def _context() -> tuple[Any, Any, Any]:
+def _context() -> dict[str, Any]:
     from advisor.catalog import load_gpus
     from advisor.profile import read_host
 
-    return _catalog(), read_host(), load_gpus()
+    return {"catalog": _catalog(), "host": read_host(), "gpus": load_gpus(),
+            "history": _history()}
+
+
+def _history() -> Any:
+    """What this host's launches measured (ADVISOR_HOME's database, read if it exists:
+    an estimate never creates one)."""
+    from advisor.config import load_settings
+    from advisor.estimate import INSTALLED_VLLM
+    from advisor.history import from_deployments
+    from advisor.store import Store
+
+    path = load_settings().home / "advisor.db"
+    if not path.exists():
+        return ()
+    store = Store(path)
+    try:
+        return from_deployments(store.all(), INSTALLED_VLLM)
+    finally:
+        store.close()
 
 
 @cli.command()
@@ -167,7 +186,7 @@ def estimate(model: str, as_json: bool, **options: Any) -> None:
     from advisor.advice import estimate_for
 
     req = _request(model=model, **options)
-    est = estimate_for(req, *_context())
+    est = estimate_for(req, **_context())
     if as_json:
         _json(est)
         return
@@ -203,7 +222,7 @@ def recommend(use_case: str, limit: int, as_json: bool, **options: Any) -> None:
     """Every checkpoint of the catalog ranked for a use case, best first."""
     from advisor.advice import recommend_for
 
-    rec = recommend_for(_request(use_case=use_case, **options), *_context())
+    rec = recommend_for(_request(use_case=use_case, **options), **_context())
     if as_json:
         _json(rec)
         return

@@ -26,6 +26,7 @@ from typing import Literal, NamedTuple
 
 import msgspec
 
+from advisor.history import Measurement, find
 from advisor.specs import Architecture, Checkpoint, Model
 
 GIB = 2**30
@@ -79,6 +80,7 @@ class Target(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True):
     bf16_tflops: float | None = None  # dense bf16 tensor throughput per GPU
     ram_gib: float = 0.0  # the CPU engine's budget
     cpu_kv_gib: int | None = None  # VLLM_CPU_KVCACHE_SPACE; None: the plan picks one
+    history: tuple[Measurement, ...] = ()  # this host's launches on this GPU (advisor.history)
 
 
 class EngineSettings(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True):
@@ -124,6 +126,8 @@ class Estimate(msgspec.Struct, kw_only=True):
     decode_tokens_per_s_at_concurrency: float | None = None
     ttft_s: float | None = None
     cpu_kv_space_gib: int | None = None
+    # GiB taken off the modelled KV pool because a launch on this host measured it
+    host_correction_gib: float | None = None
     provenance: dict[str, str] = {}
 
 
@@ -319,6 +323,7 @@ class _Account(NamedTuple):
     concurrency: float
     tokens: int
     reasons: list[str]
+    correction: float | None  # GiB this host's history took off the pool
 
 
 def _account(model: Model, ckpt: Checkpoint, target: Target,
@@ -331,6 +336,7 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
     weights = weights_bytes_per_gpu(ckpt, settings.tp)
     cpu = target.engine == "vllm-cpu"
     space: int | None = None
+    correction: float | None = None
     if cpu:
         budget = target.ram_gib
         space = target.cpu_kv_gib
@@ -345,6 +351,11 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
                 f"{CPU_PROCESS_OVERHEAD_GIB}), above the {budget:.2f} GiB budget")
     else:
         available = sh.requested - weights - sh.overhead
+        if target.history and (seen := find(
+                target.history, ckpt.repo, ckpt.quant, target.gpu_name, settings.tp, sh.batched,
+                settings.enforce_eager, settings.vllm_version)):
+            correction = seen.shortfall_gib
+            available -= int(correction * GIB)
         reasons = list(sh.refusals)
         if weights > sh.requested:
             reasons.append(f"the weights alone ({_gib(weights):.2f} GiB per GPU) exceed the "
@@ -369,7 +380,8 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
     if max_len and available > 0:
         concurrency = (available // layout.bytes_per_block) / layout.blocks_per_request(max_len)
         tokens = int(concurrency * max_len)
-    return _Account(sh, weights, available, space, longest, max_len, concurrency, tokens, reasons)
+    return _Account(sh, weights, available, space, longest, max_len, concurrency, tokens, reasons,
+                    correction)
 
 
 def fits(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:
@@ -401,7 +413,7 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target,
         kv_cache_tokens=a.tokens, block_size=sh.block, max_num_batched_tokens=sh.batched,
         max_model_len=a.max_len if ok else None, max_concurrency=round(a.concurrency, 2),
         fits=ok, meets_request=ok and a.concurrency >= settings.concurrency,
-        reason="; ".join(a.reasons), cpu_kv_space_gib=a.space,
+        reason="; ".join(a.reasons), cpu_kv_space_gib=a.space, host_correction_gib=a.correction,
     )
 
 

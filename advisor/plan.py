@@ -24,6 +24,7 @@ from advisor.estimate import (
     weights_bytes_per_gpu,
 )
 from advisor.hardware import cuda_gib, find_gpu
+from advisor.history import Measurement, find
 from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
 from advisor.speed import Roofline, predict
 from advisor.weights import active_param_count, checkpoint_bytes, describe_computation
@@ -32,8 +33,9 @@ GIB = 2**30
 
 
 def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
-               check_free: bool = False) -> Target:
-    """The hardware a request plans for: named, given, or this host's."""
+               check_free: bool = False, history: tuple[Measurement, ...] = ()) -> Target:
+    """The hardware a request plans for: named, given, or this host's. `history`: what this
+    host's launches measured, used where the plan is for this host's own GPU."""
     if req.gpus == 0 or (not host.gpus and req.gpu is None and req.gpu_gib is None):
         return Target(engine="vllm-cpu", ram_gib=req.ram_gib or host.ram.available_gib,
                       cpu_kv_gib=req.cpu_kv_gib)
@@ -60,9 +62,10 @@ def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
     free = None
     if check_free and host_gpu:
         free = min(g.memory_free_gib for g in host.gpus[:count])
-    return Target(engine="vllm", gpu_name=(host_gpu.name if host_gpu else spec.name if spec else ""),
-                  gpu_gib=gib, gpus=count, free_gib=free, bandwidth_gbps=bandwidth,
-                  bf16_tflops=(spec.bf16_tflops or None) if spec else None)
+    name = host_gpu.name if host_gpu else spec.name if spec else ""
+    return Target(engine="vllm", gpu_name=name, gpu_gib=gib, gpus=count, free_gib=free,
+                  bandwidth_gbps=bandwidth, bf16_tflops=(spec.bf16_tflops or None) if spec else None,
+                  history=tuple(m for m in history if m.gpu_name == name) if host_gpu else ())
 
 
 def settings_for(req: PlanRequest, tp: int | None = None) -> EngineSettings:
@@ -115,6 +118,10 @@ def provenance_of(e: Estimate, ckpt: Checkpoint, target: Target,
                             target.bandwidth_gbps if target.engine == "vllm" else None,
                             target.bf16_tflops))
     prov["weights_gib"] = ckpt.weight_bytes_source or "computed"
+    if e.host_correction_gib is not None and (seen := find(
+            target.history, ckpt.repo, ckpt.quant, target.gpu_name, settings.tp, e.max_num_batched_tokens,
+            settings.enforce_eager, settings.vllm_version)):
+        prov["kv_cache_gib"] = seen.note
     return prov
 
 

@@ -259,6 +259,7 @@ class Deployment(msgspec.Struct, kw_only=True):
     log_path: str = ""
     reserved_gib: float = 0.0  # memory this launch holds against others (GPU, or RAM on CPU)
     engine: str = "vllm"
+    gpu_name: str = ""  # the GPU it was planned for, as NVML names it ("" on the CPU engine)
     created_at: float = 0.0
     started_at: float | None = None
     ready_at: float | None = None

@@ -28,7 +28,8 @@ from advisor.catalog import Catalog
 from advisor.config import Settings
 from advisor.enginelog import Measured, read_failure, read_figure, read_phase
 from advisor.errors import AdvisorError
-from advisor.estimate import CPU_PROCESS_OVERHEAD_GIB
+from advisor.estimate import CPU_PROCESS_OVERHEAD_GIB, INSTALLED_VLLM
+from advisor.history import Measurement, from_deployments
 from advisor.launch import engine_argv
 from advisor.specs import ACTIVE_STATES, Deployment, GpuSpec, HostProfile, PlanRequest
 from advisor.store import Store
@@ -89,11 +90,13 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int, *, lingering_ok: bool = True) -> bool:
     """Whether an engine could listen on the port (as uvicorn does, with SO_REUSEADDR, so a
-    port whose last connections linger in TIME_WAIT counts as free)."""
+    port whose last connections linger in TIME_WAIT counts as free; `lingering_ok=False`
+    asks for a port nothing has touched lately)."""
     with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if lingering_ok:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -161,6 +164,10 @@ class Supervisor:
     def all(self) -> list[Deployment]:
         return self.store.all()
 
+    def history(self) -> tuple[Measurement, ...]:
+        """What this host's launches measured, for estimates to refine themselves with."""
+        return from_deployments(self.store.all(), INSTALLED_VLLM)
+
     def log_tail(self, deployment_id: str, lines: int = 200) -> str:
         d = self.get(deployment_id)
         path = Path(d.log_path)
@@ -206,7 +213,8 @@ class Supervisor:
             gpus = [msgspec.structs.replace(g, memory_free_gib=g.memory_free_gib - held)
                     for g in host.gpus]
             host = msgspec.structs.replace(host, gpus=gpus)
-        chosen = plan_for(req, self.catalog, host, self.gpus, check_free=True)
+        chosen = plan_for(req, self.catalog, host, self.gpus, check_free=True,
+                          history=self.history())
         model, ckpt, settings, est = chosen.model, chosen.ckpt, chosen.settings, chosen.estimate
         if not est.fits:
             raise Refused(f"will not fit in the memory free now: {est.reason}")
@@ -228,7 +236,7 @@ class Supervisor:
                        command=[a if a != key else "***" for a in argv], env=env,
                        request=msgspec.to_builtins(req), predicted=msgspec.to_builtins(est),
                        log_path=str(log_path), reserved_gib=round(reserved, 2), engine=est.engine,
-                       created_at=now, started_at=now)
+                       gpu_name=chosen.target.gpu_name, created_at=now, started_at=now)
         with log_path.open("wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, **env}, start_new_session=True,
@@ -254,7 +262,7 @@ class Supervisor:
         lo, hi = self.settings.engine_ports
         taken = {d.port for d in self.store.active()}
         for port in range(lo, hi + 1):
-            if port not in taken and _port_free(port):
+            if port not in taken and port_free(port):
                 return port
         raise NoFreePort(f"every engine port in {lo}-{hi} is taken (ADVISOR_ENGINE_PORTS)")
 

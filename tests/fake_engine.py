@@ -2,7 +2,8 @@
 supervisor's unit tests): prints captured vLLM lines, then behaves as FAKE_ENGINE says.
 
 ok: serves /health; kv: refuses with vLLM's KV error; hang: never becomes ready;
-stubborn: serves /health and ignores SIGTERM.
+stubborn: serves /health and ignores SIGTERM; gpu: prints a GPU engine's memory lines
+(its KV cache memory from FAKE_KV_GIB) and serves /health.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ LINES = [
     "cache on node 0.",
     "(EngineCore pid=2) INFO 11-29 20:39:52 [kv_cache_utils.py:2327] CPU KV cache size: 1,048,576 tokens, "
     "Maximum concurrency for 256 tokens per request: 4096.00x",
+]
+GPU_LINES = [
+    "(APIServer pid=1) INFO 11-29 20:39:01 [api_utils.py:347]  version 0.32.0",
+    "(EngineCore pid=2) INFO 11-29 20:39:45 [gpu_model_runner.py:1] Model loading took 0.01 GiB "
+    "memory and 0.5 seconds",
+    "(EngineCore pid=2) INFO 11-29 20:39:52 [gpu_worker.py:436] Available KV cache memory: {kv} GiB",
 ]
 KV_ERROR = ("ValueError: To serve at least one request with the model's max seq len (65536), (2.0 GiB "
             "KV cache is needed, which is larger than the available KV cache memory (1.0 GiB). Based on "
@@ -73,7 +80,9 @@ def main() -> None:
     global KEY
     port = int(sys.argv[sys.argv.index("--port") + 1])
     KEY = sys.argv[sys.argv.index("--api-key") + 1] if "--api-key" in sys.argv else ""
-    for line in LINES[: 3 if mode == "hang" else None]:
+    lines = [line.format(kv=os.environ.get("FAKE_KV_GIB", "1.0")) for line in GPU_LINES] \
+        if mode == "gpu" else LINES[: 3 if mode == "hang" else None]
+    for line in lines:
         print(line, flush=True)
         time.sleep(0.05)
     if mode == "kv":

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 from engine import free_port
 
+from advisor.supervisor import port_free
+
 KEY = "test-key-0123456789"
 
 
@@ -20,20 +22,10 @@ def free_port_range(n: int) -> tuple[int, int]:
     """n consecutive ports that are free now (best effort)."""
     for _ in range(50):
         start = free_port()
-        if start + n < 65000 and all(_free(p) for p in range(start, start + n)):
+        if start + n < 65000 and all(port_free(p, lingering_ok=False)
+                                     for p in range(start, start + n)):
             return start, start + n - 1
     raise RuntimeError("no free port range")
-
-
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Service:

@@ -12,6 +12,7 @@ from advisor import __version__
 from advisor.advice import Recommendation, estimate_for, recommend_for
 from advisor.catalog import Catalog
 from advisor.estimate import Estimate
+from advisor.history import Measurement
 from advisor.specs import GpuSpec, HostProfile, Model, PlanRequest
 
 
@@ -36,14 +37,16 @@ def models(catalog: NamedDependency[Catalog]) -> list[Model]:
 @post("/api/estimate", sync_to_thread=True, tags=["plan"], status_code=200)
 def estimate(data: JSONBody[PlanRequest], catalog: NamedDependency[Catalog],
              profiler: NamedDependency[Callable[[], HostProfile]],
-             gpu_table: NamedDependency[list[GpuSpec]]) -> Estimate:
+             gpu_table: NamedDependency[list[GpuSpec]],
+             host_history: NamedDependency[tuple[Measurement, ...]]) -> Estimate:
     """One memory and speed estimate: what vLLM will print at start-up, and whether it starts."""
-    return estimate_for(data, catalog, profiler(), gpu_table)
+    return estimate_for(data, catalog, profiler(), gpu_table, history=host_history)
 
 
 @post("/api/recommend", sync_to_thread=True, tags=["plan"], status_code=200)
 def recommend(data: JSONBody[PlanRequest], catalog: NamedDependency[Catalog],
               profiler: NamedDependency[Callable[[], HostProfile]],
-              gpu_table: NamedDependency[list[GpuSpec]]) -> Recommendation:
+              gpu_table: NamedDependency[list[GpuSpec]],
+              host_history: NamedDependency[tuple[Measurement, ...]]) -> Recommendation:
     """Every checkpoint of the catalog ranked for `use_case`, best first, with reasons."""
-    return recommend_for(data, catalog, profiler(), gpu_table)
+    return recommend_for(data, catalog, profiler(), gpu_table, history=host_history)

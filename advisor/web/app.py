@@ -22,6 +22,7 @@ from advisor import __version__
 from advisor.catalog import Catalog, data_dir, load_catalog, load_gpus
 from advisor.config import Settings, ensure_api_key
 from advisor.errors import AdvisorError, ModelNotFound
+from advisor.history import Measurement
 from advisor.profile import read_host
 from advisor.specs import HostProfile
 from advisor.store import Store
@@ -66,6 +67,9 @@ def create_app(
     def supervisor(state: State) -> Supervisor:
         return state.supervisor  # type: ignore[no-any-return]
 
+    def host_history(state: State) -> tuple[Measurement, ...]:
+        return state.supervisor.history()  # type: ignore[no-any-return]
+
     return Litestar(
         route_handlers=[api.healthz, api.profile, api.models, api.estimate, api.recommend,
                         deployments.launch, deployments.deployments, deployments.deployment,
@@ -79,6 +83,7 @@ def create_app(
             "profiler": Provide(lambda: profiler, use_cache=True, sync_to_thread=False),
             "gpu_table": Provide(lambda: gpus, use_cache=True, sync_to_thread=False),
             "supervisor": Provide(supervisor, sync_to_thread=False),
+            "host_history": Provide(host_history, sync_to_thread=False),
         },
         state=State({"api_key": key}),
         on_startup=[start_supervisor],

@@ -20,6 +20,7 @@ from advisor.advice import estimate_for, recommend_for
 from advisor.catalog import Catalog
 from advisor.errors import AdvisorError
 from advisor.hardware import cuda_gib
+from advisor.history import Measurement
 from advisor.specs import USE_CASES, GpuSpec, HostProfile, PlanRequest
 from advisor.supervisor import Supervisor
 
@@ -93,21 +94,23 @@ async def home(request: Request[Any, Any, Any], profiler: NamedDependency[Callab
 async def recommend_page(request: Request[Any, Any, Any], data: Form,
                          profiler: NamedDependency[Callable[[], HostProfile]],
                          catalog: NamedDependency[Catalog],
-                         gpu_table: NamedDependency[list[GpuSpec]]) -> Template:
-    return await asyncio.to_thread(_recommend_page, request, data, profiler, catalog, gpu_table)
+                         gpu_table: NamedDependency[list[GpuSpec]],
+                         host_history: NamedDependency[tuple[Measurement, ...]]) -> Template:
+    return await asyncio.to_thread(_recommend_page, request, data, profiler, catalog, gpu_table,
+                                   host_history)
 
 
 def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
                     profiler: Callable[[], HostProfile], catalog: Catalog,
-                    gpu_table: list[GpuSpec]) -> Template:
+                    gpu_table: list[GpuSpec], history: tuple[Measurement, ...]) -> Template:
     host = profiler()
     ctx = _home_context(host, catalog, gpu_table, data, request)
     req, errors = parse_form(data)
     if req is not None:
         try:
-            ctx["results"] = recommend_for(req, catalog, host, gpu_table).results
+            ctx["results"] = recommend_for(req, catalog, host, gpu_table, history).results
             if req.model:
-                ctx["own"] = estimate_for(req, catalog, host, gpu_table)
+                ctx["own"] = estimate_for(req, catalog, host, gpu_table, history=history)
         except AdvisorError as exc:
             field = str(exc).split(":", 1)[0] if ":" in str(exc) else "form"
             errors[field if field in (*NUMBERS, "model", "gpu", "use_case") else "form"] = str(exc)

@@ -1,0 +1,104 @@
+"""What this host's own launches measured, for the estimator to use in place of its model.
+
+From its reservation vLLM takes the weights, the KV cache, and the rest: the activation peak
+of its profiling pass, non-torch memory and (from 0.21 on) CUDA graphs. The estimator
+models the rest from published logs (bench/accuracy.py); a launch of the same checkpoint
+with the same flags on this host measured it. A later estimate for that checkpoint, on
+this host's GPU, takes the measured figure and says so in its provenance.
+
+The CPU engine has nothing to refine: its KV cache is the size it is told
+(VLLM_CPU_KVCACHE_SPACE), and the estimate equals what it logs.
+Pure: deployments in, measurements out (the store reads them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import msgspec
+
+from advisor.specs import Deployment
+
+
+class Measurement(msgspec.Struct, frozen=True, kw_only=True):
+    """How far one launch's KV cache fell short of the estimate made for it."""
+
+    deployment: str
+    repo: str
+    quant: str  # with the repo, the checkpoint (fp8 at load is another one than the plain)
+    gpu_name: str
+    tp: int
+    max_num_batched_tokens: int
+    enforce_eager: bool
+    version: tuple[int, int]
+    predicted_kv_gib: float
+    measured_kv_gib: float  # "Available KV cache memory", as the engine logged it
+    at: float  # when the engine reported ready
+
+    @property
+    def shortfall_gib(self) -> float:
+        """What vLLM took besides weights and KV beyond the model's figure (negative: less)."""
+        return round(self.predicted_kv_gib - self.measured_kv_gib, 2)
+
+    @property
+    def note(self) -> str:
+        day = time.strftime("%Y-%m-%d", time.localtime(self.at))
+        return (f"refined on this host: deployment {self.deployment} of this checkpoint with "
+                f"these flags ({day}) had {self.measured_kv_gib:.2f} GiB of KV cache where "
+                f"{self.predicted_kv_gib:.2f} was predicted; the difference is applied")
+
+
+def _number(record: dict[str, object], key: str) -> float | None:
+    value = record.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def measurement(d: Deployment, installed: tuple[int, int]) -> Measurement | None:
+    """The measurement a GPU launch left, if its engine logged its KV cache memory.
+    `installed`: the vLLM version the advisor launches, where the log does not say."""
+    if d.engine != "vllm" or not d.gpu_name or d.engine_ready_at is None:
+        return None
+    m, p = d.measured, d.predicted
+    version = _version(m.get("version")) or _version(d.request.get("vllm_version")) or installed
+    measured, predicted = _number(m, "kv_cache_gib"), _number(p, "kv_cache_gib")
+    tp, batched = _number(p, "tp"), _number(p, "max_num_batched_tokens")
+    if measured is None or predicted is None or tp is None or batched is None:
+        return None
+    # the model's own figure: a launch planned with history had the correction taken off
+    predicted = round(predicted + (_number(p, "host_correction_gib") or 0.0), 2)
+    return Measurement(
+        deployment=d.id, repo=d.repo, quant=d.quant, gpu_name=d.gpu_name, tp=int(tp),
+        max_num_batched_tokens=int(batched), enforce_eager="--enforce-eager" in d.command,
+        version=version, predicted_kv_gib=predicted, measured_kv_gib=measured,
+        at=d.engine_ready_at)
+
+
+def _version(text: object) -> tuple[int, int] | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        major, minor = text.split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def from_deployments(deployments: Iterable[Deployment],
+                     installed: tuple[int, int]) -> tuple[Measurement, ...]:
+    """Every usable measurement, the latest first."""
+    found = [m for d in deployments if (m := measurement(d, installed)) is not None]
+    return tuple(sorted(found, key=lambda m: -m.at))
+
+
+def find(measurements: tuple[Measurement, ...], repo: str, quant: str, gpu_name: str, tp: int,
+         max_num_batched_tokens: int, enforce_eager: bool,
+         version: tuple[int, int]) -> Measurement | None:
+    """The latest launch of this checkpoint on this GPU with the flags that decide what
+    vLLM takes besides weights and KV (the utilization and context length do not)."""
+    for m in measurements:
+        if (m.repo == repo and m.quant == quant and m.gpu_name == gpu_name and m.tp == tp
+                and m.max_num_batched_tokens == max_num_batched_tokens
+                and m.enforce_eager == enforce_eager and m.version == version):
+            return m
+    return None
