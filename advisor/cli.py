@@ -205,6 +205,8 @@ def render_estimate(e: Any) -> str:
     if e.fits:
         lines.append(f"  KV cache {e.kv_cache_gib:.2f} GiB = {e.kv_cache_tokens:,} tokens; "
                      f"max_model_len {e.max_model_len:,}; maximum concurrency {e.max_concurrency:.2f}x")
+    if e.host_correction_gib is not None:
+        lines.append(f"  KV cache {e.provenance.get('kv_cache_gib', 'refined on this host')}")
     if e.decode_tokens_per_s:
         lines.append(f"  about {e.decode_tokens_per_s:g} tokens/s for one stream"
                      + (f", first token in {e.ttft_s:.3f} s" if e.ttft_s else "") + " (estimates)")

@@ -90,6 +90,13 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+def new_engine_key() -> str:
+    """An engine's own API key. Hex, because it goes on the engine's command line after
+    --api-key, and a url-safe token that starts with "-" (1 in 64) reads as a flag there:
+    the engine exits with "argument --api-key: expected at least one argument"."""
+    return secrets.token_hex(24)
+
+
 def port_free(port: int, *, lingering_ok: bool = True) -> bool:
     """Whether an engine could listen on the port (as uvicorn does, with SO_REUSEADDR, so a
     port whose last connections linger in TIME_WAIT counts as free; `lingering_ok=False`
@@ -220,7 +227,7 @@ class Supervisor:
             raise Refused(f"will not fit in the memory free now: {est.reason}")
         self._check_disk(ckpt.repo, ckpt.weight_bytes, host)
         port = self._free_port()
-        key = secrets.token_urlsafe(24)
+        key = new_engine_key()
         dep_id = secrets.token_hex(4)
         served = list(dict.fromkeys([model.id, ckpt.repo]))
         argv, env = engine_argv(ckpt, est, settings, python=self.settings.vllm_python, port=port,

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from click.testing import CliRunner
 from tinymodels import build_model
 
 from advisor.advice import estimate_for, plan_for
 from advisor.catalog import load_catalog, load_gpus
+from advisor.cli import cli, render_estimate
 from advisor.config import load_settings
 from advisor.enginelog import summarize
 from advisor.estimate import INSTALLED_VLLM, Estimate
@@ -81,6 +83,15 @@ def test_a_published_launch_in_the_store_makes_the_next_estimate_equal_it(tmp_pa
     # the rest is the model's, unchanged
     assert after.weights_gib == before.weights_gib
     assert after.activation_gib == before.activation_gib
+    # and the CLI says so beside the figures
+    assert f"KV cache refined on this host: deployment {d.id}" in render_estimate(after)
+
+
+def test_the_cli_reads_the_history_without_ever_creating_a_database(advisor_home: Path) -> None:
+    result = CliRunner().invoke(cli, ["estimate", "qwen2.5-0.5b", "--gpus", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    assert msgspec.json.decode(result.output)["host_correction_gib"] is None
+    assert not (advisor_home / "advisor.db").exists()
 
 
 def test_the_correction_applies_only_where_the_launch_says_something(tmp_path: Path) -> None:

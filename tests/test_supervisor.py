@@ -20,7 +20,7 @@ from advisor.config import load_settings
 from advisor.profile import read_host
 from advisor.specs import PlanRequest
 from advisor.store import Store
-from advisor.supervisor import Supervisor, group_alive
+from advisor.supervisor import Supervisor, group_alive, new_engine_key
 
 FAKE = Path(__file__).parent / "fake_engine.py"
 
@@ -151,3 +151,8 @@ def test_at_start_a_recorded_engine_that_is_gone_is_marked_lost(tmp_path: Path, 
         await second.shutdown(keep_engines=False)
 
     asyncio.run(go())
+
+
+def test_an_engine_key_never_reads_as_a_flag_on_the_engines_command_line() -> None:
+    # a url-safe token began with "-" one launch in 64, and the engine refused its argv
+    assert not any(new_engine_key().startswith("-") for _ in range(2000))
