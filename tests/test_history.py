@@ -11,8 +11,6 @@ with the supervisor launching a scripted GPU engine (the real GPU engine cannot 
 from __future__ import annotations
 
 import asyncio
-import stat
-import sys
 import time
 from pathlib import Path
 
@@ -35,7 +33,6 @@ from advisor.supervisor import Supervisor
 
 CATALOG, GPUS = load_catalog(), load_gpus()
 LOGS = Path(__file__).parent / "data" / "vllm_logs"
-FAKE = Path(__file__).parent / "fake_engine.py"
 H100 = "NVIDIA H100 80GB HBM3"
 
 
@@ -140,14 +137,6 @@ def test_a_record_without_the_kv_figure_or_from_the_cpu_engine_refines_nothing(
                      measured={"kv_cache_gib": 1.0}, engine_ready_at=time.time())
     store.save(cpu)
     assert from_deployments(store.all(), INSTALLED_VLLM) == ()
-
-
-@pytest.fixture(name="python")
-def fx_python(tmp_path: Path) -> Path:
-    exe = tmp_path / "fake-python"
-    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return exe
 
 
 def test_the_supervisor_records_a_gpu_launch_and_plans_the_next_one_with_it(

@@ -7,8 +7,6 @@ they run in seconds, including the ones that take minutes for real (a hung start
 from __future__ import annotations
 
 import asyncio
-import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,17 +19,6 @@ from advisor.profile import read_host
 from advisor.specs import PlanRequest
 from advisor.store import Store
 from advisor.supervisor import Supervisor, group_alive, new_engine_key
-
-FAKE = Path(__file__).parent / "fake_engine.py"
-
-
-@pytest.fixture(name="python")
-def fx_python(tmp_path: Path) -> Path:
-    """An 'interpreter' that runs the fake engine whatever module it is asked for."""
-    exe = tmp_path / "fake-python"
-    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return exe
 
 
 @pytest.fixture(name="model")
