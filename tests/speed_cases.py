@@ -23,7 +23,10 @@ DATA = Path(__file__).parent / "data" / "speed_measurements.toml"
 ALIASES = {"meta-llama/Meta-Llama-3-8B-Instruct": "meta-llama/Llama-3.1-8B-Instruct",
            "casperhansen/llama-3-8b-instruct-awq": "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4",
            "Qwen/Qwen3-4B-Instruct-2507": "Qwen/Qwen3-4B"}
-FIT = {0, 3}  # Qwen2.5-0.5B and 7B on the A100: the per-layer cost and the bandwidth share
+# Qwen2.5-0.5B and 7B on the A100 (vLLM 0.6.3): the per-layer cost and the bandwidth share;
+# Qwen3-8B bf16 on the H100 (vLLM 0.30; one run, read as ITL and as tokens/s): the newer
+# engines' per-layer cost
+FIT = {0, 3, 10, 11}
 
 
 @dataclass
@@ -79,8 +82,10 @@ def load_speed_cases() -> list[SpeedCase]:
         hw = Roofline(spec.bandwidth_gbps, spec.bf16_tflops or None)
         kv = kv_bytes_per_token(model.arch, 2, tp)
         context = int(raw.get("input_tokens") or 0) + int(raw.get("output_tokens") or 0) // 2
+        major, minor = (int(x) for x in str(raw["vllm_version"]).split(".")[:2])
         step = decode_step_s(weights_bytes_per_gpu(ckpt, tp), kv, model.arch.layers, hw, 1,
-                             active_param_count(model.arch), tp, context=context)
+                             active_param_count(model.arch), tp, context=context,
+                             version=(major, minor))
         if metric == "ttft_ms":
             t = ttft_s(active_param_count(model.arch), tp, hw, step,
                        prompt_tokens=int(raw.get("input_tokens") or 0))
