@@ -20,7 +20,6 @@ published start-up logs (tests/data/vllm_logs; bench/accuracy.py prints the tabl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
@@ -150,8 +149,7 @@ def kv_bytes_per_token(arch: Architecture, dtype_bytes: int, tp: int = 1) -> int
     return arch.layers * 2 * kv_heads_per_gpu(arch, tp) * arch.head_dim * dtype_bytes
 
 
-@dataclass(frozen=True)
-class KvLayout:
+class KvLayout(NamedTuple):  # a tuple: the ranker builds dozens per request
     """vLLM's grouping of layers into KV-cache groups that share one pool of blocks."""
 
     block_size: int
@@ -258,8 +256,7 @@ def _longest_fitting(available: int, layout: KvLayout, native: int) -> int:
     return max(saturated, min(native, (blocks - fixed) // full * block))
 
 
-@dataclass(frozen=True, slots=True)
-class _Shared:
+class _Shared(NamedTuple):
     """The part of the accounting that does not depend on a checkpoint's weights: the same
     for every checkpoint of one model under one request, so computed once (the ranker
     estimates the whole catalog per request)."""

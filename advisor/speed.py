@@ -33,7 +33,10 @@ class Roofline(NamedTuple):
 
 
 def per_layer_s(version: tuple[int, int]) -> float:
-    return next(s for since, s in SECONDS_PER_LAYER if version >= since)
+    for since, seconds in SECONDS_PER_LAYER:
+        if version >= since:
+            return seconds
+    raise ValueError(f"no per-layer cost for vLLM {version}")
 
 
 def decode_step_s(weights_bytes_per_gpu: int, kv_bytes_per_token_per_gpu: int, layers: int,
