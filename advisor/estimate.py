@@ -14,7 +14,9 @@ vllm/v1/core/kv_cache_utils.py), read in the version the advisor installs (0.32)
 
 The CPU engine sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (whole GiB) instead.
 Activation, non-torch and CUDA-graph memory are modelled per architecture and fitted on
-published start-up logs (tests/data/vllm_logs; bench/accuracy.py prints the table).
+published start-up logs (tests/data/vllm_logs; bench/accuracy.py prints the table); where
+this host has launched the same checkpoint with the same flags, what its engine logged
+refines the pool (Target.history, advisor/history.py).
 """
 
 from __future__ import annotations
