@@ -11,12 +11,14 @@ with the supervisor launching a scripted GPU engine (the real GPU engine cannot 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
 import msgspec
 import pytest
 from click.testing import CliRunner
+from litestar.testing import TestClient
 from tinymodels import build_model
 
 from advisor.advice import estimate_for, plan_for
@@ -30,6 +32,7 @@ from advisor.profile import read_host
 from advisor.specs import Deployment, GpuInfo, HostProfile, PlanRequest
 from advisor.store import Store
 from advisor.supervisor import Supervisor
+from advisor.web.app import create_app
 
 CATALOG, GPUS = load_catalog(), load_gpus()
 LOGS = Path(__file__).parent / "data" / "vllm_logs"
@@ -186,3 +189,29 @@ def test_the_supervisor_records_a_gpu_launch_and_plans_the_next_one_with_it(
             await sup.shutdown(keep_engines=False)
 
     asyncio.run(go())
+
+
+def test_the_service_answers_with_the_history_and_the_page_says_so() -> None:
+    """The same record as the supervisor leaves, in the service's own database: the JSON
+    answer carries the correction and the recommendation page marks the refined bar."""
+    settings = load_settings()
+    host = gpu_host()
+    plain = PlanRequest(model="llama-3.1-8b")  # the form's defaults, the installed vLLM
+    est = estimate_for(plain, CATALOG, host, GPUS)
+    store = Store(settings.home / "advisor.db")
+    logged = round(est.kv_cache_gib - 0.5, 2)
+    d = _launched(store, plain, est,
+                  f"INFO [gpu_worker.py:436] Available KV cache memory: {logged} GiB")
+    store.close()
+
+    with TestClient(app=create_app(settings, profiler=gpu_host)) as client:
+        answer = client.post("/api/estimate", json={"model": "llama-3.1-8b"}).json()
+        assert answer["kv_cache_gib"] == pytest.approx(logged, abs=0.01)
+        assert f"deployment {d.id}" in answer["provenance"]["kv_cache_gib"]
+
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', client.get("/").text)
+        assert token
+        page = client.post("/", data={"_csrf_token": token[1], "use_case": "chat",
+                                      "model": "llama-3.1-8b"})
+        assert page.status_code == 200, page.text
+        assert "refined on this host" in page.text
