@@ -86,9 +86,18 @@ def _version(text: object) -> tuple[int, int] | None:
 
 def from_deployments(deployments: Iterable[Deployment],
                      installed: tuple[int, int]) -> tuple[Measurement, ...]:
-    """Every usable measurement, the latest first."""
-    found = [m for d in deployments if (m := measurement(d, installed)) is not None]
-    return tuple(sorted(found, key=lambda m: -m.at))
+    """The latest usable measurement of each checkpoint and set of flags, the latest first
+    (an older launch of the same says nothing the latest does not)."""
+    latest: dict[tuple[object, ...], Measurement] = {}
+    for d in deployments:
+        m = measurement(d, installed)
+        if m is None:
+            continue
+        key = (m.repo, m.quant, m.gpu_name, m.tp, m.max_num_batched_tokens, m.enforce_eager,
+               m.version)
+        if key not in latest or latest[key].at < m.at:
+            latest[key] = m
+    return tuple(sorted(latest.values(), key=lambda m: -m.at))
 
 
 def find(measurements: tuple[Measurement, ...], repo: str, quant: str, gpu_name: str, tp: int,
