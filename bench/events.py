@@ -20,7 +20,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from service import Service, free_port_range  # noqa: E402
+from service import launched  # noqa: E402
 from tinymodels import build_servable_model  # noqa: E402
 
 
@@ -38,39 +38,34 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = build_servable_model(Path(tmp) / "tiny")
-        svc = Service(Path(tmp) / "home", free_port_range(3))
         stop = threading.Event()
-        try:
-            d = svc.launch(model=str(model), gpus=0, cpu_kv_gib=1, max_model_len=256).json()
-            svc.wait_state(d["id"], {"ready"})
-            idle = cpu_share(svc.proc.pid, args.seconds)
-            received = [0] * args.dashboards
+        with launched(Path(tmp) / "home", model) as (svc, d):
+            try:
+                svc.wait_state(d["id"], {"ready"})
+                idle = cpu_share(svc.proc.pid, args.seconds)
+                received = [0] * args.dashboards
 
-            def dashboard(i: int) -> None:
-                with httpx.stream("GET", f"{svc.url}/api/events", params={"deployment": d["id"]},
-                                  timeout=None) as s:
-                    for line in s.iter_lines():
-                        if line.startswith("event:"):
-                            received[i] += 1
-                        if stop.is_set():
-                            return
+                def dashboard(i: int) -> None:
+                    with httpx.stream("GET", f"{svc.url}/api/events",
+                                      params={"deployment": d["id"]}, timeout=None) as s:
+                        for line in s.iter_lines():
+                            if line.startswith("event:"):
+                                received[i] += 1
+                            if stop.is_set():
+                                return
 
-            threads = [threading.Thread(target=dashboard, args=(i,), daemon=True)
-                       for i in range(args.dashboards)]
-            for t in threads:
-                t.start()
-            time.sleep(3)
-            watched = cpu_share(svc.proc.pid, args.seconds)
-            stop.set()
-            print(f"service CPU at idle: {100 * idle:.2f} % of one core with no dashboard, "
-                  f"{100 * watched:.2f} % with {args.dashboards} open (target < 5 %); "
-                  f"events received per dashboard: {min(received)}–{max(received)} "
-                  f"over {args.seconds:.0f} s")
-            svc.http.delete(f"/api/deployments/{d['id']}")
-            svc.wait_state(d["id"], {"stopped"}, timeout=60)
-        finally:
-            stop.set()
-            svc.stop()
+                threads = [threading.Thread(target=dashboard, args=(i,), daemon=True)
+                           for i in range(args.dashboards)]
+                for t in threads:
+                    t.start()
+                time.sleep(3)
+                watched = cpu_share(svc.proc.pid, args.seconds)
+                print(f"service CPU at idle: {100 * idle:.2f} % of one core with no dashboard, "
+                      f"{100 * watched:.2f} % with {args.dashboards} open (target < 5 %); "
+                      f"events received per dashboard: {min(received)}–{max(received)} "
+                      f"over {args.seconds:.0f} s")
+            finally:
+                stop.set()
 
 
 if __name__ == "__main__":

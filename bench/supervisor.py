@@ -22,7 +22,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from service import KEY, Service, free_port_range  # noqa: E402
+from fake_engine import interpreter  # noqa: E402
+from service import KEY, launched  # noqa: E402
 from tinymodels import build_servable_model  # noqa: E402
 
 
@@ -37,14 +38,8 @@ def main() -> None:
         model = build_servable_model(Path(tmp) / "tiny")
         env = {}
         if args.engine == "fake":
-            exe = Path(tmp) / "fake-python"
-            fake = Path(__file__).resolve().parent.parent / "tests" / "fake_engine.py"
-            exe.write_text(f"#!/bin/sh\nexec {sys.executable} {fake} \"$@\"\n")
-            exe.chmod(0o755)
-            env = {"ADVISOR_VLLM_PYTHON": str(exe), "FAKE_ENGINE": "ok"}
-        svc = Service(Path(tmp) / "home", free_port_range(4), env=env)
-        try:
-            d = svc.launch(model=str(model), gpus=0, cpu_kv_gib=1, max_model_len=256).json()
+            env = {"ADVISOR_VLLM_PYTHON": str(interpreter(Path(tmp))), "FAKE_ENGINE": "ok"}
+        with launched(Path(tmp) / "home", model, ports=4, env=env) as (svc, d):
             engine_ok: list[float] = []
 
             def poll_engine() -> None:
@@ -84,11 +79,6 @@ def main() -> None:
             print(f"/v1/completions (1 token), {args.requests} each, interleaved: direct p50 "
                   f"{p50['direct']:.2f} ms, via advisor p50 {p50['via advisor']:.2f} ms; "
                   f"added {p50['via advisor'] - p50['direct']:.2f} ms at p50 (target < 2 ms)")
-            svc.http.delete(f"/api/deployments/{d['id']}")
-            svc.wait_state(d["id"], {"stopped"}, timeout=60)
-        finally:
-            svc.stop()
-
 
 if __name__ == "__main__":
     main()

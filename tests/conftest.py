@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import stat
-import sys
 from pathlib import Path
 
 import pytest
+from fake_engine import interpreter
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +22,4 @@ def advisor_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def fx_python(tmp_path: Path) -> Path:
     """An 'interpreter' that runs the scripted engine (tests/fake_engine.py) whatever module
     it is asked for: ADVISOR_VLLM_PYTHON for the supervisor's tests at the engine seam."""
-    exe = tmp_path / "fake-python"
-    fake = Path(__file__).parent / "fake_engine.py"
-    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {fake} \"$@\"\n")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return exe
+    return interpreter(tmp_path)

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from engine import free_port
 from advisor.supervisor import port_free
 
 KEY = "test-key-0123456789"
+# the tiny test model on the CPU engine: 1 GiB of KV cache, short sequences
+TINY = {"gpus": 0, "cpu_kv_gib": 1, "max_model_len": 256}
 
 
 def free_port_range(n: int) -> tuple[int, int]:
@@ -86,3 +90,18 @@ class Service:
                 self.proc.kill()
                 self.proc.wait()
         self.http.close()
+
+
+@contextmanager
+def launched(home: Path, model: Path, ports: int = 3,
+             env: dict[str, str] | None = None) -> Iterator[tuple[Service, dict[str, Any]]]:
+    """`advisor serve` with `model` launched as TINY (just started, not yet ready). On the
+    way out the deployment is stopped, then the service."""
+    svc = Service(home, free_port_range(ports), env=env)
+    try:
+        d = svc.launch(model=str(model), **TINY).json()
+        yield svc, d
+        svc.http.delete(f"/api/deployments/{d['id']}")
+        svc.wait_state(d["id"], {"stopped"}, timeout=60)
+    finally:
+        svc.stop()

@@ -16,14 +16,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from service import KEY, Service, free_port_range
+from service import KEY, TINY, Service, free_port_range
 from tinymodels import build_servable_model
 
 from advisor.supervisor import group_alive
 
 pytestmark = pytest.mark.slow
-
-TINY = {"gpus": 0, "cpu_kv_gib": 1, "max_model_len": 256}
 
 
 @pytest.fixture(scope="module", name="model")

@@ -4,32 +4,24 @@ engine is behind /v1 in test_deployments_engine.py."""
 
 from __future__ import annotations
 
-import stat
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from service import KEY, Service, free_port_range
+from fake_engine import interpreter
+from service import KEY, Service, launched
 from tinymodels import build_model
 
 
 @pytest.fixture(scope="module", name="svc")
 def fx_svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, dict[str, object]]]:
     tmp = tmp_path_factory.mktemp("proxy")
-    exe = tmp / "fake-python"
-    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / 'fake_engine.py'} \"$@\"\n")
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    model = build_model(tmp / "tiny")
-    svc = Service(tmp / "home", free_port_range(3),
-                  env={"ADVISOR_VLLM_PYTHON": str(exe), "FAKE_ENGINE": "ok"})
-    d = svc.launch(model=str(model), gpus=0, cpu_kv_gib=1, max_model_len=256).json()
-    d = svc.wait_state(d["id"], {"ready", "failed"}, timeout=60)
-    assert d["state"] == "ready", d["cause"]
-    yield svc, d
-    svc.stop()
+    env = {"ADVISOR_VLLM_PYTHON": str(interpreter(tmp)), "FAKE_ENGINE": "ok"}
+    with launched(tmp / "home", build_model(tmp / "tiny"), env=env) as (svc, d):
+        d = svc.wait_state(d["id"], {"ready", "failed"}, timeout=60)
+        assert d["state"] == "ready", d["cause"]
+        yield svc, d
 
 
 def test_calls_reach_the_engine_with_its_own_key(svc: tuple[Service, dict[str, object]]) -> None:
