@@ -322,7 +322,7 @@ class _Account(NamedTuple):
     concurrency: float
     tokens: int
     reasons: list[str]
-    correction: float | None  # GiB this host's history took off the pool
+    seen: Measurement | None  # this host's launch that refined the pool
 
 
 def _account(model: Model, ckpt: Checkpoint, target: Target,
@@ -335,7 +335,7 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
     weights = weights_bytes_per_gpu(ckpt, settings.tp)
     cpu = target.engine == "vllm-cpu"
     space: int | None = None
-    correction: float | None = None
+    seen: Measurement | None = None
     if cpu:
         budget = target.ram_gib
         space = target.cpu_kv_gib
@@ -350,11 +350,11 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
                 f"{CPU_PROCESS_OVERHEAD_GIB}), above the {budget:.2f} GiB budget")
     else:
         available = sh.requested - weights - sh.overhead
-        if target.history and (seen := find(
-                target.history, ckpt.repo, ckpt.quant, target.gpu_name, settings.tp, sh.batched,
-                settings.enforce_eager, settings.vllm_version)):
-            correction = seen.shortfall_gib
-            available -= int(correction * GIB)
+        if target.history:
+            seen = find(target.history, ckpt.repo, ckpt.quant, target.gpu_name, settings.tp,
+                        sh.batched, settings.enforce_eager, settings.vllm_version)
+            if seen:
+                available -= int(seen.shortfall_gib * GIB)
         reasons = list(sh.refusals)
         if weights > sh.requested:
             reasons.append(f"the weights alone ({_gib(weights):.2f} GiB per GPU) exceed the "
@@ -380,7 +380,7 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
         concurrency = (available // layout.bytes_per_block) / layout.blocks_per_request(max_len)
         tokens = int(concurrency * max_len)
     return _Account(sh, weights, available, space, longest, max_len, concurrency, tokens, reasons,
-                    correction)
+                    seen)
 
 
 def fits(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:
@@ -412,7 +412,10 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target,
         kv_cache_tokens=a.tokens, block_size=sh.block, max_num_batched_tokens=sh.batched,
         max_model_len=a.max_len if ok else None, max_concurrency=round(a.concurrency, 2),
         fits=ok, meets_request=ok and a.concurrency >= settings.concurrency,
-        reason="; ".join(a.reasons), cpu_kv_space_gib=a.space, host_correction_gib=a.correction,
+        reason="; ".join(a.reasons), cpu_kv_space_gib=a.space,
+        host_correction_gib=a.seen.shortfall_gib if a.seen else None,
+        # the one figure whose source only this estimate knows; the plan adds the rest
+        provenance={"kv_cache_gib": a.seen.note} if a.seen else {},
     )
 
 

@@ -24,7 +24,7 @@ from advisor.estimate import (
     weights_bytes_per_gpu,
 )
 from advisor.hardware import cuda_gib, find_gpu
-from advisor.history import Measurement, find
+from advisor.history import Measurement
 from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
 from advisor.speed import Roofline, predict
 from advisor.weights import active_param_count, checkpoint_bytes, describe_computation
@@ -112,16 +112,13 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
 
 def provenance_of(e: Estimate, ckpt: Checkpoint, target: Target,
                   settings: EngineSettings) -> dict[str, str]:
-    """Where each figure of a plan comes from: the estimate's, then the speed's."""
-    prov = dict(_provenance(e.engine, e.block_size, e.max_num_batched_tokens,
-                            settings.vllm_version, settings.enforce_eager,
-                            target.bandwidth_gbps if target.engine == "vllm" else None,
-                            target.bf16_tflops))
+    """Where each figure of a plan comes from: the estimate's, then the speed's, with what
+    the estimate itself noted (a pool this host's history refined) taking precedence."""
+    prov = {**_provenance(e.engine, e.block_size, e.max_num_batched_tokens,
+                          settings.vllm_version, settings.enforce_eager,
+                          target.bandwidth_gbps if target.engine == "vllm" else None,
+                          target.bf16_tflops), **e.provenance}
     prov["weights_gib"] = ckpt.weight_bytes_source or "computed"
-    if e.host_correction_gib is not None and (seen := find(
-            target.history, ckpt.repo, ckpt.quant, target.gpu_name, settings.tp, e.max_num_batched_tokens,
-            settings.enforce_eager, settings.vllm_version)):
-        prov["kv_cache_gib"] = seen.note
     return prov
 
 
