@@ -8,6 +8,7 @@ stubborn: serves /health and ignores SIGTERM; gpu: prints a GPU engine's memory 
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import os
 import signal
@@ -16,6 +17,11 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the engine itself never imports the advisor
+    from advisor.specs import Deployment
+    from advisor.supervisor import Supervisor
 
 LINES = [
     "(APIServer pid=1) INFO 11-29 20:39:01 [api_utils.py:347]  version 0.32.0",
@@ -39,6 +45,17 @@ KV_ERROR = ("ValueError: To serve at least one request with the model's max seq 
 
 
 KEY = ""
+
+
+async def until_state(sup: Supervisor, dep_id: str, states: set[str],
+                      timeout: float = 20) -> Deployment:
+    """The deployment once the supervisor puts it in one of `states`."""
+    for _ in range(int(timeout / 0.05)):
+        d = sup.get(dep_id)
+        if d.state in states:
+            return d
+        await asyncio.sleep(0.05)
+    raise TimeoutError(sup.get(dep_id))
 
 
 def interpreter(folder: Path) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from click.testing import CliRunner
+from fake_engine import until_state
 from litestar.testing import TestClient
 from tinymodels import build_model
 
@@ -153,21 +154,13 @@ def test_the_supervisor_records_a_gpu_launch_and_plans_the_next_one_with_it(
     monkeypatch.setenv("FAKE_ENGINE", "gpu")
     monkeypatch.setenv("FAKE_KV_GIB", f"{logged:.2f}")
 
-    async def ready(sup: Supervisor, dep_id: str) -> Deployment:
-        for _ in range(400):
-            d = sup.get(dep_id)
-            if d.state in ("ready", "failed"):
-                return d
-            await asyncio.sleep(0.05)
-        raise TimeoutError(dep_id)
-
     async def go() -> None:
         settings = load_settings()
         sup = Supervisor(settings, Store(settings.home / "advisor.db"), CATALOG, GPUS,
                          lambda: host, poll=0.05)
         await sup.start()
         try:
-            first = await ready(sup, (await sup.launch(req)).id)
+            first = await until_state(sup, (await sup.launch(req)).id, {"ready", "failed"})
             assert first.state == "ready" and first.gpu_name == H100
             assert first.measured["kv_cache_gib"] == logged
             assert first.predicted["host_correction_gib"] is None
@@ -179,7 +172,7 @@ def test_the_supervisor_records_a_gpu_launch_and_plans_the_next_one_with_it(
             await sup.stop(first.id)
 
             # the next launch is planned with it; its own record says the same again
-            second = await ready(sup, (await sup.launch(req)).id)
+            second = await until_state(sup, (await sup.launch(req)).id, {"ready", "failed"})
             assert second.predicted["kv_cache_gib"] == pytest.approx(logged, abs=0.01)
             assert second.predicted["host_correction_gib"] == pytest.approx(1.25, abs=0.01)
             (latest,) = sup.history()  # the older launch of the same says nothing more

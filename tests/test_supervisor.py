@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_engine import until_state
 from tinymodels import build_model
 
 from advisor.catalog import load_catalog, load_gpus
@@ -51,26 +52,17 @@ def fx_run(tmp_path: Path, python: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 REQ = {"gpus": 0, "cpu_kv_gib": 1, "max_model_len": 256}
 
 
-async def _until(sup: Supervisor, dep_id: str, states: set[str], timeout: float = 20) -> object:
-    for _ in range(int(timeout / 0.05)):
-        d = sup.get(dep_id)
-        if d.state in states:
-            return d
-        await asyncio.sleep(0.05)
-    raise TimeoutError(sup.get(dep_id))
-
-
 def test_a_start_goes_through_phases_to_ready_with_measured_figures(run, model: Path) -> None:  # type: ignore[no-untyped-def]
     async def body(sup: Supervisor) -> None:
         d = await sup.launch(PlanRequest(model=str(model), **REQ))
         assert d.state == "starting"
-        d = await _until(sup, d.id, {"ready", "failed"})  # type: ignore[assignment]
+        d = await until_state(sup, d.id, {"ready", "failed"})  # type: ignore[assignment]
         assert d.state == "ready", d.cause
         assert d.measured["kv_cache_tokens"] == 1_048_576 == d.predicted["kv_cache_tokens"]
         assert d.ready_at and d.engine_ready_at and d.ready_at >= d.engine_ready_at
         stopped = await sup.stop(d.id)
         assert stopped.state == "stopping"
-        d = await _until(sup, d.id, {"stopped"})  # type: ignore[assignment]
+        d = await until_state(sup, d.id, {"stopped"})  # type: ignore[assignment]
         assert d.pid and not group_alive(d.pid)
 
     run("ok", body)
@@ -79,7 +71,7 @@ def test_a_start_goes_through_phases_to_ready_with_measured_figures(run, model: 
 def test_a_refusal_in_the_log_becomes_a_cause_and_a_fix(run, model: Path) -> None:  # type: ignore[no-untyped-def]
     async def body(sup: Supervisor) -> None:
         d = await sup.launch(PlanRequest(model=str(model), **REQ))
-        d = await _until(sup, d.id, {"failed"})  # type: ignore[assignment]
+        d = await until_state(sup, d.id, {"failed"})  # type: ignore[assignment]
         assert "To serve at least one request" in d.cause
         assert "vLLM suggests 32640" in d.fix
 
@@ -89,7 +81,7 @@ def test_a_refusal_in_the_log_becomes_a_cause_and_a_fix(run, model: Path) -> Non
 def test_a_hung_start_times_out_into_failed_and_its_group_is_killed(run, model: Path) -> None:  # type: ignore[no-untyped-def]
     async def body(sup: Supervisor) -> None:
         d = await sup.launch(PlanRequest(model=str(model), **REQ))
-        d = await _until(sup, d.id, {"failed"}, timeout=30)  # type: ignore[assignment]
+        d = await until_state(sup, d.id, {"failed"}, timeout=30)  # type: ignore[assignment]
         assert "did not become ready in 2 s (last phase: profiling)" in d.cause
         assert not group_alive(d.pid)
 
@@ -99,9 +91,9 @@ def test_a_hung_start_times_out_into_failed_and_its_group_is_killed(run, model: 
 def test_stop_escalates_to_sigkill_after_the_grace_period(run, model: Path) -> None:  # type: ignore[no-untyped-def]
     async def body(sup: Supervisor) -> None:
         d = await sup.launch(PlanRequest(model=str(model), **REQ))
-        d = await _until(sup, d.id, {"ready"})  # type: ignore[assignment]
+        d = await until_state(sup, d.id, {"ready"})  # type: ignore[assignment]
         await sup.stop(d.id)
-        d = await _until(sup, d.id, {"stopped"}, timeout=20)  # type: ignore[assignment]
+        d = await until_state(sup, d.id, {"stopped"}, timeout=20)  # type: ignore[assignment]
         assert not group_alive(d.pid)
 
     run("stubborn", body, grace=1)
@@ -122,7 +114,7 @@ def test_at_start_a_recorded_engine_that_is_gone_is_marked_lost(tmp_path: Path, 
                            read_host, poll=0.05)
         await first.start()
         d = await first.launch(PlanRequest(model=str(model), **REQ))
-        await _until(first, d.id, {"ready"})
+        await until_state(first, d.id, {"ready"})
         await first.shutdown(keep_engines=True)  # the service goes away, the engine stays
         assert d.pid and group_alive(d.pid)
         os.killpg(d.pid, signal.SIGKILL)  # ... and then the engine dies while nobody watches
