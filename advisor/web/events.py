@@ -33,6 +33,10 @@ async def events(supervisor: NamedDependency[Supervisor],
                  profiler: NamedDependency[Callable[[], HostProfile]],
                  deployment: FromQuery[str | None] = None) -> ServerSentEvent:
     """`deployment`, `gpu` and `metrics` events; `?deployment=ID` for one deployment's."""
+    if deployment:
+        # an unknown id is a 404 (UnknownDeployment) here, before the stream starts: raised
+        # inside the stream it was a traceback in the log and a 200 cut short
+        supervisor.get(deployment)
     queue: asyncio.Queue[Deployment] = asyncio.Queue(maxsize=256)
 
     def listener(d: Deployment) -> None:
@@ -42,7 +46,7 @@ async def events(supervisor: NamedDependency[Supervisor],
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         supervisor.listeners.append(listener)
         try:
-            if deployment:
+            if deployment:  # read again once listening, so that no change falls in between
                 yield ServerSentEventMessage(event="deployment", data=msgspec.json.encode(
                     supervisor.get(deployment)).decode())
             next_tick = 0.0

@@ -8,22 +8,38 @@ Requests are routed by their `model` (each engine serves its catalog id and its 
 and passed through untouched, streaming included; the engine's own key is added on the
 way. It is a raw ASGI mount rather than a routed handler: it is on the path of every
 token, and routing, dependency injection and body parsing would cost more than the hop.
+
+Only `/v1/…` reaches an engine: a path that could resolve elsewhere (`..`, encoded dots
+or slashes) is refused, since the engine answers `/metrics`, `/tokenize`, … without a key.
+Bodies are capped (MAX_BODY). A client that leaves closes the engine's connection too,
+which is how vLLM learns to abort the request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import re
 from typing import Any
 
 import aiohttp
 from litestar import asgi
 from litestar.types import HTTPScope, Receive
+from yarl import URL
 
+from advisor.specs import Deployment
 from advisor.supervisor import Supervisor
 from advisor.web.auth import allowed
 
+MAX_BODY = 16 << 20  # bytes of a request body; a prompt of the longest context is far less
 _HOP = {b"host", b"content-length", b"authorization", b"connection", b"transfer-encoding",
         b"keep-alive", b"accept-encoding", b"cookie"}
+# of the engine's reply: uvicorn writes its own date, server and framing
+_DROP = {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+# `.` or `..` as a segment, an empty segment, a backslash, or a dot, slash or backslash
+# percent-encoded: anything a server on the way may resolve to a path outside /v1
+_OUTSIDE = re.compile(r"/\.\.?(?:/|$)|//|\\|%(?:2e|2f|5c)", re.IGNORECASE)
 _session: aiohttp.ClientSession | None = None
 
 
@@ -42,6 +58,13 @@ def _client() -> aiohttp.ClientSession:
     return _session
 
 
+def _upstream(deployment: Deployment, path_qs: str) -> tuple[aiohttp.ClientSession, URL]:
+    """How an engine is reached: the connection pool and the URL of `path_qs` on it. The
+    one place that knows it is a port on 127.0.0.1. The URL is taken as written
+    (encoded=True): yarl would otherwise decode `%2e` and resolve `..`."""
+    return _client(), URL(f"http://127.0.0.1:{deployment.port}{path_qs}", encoded=True)
+
+
 async def _reply(send: Any, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None,
                  raw: bytes | None = None) -> None:
     data = raw if raw is not None else json.dumps(body).encode()
@@ -55,6 +78,62 @@ def _error(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "invalid_request_error"}}
 
 
+async def _body(scope: HTTPScope, receive: Receive) -> bytes | None:
+    """The request's body, or None past MAX_BODY (told early by content-length). Chunks are
+    joined once: `+=` on bytes copies the whole so far on every chunk."""
+    for k, v in scope["headers"]:
+        if k == b"content-length" and v.isdigit() and int(v) > MAX_BODY:
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Any = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    """Returns once the client has gone. With the body read, uvicorn's receive() waits until
+    the connection drops (or our reply is complete) and then says http.disconnect."""
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _forward(send: Any, session: aiohttp.ClientSession, method: str, url: URL,
+                   headers: dict[str, str], body: bytes, deployment_id: str) -> None:
+    """Pass one request to the engine and its reply back, streaming as it comes."""
+    try:
+        reply = await session.request(method, url, headers=headers, data=body or None,
+                                      allow_redirects=False)
+    except (aiohttp.ClientError, OSError) as exc:
+        await _reply(send, 502, _error(f"the engine of deployment {deployment_id} did not answer "
+                                       f"({type(exc).__name__})"))
+        return
+    passed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
+              if k.lower() not in _DROP]
+    try:
+        if "text/event-stream" not in reply.headers.get("content-type", ""):
+            # a whole answer: one write with its length
+            await _reply(send, reply.status, None, passed, await reply.read())
+        else:
+            await send({"type": "http.response.start", "status": reply.status, "headers": passed})
+            async for chunk in reply.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+    except BaseException:
+        # cut short (the client left, or the engine broke off): never back to the pool
+        reply.close()
+        raise
+    reply.release()
+
+
 @asgi("/v1", is_mount=True, copy_scope=False, include_in_schema=False)
 async def v1(scope: HTTPScope, receive: Receive, send: Any) -> None:
     """The OpenAI API of the ready engines (GET /v1/models lists what they serve)."""
@@ -63,21 +142,24 @@ async def v1(scope: HTTPScope, receive: Receive, send: Any) -> None:
     if not allowed(scope, app.state.api_key):
         await _reply(send, 401, _error("an API key is required: Authorization: Bearer <key>"))
         return
-    # the request's own path: the mount's scope["path"] may carry a trailing slash the
-    # engine would answer with a redirect to itself
-    raw = scope.get("raw_path") or scope["path"].encode()
-    path = raw.decode("latin-1").split("?", 1)[0].removeprefix("/v1") or "/"
+    # the request's own path, as sent: the mount's scope["path"] is decoded (`%2f` is a
+    # slash there) and may carry a trailing slash the engine would redirect to itself
+    raw = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1").split("?", 1)[0]
+    path = raw.removeprefix("/v1") or "/"
+    if not path.startswith("/") or _OUTSIDE.search(path):
+        await _reply(send, 400, _error(f"path: {raw!r} is not an API path under /v1 ('.' and '..' "
+                                       "segments, empty segments, backslashes and encoded dots "
+                                       "or slashes are refused)"))
+        return
     if scope["method"] == "GET" and path.rstrip("/") == "/models":
         data = [{"id": name, "object": "model", "owned_by": "slm-advisor", "deployment": d.id}
                 for d, _key in supervisor.ready() for name in d.served_names]
         await _reply(send, 200, {"object": "list", "data": data})
         return
-    body = b""
-    while True:
-        message: Any = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await _body(scope, receive)
+    if body is None:
+        await _reply(send, 413, _error(f"the body is larger than {MAX_BODY >> 20} MiB"))
+        return
     query = scope.get("query_string", b"").decode("latin-1")
     name: Any = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("model")
     if body:
@@ -97,24 +179,19 @@ async def v1(scope: HTTPScope, receive: Receive, send: Any) -> None:
     deployment, key = hit
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k not in _HOP}
     headers["authorization"] = f"Bearer {key}"
-    url = f"http://127.0.0.1:{deployment.port}/v1{path}" + (f"?{query}" if query else "")
+    session, url = _upstream(deployment, f"/v1{path}" + (f"?{query}" if query else ""))
+    # the engine's work is watched against the client: vLLM aborts a request when its
+    # connection closes, and uvicorn's send() to a client that left is silently dropped
+    work = asyncio.ensure_future(_forward(send, session, scope["method"], url, headers, body,
+                                          deployment.id))
+    gone = asyncio.ensure_future(_until_disconnect(receive))
     try:
-        reply = await _client().request(scope["method"], url, headers=headers, data=body or None,
-                                        allow_redirects=False)
-    except (aiohttp.ClientError, OSError) as exc:
-        await _reply(send, 502, _error(f"the engine of deployment {deployment.id} did not answer "
-                                       f"({type(exc).__name__})"))
-        return
-    passed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
-              if k.lower().encode() not in _HOP]
-    try:
-        if "text/event-stream" not in reply.headers.get("content-type", ""):
-            # a whole answer: one write with its length
-            await _reply(send, reply.status, None, passed, await reply.read())
-            return
-        await send({"type": "http.response.start", "status": reply.status, "headers": passed})
-        async for chunk in reply.content.iter_any():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        reply.release()
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+    if not work.cancelled():
+        work.result()  # its errors are ours
