@@ -36,10 +36,12 @@ class Plan(msgspec.Struct, kw_only=True):
 
 
 def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],
-             check_free: bool = False, history: tuple[Measurement, ...] = ()) -> Plan:
+             check_free: bool = False, history: tuple[Measurement, ...] = (), *,
+             local_ok: bool = True) -> Plan:
+    """`local_ok`: the caller may name a local folder (the CLI, or a web caller with the key)."""
     if not req.model:
         raise AdvisorError("model: name a catalog id, a listed repo, or a model folder")
-    model, named = resolve(req.model, catalog)
+    model, named = resolve(req.model, catalog, local_ok=local_ok)
     ckpt = named if named and (req.quant is None or named.quant == req.quant) else \
         checkpoint_for(model, req.quant)
     if ckpt is None:
@@ -53,8 +55,9 @@ def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[G
 
 
 def estimate_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],
-                 check_free: bool = False, history: tuple[Measurement, ...] = ()) -> Estimate:
-    return plan_for(req, catalog, host, gpus, check_free, history).estimate
+                 check_free: bool = False, history: tuple[Measurement, ...] = (), *,
+                 local_ok: bool = True) -> Estimate:
+    return plan_for(req, catalog, host, gpus, check_free, history, local_ok=local_ok).estimate
 
 
 def recommend_for(req: PlanRequest, catalog: Catalog, host: HostProfile,

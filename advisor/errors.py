@@ -15,3 +15,11 @@ class ModelNotFound(AdvisorError):
 
 class ModelDirError(AdvisorError):
     """A local model folder lacks config.json or safetensors, or they cannot be read."""
+
+
+class HubUnavailable(ModelNotFound):
+    """The Hub cannot be asked now: unreachable, too slow, or already asked as often as allowed."""
+
+
+class NeedsKey(AdvisorError):
+    """The request names a local path, which only a caller with the API key may have looked up."""

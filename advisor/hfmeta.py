@@ -9,17 +9,37 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
+import re
+import socket
+import stat
 import struct
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 
 from advisor.catalog import SIZES_FILE, Catalog, SizeRecord, load_sizes
-from advisor.errors import ModelDirError, ModelNotFound
+from advisor.errors import HubUnavailable, ModelDirError, ModelNotFound, NeedsKey
 from advisor.specs import Architecture, Checkpoint, Model
 from advisor.weights import checkpoint_bytes, param_count
+
+# Limits checked on a name before any filesystem call (Linux's PATH_MAX and NAME_MAX).
+MAX_PATH_BYTES = 4096
+MAX_COMPONENT_BYTES = 255
+MAX_CONFIG_BYTES = 16 * 2**20  # the largest config.json seen is a few hundred kB
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+MAX_WEIGHT_FILES = 10_000
+
+# Bits per element of each safetensors dtype (the format's own list; F4 and F6 pack).
+DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16,
+              "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "I64": 64,
+              "U64": 64, "F64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
 
 
 class TensorInfo(msgspec.Struct):
@@ -42,108 +62,442 @@ class Metadata(msgspec.Struct, kw_only=True):
     @property
     def quant(self) -> str:
         qc = self.config.get("quantization_config") or {}
-        method = str(qc.get("quant_method", "none")).lower()
+        method = str(qc.get("quant_method", "none")).lower() if isinstance(qc, dict) else "none"
         return {"compressed_tensors": "compressed-tensors"}.get(method, method)
 
 
-def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
+def _short(value: object) -> str:
+    """A value for a message: a hostile 100 kB name must not become a 100 kB message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --------------------------------------------------------------------------- files, checked first
+
+
+def check_name(name: str) -> None:
+    """Refuse a name no catalog id, repo id or path can be, before anything looks it up."""
     try:
-        with path.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            if length > 100_000_000:
-                raise ValueError(f"header of {length} bytes")
-            header = json.loads(fh.read(length))
-    except (OSError, ValueError, struct.error) as exc:
-        raise ModelDirError(f"{path.name} is not a readable safetensors file ({exc})") from None
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ModelNotFound(f"model: {_short(name)} is not valid UTF-8") from None
+    if size > MAX_PATH_BYTES:
+        raise ModelNotFound(f"model: a name of {size} bytes is too long (a catalog id, repo id or "
+                            f"path has at most {MAX_PATH_BYTES})")
+    if "\0" in name:
+        raise ModelNotFound(f"model: {_short(name)} contains a NUL byte")
+
+
+def check_path(path: Path) -> None:
+    """The OS's own length limits, checked by us: an OSError here would be a 500."""
+    for part in path.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+            raise ModelDirError(f"{_short(part)}: a path component has at most "
+                                f"{MAX_COMPONENT_BYTES} bytes")
+
+
+def _kind(mode: int) -> str:
+    for test, word in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """os.stat, None where nothing is there; symlinks are followed (the HF cache is made of them)."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as exc:
+        raise ModelDirError(f"{path} cannot be read ({exc})") from None
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """Open a regular file for reading, and nothing else: a FIFO or a device would block a
+    worker forever. O_NONBLOCK makes the open itself return at once whatever the path is,
+    and fstat on the open file leaves no window for a swap after a check."""
+    st = _stat(path)
+    if st is None:
+        raise ModelDirError(f"{path} does not exist")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelDirError(f"{path} is {_kind(st.st_mode)}, not a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ModelDirError(f"{path} cannot be opened ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ModelDirError(f"{path} is {_kind(mode)}, not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _json(raw: bytes, where: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[…" nested too deep
+        raise ModelDirError(f"{where} is not valid JSON ({type(exc).__name__}: "
+                            f"{str(exc)[:200]})") from None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A config.json as an object, from a regular file of a sane size."""
+    with _open_regular(path) as fh:
+        raw = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ModelDirError(f"{path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB: not a config.json")
+    config = _json(raw, str(path))
+    if not isinstance(config, dict):
+        raise ModelDirError(f"{path} holds a JSON {type(config).__name__}, not an object")
+    return config
+
+
+def _tensor(name: str, info: Any, where: str, data_size: int | None) -> tuple[TensorInfo, int, int]:
+    """One header entry, checked: its dtype, shape and byte range must agree with each other
+    and with the file (reversed offsets once gave negative weights and `fits: true`)."""
+    what = f"{where}: tensor {_short(name)}"
+    if not isinstance(info, dict):
+        raise ModelDirError(f"{what} is {type(info).__name__}, not an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise ModelDirError(f"{what}: dtype {_short(dtype)} is not a safetensors dtype")
+    if not isinstance(shape, list | tuple) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ModelDirError(f"{what}: shape {_short(shape)} is not a list of non-negative integers")
+    if not isinstance(offsets, list | tuple) or len(offsets) != 2 or not all(
+            isinstance(o, int) and not isinstance(o, bool) for o in offsets):
+        raise ModelDirError(f"{what}: data_offsets {_short(offsets)} is not a pair of integers")
+    begin, end = offsets
+    if not 0 <= begin <= end:
+        raise ModelDirError(f"{what}: data_offsets [{begin}, {end}] are not 0 <= begin <= end")
+    if data_size is not None and end > data_size:
+        raise ModelDirError(f"{what}: data_offsets end at {end}, past the {data_size} bytes of data "
+                            "the file holds (truncated?)")
+    span_bits, bits = (end - begin) * 8, DTYPE_BITS[dtype]
+    elements = 0 if 0 in shape else 1
+    for d in shape if elements else ():
+        elements *= d
+        if elements * bits > span_bits:  # stop early: a hostile shape's product could be vast
+            break
+    if elements * bits != span_bits:
+        raise ModelDirError(f"{what}: shape {_short(shape)} of {dtype} does not take the "
+                            f"{end - begin} bytes its data_offsets span")
+    return TensorInfo(dtype=dtype, shape=list(shape), nbytes=end - begin), begin, end
+
+
+def tensors_from_header(header: Any, where: str, data_size: int | None) -> dict[str, TensorInfo]:
+    """Every tensor of one safetensors header, each checked, none overlapping another."""
+    if not isinstance(header, dict):
+        raise ModelDirError(f"{where}: the header is a JSON {type(header).__name__}, not an object")
     out: dict[str, TensorInfo] = {}
+    spans: list[tuple[int, int, str]] = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        begin, end = info["data_offsets"]
-        out[name] = TensorInfo(dtype=info["dtype"], shape=list(info["shape"]), nbytes=end - begin)
+        out[name], begin, end = _tensor(name, info, where, data_size)
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_b, end, first), (begin, _e, second) in zip(spans, spans[1:], strict=False):
+        if begin < end:
+            raise ModelDirError(f"{where}: tensors {_short(first)} and {_short(second)} overlap "
+                                f"(one ends at {end}, the other begins at {begin})")
     return out
+
+
+def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
+    with _open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelDirError(f"{path.name} is not a safetensors file: {len(head)} bytes, "
+                                "shorter than the 8-byte header length")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise ModelDirError(f"{path.name} is not a readable safetensors file: its header "
+                                f"length says {length} bytes, the file has {size - 8} after it")
+        raw = fh.read(length)
+    return tensors_from_header(_json(raw, f"{path.name} header"), path.name, size - 8 - length)
 
 
 def read_local(folder: Path) -> Metadata:
     """config.json plus every *.safetensors header of a model folder."""
-    config_path = folder / "config.json"
-    if not folder.is_dir():
+    check_path(folder)
+    st = _stat(folder)
+    if st is None or not stat.S_ISDIR(st.st_mode):
         raise ModelDirError(f"{folder} is not a folder")
-    if not config_path.is_file():
+    config_path = folder / "config.json"
+    if _stat(config_path) is None:
         raise ModelDirError(f"{folder} has no config.json: not a Hugging Face model folder")
+    config = read_config(config_path)
     try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelDirError(f"{config_path} is not valid JSON ({exc})") from None
-    files = sorted(folder.glob("*.safetensors"))
+        files = sorted(folder.glob("*.safetensors"))
+    except OSError as exc:
+        raise ModelDirError(f"{folder} cannot be listed ({exc.strerror})") from None
     if not files:
         raise ModelDirError(f"{folder} has no *.safetensors weights (vLLM needs safetensors here)")
+    if len(files) > MAX_WEIGHT_FILES:
+        raise ModelDirError(f"{folder} has {len(files)} *.safetensors files, more than "
+                            f"{MAX_WEIGHT_FILES}: not a model folder")
     tensors: dict[str, TensorInfo] = {}
     for f in files:
-        tensors.update(read_safetensors_header(f))
+        header = read_safetensors_header(f)
+        twice = next((name for name in header if name in tensors), None)
+        if twice is not None:  # counted once, it would understate the weights
+            raise ModelDirError(f"{f.name}: tensor {_short(twice)} is also in another *.safetensors file")
+        tensors.update(header)
     return Metadata(source=str(folder), config=config, tensors=tensors)
 
 
-def read_hub(repo: str, revision: str | None = None) -> Metadata:
-    """The same from the Hub, through huggingface_hub (headers only, ranged requests)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        raise ModelNotFound(f"model: {repo} is not in the catalog, and HF_HUB_OFFLINE is set, so it "
-                            "cannot be read from the Hub")
+# --------------------------------------------------------------------------- the Hub, bounded
+
+# A caller must never wait on the Hub for long, nor may callers pile up: huggingface_hub
+# retries an unreachable Hub 5 times over 23 s, and 45 such estimates once starved every
+# route for three minutes.
+HUB_AT_ONCE = 4  # look-ups under way at once; one more is refused at once
+HUB_TIMEOUT_S = 20.0  # one look-up, config.json and headers together
+PROBE_TIMEOUT_S = 1.5  # is the Hub's host reachable at all?
+REMEMBER_S = 60.0  # how long an unreachable (or reachable) Hub is taken as such
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}")
+
+
+def is_repo_id(name: str) -> bool:
+    """`owner/name` as the Hub spells repo ids (no '--' or '..', nothing path-like)."""
+    return bool(REPO_ID.fullmatch(name)) and "--" not in name and ".." not in name \
+        and not name.endswith(".")
+
+
+def _hub_address() -> tuple[str, int]:
+    """The host and port a Hub request first reaches: the proxy where one is set."""
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    proxy = next((os.environ[v] for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+                  if os.environ.get(v)), "")
+    url = urllib.parse.urlsplit(proxy if proxy and "://" in proxy else endpoint)
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    return url.hostname or "huggingface.co", port or (443 if url.scheme == "https" else 80)
+
+
+def probe_hub(timeout: float = PROBE_TIMEOUT_S) -> str:
+    """"" if a TCP connection to the Hub (or the proxy) opens within `timeout`, else why not.
+    Name resolution cannot be given a timeout, so the probe runs in a thread of its own."""
+    host, port = _hub_address()
+    answer: list[str] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append("")
+        except OSError as exc:
+            answer.append(f"{host}:{port}: {exc.strerror or exc}")
+
+    worker = threading.Thread(target=connect, name="hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return answer[0] if answer else f"{host}:{port}: no answer within {timeout:g} s"
+
+
+class HubGate:
+    """At most `at_once` Hub look-ups at a time, each bounded by `timeout`, and a Hub found
+    unreachable remembered for `remember` seconds so that callers are refused at once."""
+
+    def __init__(self, at_once: int = HUB_AT_ONCE, timeout: float = HUB_TIMEOUT_S,
+                 remember: float = REMEMBER_S, probe: Callable[[], str] = probe_hub,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.at_once, self.timeout, self.remember = at_once, timeout, remember
+        self.probe, self.clock = probe, clock
+        self._slots = threading.BoundedSemaphore(at_once)
+        self._lock = threading.Lock()
+        self._checked_at = -math.inf
+        self._unreachable = ""  # why, when the last probe failed
+
+    def _reachable(self) -> str:
+        """"" or why the Hub is unreachable; probes at most once per `remember` seconds."""
+        with self._lock:  # one probe at a time; the others wait for its answer
+            if self.clock() - self._checked_at >= self.remember:
+                self._unreachable = self.probe()
+                self._checked_at = self.clock()
+            return self._unreachable
+
+    def run(self, repo: str, fetch: Callable[[], Metadata]) -> Metadata:
+        if self._unreachable and self.clock() - self._checked_at < self.remember:
+            raise self._offline(repo)
+        if not self._slots.acquire(blocking=False):
+            raise HubUnavailable(
+                f"model: {repo} is not in the catalog, and the Hub is busy: {self.at_once} look-ups "
+                "are already under way. Try again in a moment, or name a catalog model.")
+        try:
+            if self._reachable():
+                raise self._offline(repo)
+        except BaseException:
+            self._slots.release()
+            raise
+        result: list[Metadata] = []
+        error: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                result.append(fetch())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                error.append(exc)
+            finally:  # a look-up that outlives its caller still holds its slot
+                self._slots.release()
+
+        worker = threading.Thread(target=work, name=f"hub {repo}", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if not result:
+            with self._lock:  # a failure may mean the network went away: probe again next time
+                self._checked_at = -math.inf
+        if error:
+            raise error[0]
+        if not result:
+            raise HubUnavailable(f"model: {repo} is not in the catalog, and the Hugging Face Hub "
+                                 f"did not answer within {self.timeout:g} s. Try again later.")
+        return result[0]
+
+    def _offline(self, repo: str) -> HubUnavailable:
+        return HubUnavailable(
+            f"model: {repo} is not in the catalog, and the Hugging Face Hub is unreachable, so it "
+            f"cannot be read ({self._unreachable}; offline, checked again within "
+            f"{self.remember:g} s). Name a catalog model or a local folder, or set HF_HUB_OFFLINE=1.")
+
+
+GATE = HubGate()
+
+
+def _fetch_hub(repo: str, revision: str | None) -> Metadata:
+    """The two huggingface_hub calls: config.json, then the safetensors headers (ranged requests)."""
     try:
         from huggingface_hub import get_safetensors_metadata, hf_hub_download
 
-        config = json.loads(Path(hf_hub_download(repo, "config.json", revision=revision)).read_text())
+        config = read_config(Path(hf_hub_download(repo, "config.json", revision=revision)))
         meta = get_safetensors_metadata(repo, revision=revision)
+    except ModelDirError as exc:
+        raise ModelNotFound(f"model: {repo}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - offline, gated, missing: all reach the user as one message
         raise ModelNotFound(
             f"model: {repo} is not in the catalog, and it could not be read from the Hugging Face "
-            f"Hub ({type(exc).__name__}: {exc}). "
+            f"Hub ({type(exc).__name__}: {str(exc)[:300]}). "
             "Check the name, your network, and HF_TOKEN for gated repos."
         ) from None
     tensors: dict[str, TensorInfo] = {}
-    for file_meta in meta.files_metadata.values():
-        for name, t in file_meta.tensors.items():
-            begin, end = t.data_offsets
-            tensors[name] = TensorInfo(dtype=t.dtype, shape=list(t.shape), nbytes=end - begin)
+    for file_name, file_meta in meta.files_metadata.items():
+        header = {name: {"dtype": t.dtype, "shape": t.shape, "data_offsets": t.data_offsets}
+                  for name, t in file_meta.tensors.items()}
+        try:
+            tensors.update(tensors_from_header(header, f"{repo}/{file_name}", None))
+        except ModelDirError as exc:
+            raise ModelNotFound(f"model: {exc}") from None
     return Metadata(source=f"{repo}@{revision or 'main'}", config=config, tensors=tensors)
 
 
+def read_hub(repo: str, revision: str | None = None) -> Metadata:
+    """The same from the Hub, through huggingface_hub, bounded in time and in number (GATE)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        raise ModelNotFound(f"model: {repo} is not in the catalog, and HF_HUB_OFFLINE is set, so it "
+                            "cannot be read from the Hub")
+    if not is_repo_id(repo):
+        raise ModelNotFound(f"model: {_short(repo)} is not a Hugging Face repo id (owner/name)")
+    return GATE.run(repo, lambda: _fetch_hub(repo, revision))
+
+
+# --------------------------------------------------------------------------- config.json
+
+# (smallest, largest) of each figure the estimator reads; far beyond any real model, small
+# enough that no product of them overflows a float or stalls a loop.
+BOUNDS = {"num_hidden_layers": (1, 4096), "hidden_size": (1, 2**20), "intermediate_size": (1, 2**22),
+          "num_attention_heads": (1, 2**14), "num_key_value_heads": (1, 2**14), "head_dim": (1, 2**14),
+          "vocab_size": (1, 2**24), "max_position_embeddings": (1, 2**24),
+          "sliding_window": (0, 2**24), "sliding_window_pattern": (1, 4096), "num_experts": (0, 2**14),
+          "num_local_experts": (0, 2**14), "num_experts_per_tok": (0, 2**14),
+          "moe_intermediate_size": (0, 2**22), "bits": (1, 32), "group_size": (-1, 2**20)}
+
+
+def _int(c: dict[str, Any], key: str, where: str, default: int | None = None) -> int:
+    """c[key] as a whole number within BOUNDS; `default` where it is absent or null."""
+    value = c.get(key)
+    if value is None:
+        if default is None:
+            raise ModelDirError(f"{where}: {key} is missing")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not (math.isfinite(value) and value.is_integer())):
+        raise ModelDirError(f"{where}: {key} is {_short(value)}, not a whole number")
+    low, high = BOUNDS[key]
+    if not low <= value <= high:
+        raise ModelDirError(f"{where}: {key} is {_short(value)}, outside {low}..{high}")
+    return int(value)
+
+
+def _text(c: dict[str, Any], key: str, where: str, default: str) -> str:
+    value = c.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or len(value) > 200:
+        raise ModelDirError(f"{where}: {key} is {_short(value)}, not a short string")
+    return value
+
+
 def arch_from_config(config: dict[str, Any], source: str) -> Architecture:
-    """Architecture figures from a config.json (multimodal configs: their text_config)."""
-    c = dict(config.get("text_config") or config)
-    if "text_config" in config:
+    """Architecture figures from a config.json (multimodal configs: their text_config), each
+    checked: a whole number within BOUNDS, heads that divide, names that are strings."""
+    if not isinstance(config, dict):
+        raise ModelDirError(f"{source}: a JSON {type(config).__name__}, not an object")
+    text_config = config.get("text_config")
+    if text_config is not None and not isinstance(text_config, dict):
+        raise ModelDirError(f"{source}: text_config is {_short(text_config)}, not an object")
+    c = dict(text_config or config)
+    if text_config:
         c.setdefault("architectures", config.get("architectures"))
-    try:
-        hidden = int(c["hidden_size"])
-        heads = int(c["num_attention_heads"])
-        arch = (c.get("architectures") or ["unknown"])[0]
-        window = c.get("sliding_window") if c.get("use_sliding_window", True) else None
-        pattern = int(c.get("sliding_window_pattern") or (2 if "Gemma2" in arch else 1)) if window else 0
-        return Architecture(
-            architecture=arch,
-            layers=int(c["num_hidden_layers"]),
-            hidden_size=hidden,
-            intermediate_size=int(c.get("intermediate_size") or 4 * hidden),
-            attention_heads=heads,
-            kv_heads=int(c.get("num_key_value_heads") or heads),
-            # transformers' Gemma 3 config defaults head_dim to 256 where config.json omits it
-            head_dim=int(c.get("head_dim") or (256 if arch.startswith("Gemma3") else hidden // heads)),
-            vocab_size=int(c["vocab_size"]),
-            tied_embeddings=bool(c.get("tie_word_embeddings", False)),
-            native_context=int(c.get("max_position_embeddings") or 2048),
-            qkv_bias=bool(c.get("attention_bias", False)) or arch.startswith("Qwen2"),
-            qk_norm=arch.startswith(("Qwen3", "Gemma3")),
-            norms_per_layer=4 if arch.startswith(("Gemma2", "Gemma3")) else 2,
-            sliding_window=int(window or 0),
-            sliding_window_pattern=pattern,
-            experts=int(c.get("num_experts") or c.get("num_local_experts") or 0),
-            experts_per_token=int(c.get("num_experts_per_tok") or 0),
-            expert_intermediate_size=int(c.get("moe_intermediate_size") or 0),
-            torch_dtype=str(c.get("torch_dtype") or c.get("dtype") or "bfloat16"),
-            source=source,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelDirError(f"{source}: config.json lacks or garbles {exc}") from None
+    names = c.get("architectures") or ["unknown"]
+    if not isinstance(names, list) or not isinstance(names[0], str) or len(names[0]) > 200:
+        raise ModelDirError(f"{source}: architectures is {_short(names)}, not a list of class names")
+    arch = names[0]
+    hidden = _int(c, "hidden_size", source)
+    heads = _int(c, "num_attention_heads", source)
+    kv_heads = _int(c, "num_key_value_heads", source, heads)
+    if heads % kv_heads:
+        raise ModelDirError(f"{source}: num_attention_heads ({heads}) is not a multiple of "
+                            f"num_key_value_heads ({kv_heads})")
+    if c.get("head_dim") is None and not arch.startswith("Gemma3") and hidden < heads:
+        raise ModelDirError(f"{source}: head_dim is missing and hidden_size ({hidden}) is less than "
+                            f"num_attention_heads ({heads})")
+    # transformers' Gemma 3 config defaults head_dim to 256 where config.json omits it
+    head_dim = _int(c, "head_dim", source, 256 if arch.startswith("Gemma3") else hidden // heads)
+    window = _int(c, "sliding_window", source, 0) if c.get("use_sliding_window", True) else 0
+    pattern = _int(c, "sliding_window_pattern", source, 2 if "Gemma2" in arch else 1) if window else 0
+    experts = _int(c, "num_experts", source, 0) or _int(c, "num_local_experts", source, 0)
+    per_token = _int(c, "num_experts_per_tok", source, 0)
+    if per_token > experts:
+        raise ModelDirError(f"{source}: num_experts_per_tok ({per_token}) is more than the "
+                            f"{experts} experts")
+    return Architecture(
+        architecture=arch,
+        layers=_int(c, "num_hidden_layers", source),
+        hidden_size=hidden,
+        intermediate_size=_int(c, "intermediate_size", source,
+                               min(4 * hidden, BOUNDS["intermediate_size"][1])),
+        attention_heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=_int(c, "vocab_size", source),
+        tied_embeddings=bool(c.get("tie_word_embeddings", False)),
+        native_context=_int(c, "max_position_embeddings", source, 2048),
+        qkv_bias=bool(c.get("attention_bias", False)) or arch.startswith("Qwen2"),
+        qk_norm=arch.startswith(("Qwen3", "Gemma3")),
+        norms_per_layer=4 if arch.startswith(("Gemma2", "Gemma3")) else 2,
+        sliding_window=window,
+        sliding_window_pattern=pattern,
+        experts=experts,
+        experts_per_token=per_token,
+        expert_intermediate_size=_int(c, "moe_intermediate_size", source, 0),
+        torch_dtype=_text(c, "torch_dtype", source, "") or _text(c, "dtype", source, "bfloat16"),
+        source=source,
+    )
 
 
 # --------------------------------------------------------------------------- refresh
@@ -235,14 +589,18 @@ def write_sizes(directory: Path, report: list[Drift]) -> Path:
 
 def model_from_metadata(meta: Metadata, repo: str, local: bool) -> Model:
     """A catalog-shaped Model for a checkpoint outside the catalog (no scores: none sourced)."""
-    arch = arch_from_config(meta.config, f"{meta.source}/config.json")
+    where = f"{meta.source}/config.json"
+    arch = arch_from_config(meta.config, where)
     qc = meta.config.get("quantization_config") or {}
+    if not isinstance(qc, dict):
+        raise ModelDirError(f"{where}: quantization_config is {_short(qc)}, not an object")
     quant = meta.quant if meta.quant in ("awq", "gptq", "fp8", "compressed-tensors",
                                          "bitsandbytes") else "none"
     ckpt = Checkpoint(repo=repo, quant=quant,  # type: ignore[arg-type]
-                      bits=int(qc.get("bits", 16 if quant == "none" else 8)),
-                      group_size=int(qc.get("group_size", 0) or 0), dtype=arch.torch_dtype,
-                      weight_bytes=meta.weight_bytes,
+                      bits=_int(qc, "bits", f"{where} quantization_config", 16 if quant == "none" else 8),
+                      # GPTQ writes -1 for "no groups": one group per channel, our 0
+                      group_size=max(0, _int(qc, "group_size", f"{where} quantization_config", 0)),
+                      dtype=arch.torch_dtype, weight_bytes=meta.weight_bytes,
                       weight_bytes_source=f"read: safetensors headers of {meta.source}")
     name = Path(repo).name if local else repo.split("/")[-1]
     return Model(id=name.lower(), name=name, repo=repo, license="unknown", released="",
@@ -251,21 +609,49 @@ def model_from_metadata(meta: Metadata, repo: str, local: bool) -> Model:
                  summary="not in the catalog: no sourced scores", arch=arch, checkpoints=[ckpt])
 
 
-def resolve(name: str, catalog: Catalog) -> tuple[Model, Checkpoint | None]:
-    """A catalog id, a listed repo, a local model folder, or (online) any Hub repo."""
+def looks_like_path(name: str) -> bool:
+    """What a caller without the key may not have looked up: anything that could be a path
+    and is not an `owner/name` repo id."""
+    return name.startswith((".", "/", "~")) or (("/" in name or "\\" in name) and not is_repo_id(name))
+
+
+def resolve(name: str, catalog: Catalog, *, local_ok: bool = True) -> tuple[Model, Checkpoint | None]:
+    """A catalog id, a listed repo, a local model folder, or (online) any Hub repo.
+
+    With `local_ok` False (a caller without the API key) the filesystem is never touched, so
+    that an answer cannot tell whether a path exists."""
+    check_name(name)
     model = catalog.by_id(name)
     if model:
         return model, None
     hit = catalog.by_repo(name)
     if hit:
         return hit[0], hit[1][0]
-    path = Path(name).expanduser()
-    if path.exists() or name.startswith((".", "/", "~")):
-        folder = path.resolve()
-        m = model_from_metadata(read_local(folder), str(folder), local=True)
-        return m, m.checkpoints[0]
-    if name.count("/") == 1:
+    if not local_ok:
+        if is_repo_id(name):
+            m = model_from_metadata(read_hub(name), name, local=False)
+            return m, m.checkpoints[0]
+        if looks_like_path(name):
+            raise NeedsKey("model: a local model folder needs the API key (Authorization: Bearer "
+                           "<key>, or sign in); without it, name a catalog id or a Hub repo id")
+        raise ModelNotFound(f"model: {_short(name)} is not a catalog id or a Hugging Face repo id "
+                            "(see `advisor models`; a local folder needs the API key)")
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError:  # "~nobody": no such user
+        raise ModelDirError(f"model: {_short(name)}: its home folder is unknown") from None
+    try:
+        check_path(path)
+        if _stat(path) is not None or looks_like_path(name):
+            folder = path.resolve(strict=False)
+            m = model_from_metadata(read_local(folder), str(folder), local=True)
+            return m, m.checkpoints[0]
+    except (OSError, RuntimeError) as exc:  # resolve() on a symlink loop
+        raise ModelDirError(f"model: {_short(name)} cannot be read ({exc})") from None
+    except ModelDirError as exc:
+        raise ModelDirError(f"model: {exc}") from None
+    if is_repo_id(name):
         m = model_from_metadata(read_hub(name), name, local=False)
         return m, m.checkpoints[0]
-    raise ModelNotFound(f"model: {name!r} is not a catalog id, a repo the catalog lists, or a "
+    raise ModelNotFound(f"model: {_short(name)} is not a catalog id, a repo the catalog lists, or a "
                         "model folder (see `advisor models`)")

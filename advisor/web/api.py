@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from litestar import get, post
+from litestar import Request, get, post
 from litestar.di import NamedDependency
+from litestar.exceptions import NotAuthorizedException
 from litestar.params import JSONBody
 
 from advisor import __version__
 from advisor.advice import Recommendation, estimate_for, recommend_for
 from advisor.catalog import Catalog
+from advisor.errors import NeedsKey
 from advisor.estimate import Estimate
 from advisor.history import Measurement
 from advisor.specs import GpuSpec, HostProfile, Model, PlanRequest
+from advisor.web.auth import allowed
 
 
 @get("/healthz", sync_to_thread=False, tags=["service"])
@@ -35,12 +39,18 @@ def models(catalog: NamedDependency[Catalog]) -> list[Model]:
 
 
 @post("/api/estimate", sync_to_thread=True, tags=["plan"], status_code=200)
-def estimate(data: JSONBody[PlanRequest], catalog: NamedDependency[Catalog],
+def estimate(request: Request[Any, Any, Any], data: JSONBody[PlanRequest],
+             catalog: NamedDependency[Catalog],
              profiler: NamedDependency[Callable[[], HostProfile]],
              gpu_table: NamedDependency[list[GpuSpec]],
              host_history: NamedDependency[tuple[Measurement, ...]]) -> Estimate:
-    """One memory and speed estimate: what vLLM will print at start-up, and whether it starts."""
-    return estimate_for(data, catalog, profiler(), gpu_table, history=host_history)
+    """One memory and speed estimate: what vLLM will print at start-up, and whether it starts.
+    A local model folder needs the API key (else 401): the answer would say whether a path exists."""
+    try:
+        return estimate_for(data, catalog, profiler(), gpu_table, history=host_history,
+                            local_ok=allowed(request.scope, request.app.state.api_key))
+    except NeedsKey as exc:
+        raise NotAuthorizedException(str(exc)) from None
 
 
 @post("/api/recommend", sync_to_thread=True, tags=["plan"], status_code=200)

@@ -18,7 +18,7 @@ from litestar.response import Redirect, Template
 
 from advisor.advice import estimate_for, recommend_for
 from advisor.catalog import Catalog
-from advisor.errors import AdvisorError
+from advisor.errors import AdvisorError, NeedsKey
 from advisor.hardware import cuda_gib
 from advisor.history import Measurement
 from advisor.specs import USE_CASES, GpuSpec, HostProfile, PlanRequest
@@ -106,18 +106,22 @@ def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
     host = profiler()
     ctx = _home_context(host, catalog, gpu_table, data, request)
     req, errors = parse_form(data)
+    needs_key = False
     if req is not None:
         try:
             ctx["results"] = recommend_for(req, catalog, host, gpu_table, history).results
             if req.model:
-                ctx["own"] = estimate_for(req, catalog, host, gpu_table, history=history)
+                # a local folder only for a signed-in browser: the answer says whether a path exists
+                ctx["own"] = estimate_for(req, catalog, host, gpu_table, history=history,
+                                          local_ok=signed_in(request))
         except AdvisorError as exc:
             field = str(exc).split(":", 1)[0] if ":" in str(exc) else "form"
             errors[field if field in (*NUMBERS, "model", "gpu", "use_case") else "form"] = str(exc)
+            needs_key = isinstance(exc, NeedsKey)
     ctx["errors"] = errors
     ctx["request_json"] = msgspec.json.encode(req).decode() if req else ""
     return Template("index.html", context=ctx, headers=_twin("/api/recommend"),
-                    status_code=400 if errors else 200)
+                    status_code=401 if needs_key else 400 if errors else 200)
 
 
 @get("/models", sync_to_thread=False, include_in_schema=False)
