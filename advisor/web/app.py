@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +11,6 @@ from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
@@ -28,6 +26,9 @@ from advisor.specs import HostProfile
 from advisor.store import Store
 from advisor.supervisor import NoFreePort, Supervisor, UnknownDeployment
 from advisor.web import api, deployments, events, pages, proxy
+from advisor.web.secret import server_secret
+from advisor.web.sessions import secure_cookies, session_middleware
+from advisor.web.throttle import Throttle
 
 
 def create_app(
@@ -47,11 +48,10 @@ def create_app(
     # cost a formatted log line
     logging.getLogger("httpx").setLevel(logging.WARNING)
     key, _made = ensure_api_key(settings)
-    # session cookies and CSRF tokens are signed with a secret derived from the API key, so a
-    # new key signs everyone out
-    secret = hashlib.sha256(b"slm-advisor session " + key.encode()).digest()
-    session = CookieBackendConfig(secret=secret, key="advisor-session", samesite="strict",
-                                  httponly=True, max_age=7 * 24 * 3600)
+    # CSRF tokens are signed with a random secret kept in ADVISOR_HOME, never one derived
+    # from the key (a token is handed to every visitor); sessions are kept server-side there
+    secret = server_secret(settings.home)
+    session = session_middleware(settings.home)
 
     async def start_supervisor(app: Litestar) -> None:
         store = Store(settings.home / "advisor.db")
@@ -85,10 +85,10 @@ def create_app(
             "supervisor": Provide(supervisor, sync_to_thread=False),
             "host_history": Provide(host_history, sync_to_thread=False),
         },
-        state=State({"api_key": key}),
+        state=State({"api_key": key, "throttle": Throttle()}),
         on_startup=[start_supervisor],
-        middleware=[session.middleware],
-        csrf_config=CSRFConfig(secret=secret.hex(), cookie_samesite="strict",
+        middleware=[secure_cookies, session],
+        csrf_config=CSRFConfig(secret=secret, cookie_samesite="strict",
                                exclude=["/api", "/v1", "/schema", "/healthz"]),
         on_shutdown=[stop_supervisor],
         exception_handlers={AdvisorError: advisor_error, NotFoundException: page_not_found},

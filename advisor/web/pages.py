@@ -5,7 +5,6 @@ forms work without JavaScript, and every form that changes something carries a C
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -23,6 +22,7 @@ from advisor.hardware import cuda_gib
 from advisor.history import Measurement
 from advisor.specs import USE_CASES, GpuSpec, HostProfile, PlanRequest
 from advisor.supervisor import Supervisor
+from advisor.web import auth
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 NUMBERS = {"gpu_gib": float, "gpus": int, "max_model_len": int, "concurrency": int, "ram_gib": float}
@@ -33,7 +33,7 @@ def _twin(path: str) -> dict[str, str]:
 
 
 def signed_in(request: Request[Any, Any, Any]) -> bool:
-    return bool((request.session or {}).get("signed_in")) if "session" in request.scope else False
+    return auth.signed_in(request.scope)
 
 
 def parse_form(form: dict[str, str]) -> tuple[PlanRequest | None, dict[str, str]]:
@@ -144,9 +144,17 @@ def signin(request: Request[Any, Any, Any], data: Form) -> Redirect | Template:
     target = data.get("next", "/")
     if not target.startswith("/") or target.startswith("//"):
         target = "/"
-    if secrets.compare_digest(data.get("key", "").strip(), key):
-        request.set_session({"signed_in": True})
-        return Redirect(target, status_code=303)
+    throttle, client = auth.throttle_of(request.scope), auth.client_of(request.scope)
+    if wait := throttle.wait(client):
+        # refused before the key is looked at: during a lock-out the right key is no answer
+        return Template("signin.html", status_code=429, headers={"Retry-After": str(wait)}, context={
+            "next": target, "error": f"Too many failed sign-ins from here or overall: try again "
+                                     f"in {wait} s.", "signed_in": False})
+    if auth.key_matches(data.get("key", "").strip(), key):
+        token, cookie = auth.new_csrf_cookie(request.app)
+        request.set_session({"signed_in": True, "csrf": token})
+        return Redirect(target, status_code=303, cookies=[cookie])
+    throttle.failed(client)
     return Template("signin.html", status_code=400, context={
         "next": target, "error": "That is not the API key (see ADVISOR_HOME/api-key or the "
                                  "key `advisor serve` printed on first start).", "signed_in": False})
