@@ -290,8 +290,8 @@ def launch(model: str, url: str, as_json: bool, **options: Any) -> None:
     if as_json:
         _json(d)
     else:
-        click.echo(f"{d['id']}  {d['state']}  {d['model']} on port {d['port']}; follow it with "
-                   f"`advisor deployments` or {url}/deployments/{d['id']}")
+        click.echo(f"{d['id']}  {d['state']}  {d['model']}, served at {url}{d['endpoint']}; follow "
+                   f"it with `advisor deployments` or {url}/deployments/{d['id']}")
 
 
 @cli.command()
@@ -306,7 +306,7 @@ def deployments(url: str, as_json: bool) -> None:
         return
     for d in rows:
         extra = d.get("phase") or d.get("cause") or ""
-        click.echo(f"{d['id']}  {d['state']:9} {d['model']:28} port {d['port']}  {extra}")
+        click.echo(f"{d['id']}  {d['state']:9} {d['model']:28} {extra}")
 
 
 @cli.command()

@@ -10,27 +10,13 @@ from pathlib import Path
 import msgspec
 import platformdirs
 
-from advisor.errors import AdvisorError
-
 
 class Settings(msgspec.Struct, kw_only=True):
     home: Path  # ADVISOR_HOME: SQLite, engine logs, the key file
     api_key: str | None  # ADVISOR_API_KEY; None until ensure_api_key() reads or makes the file
     vllm_python: str  # ADVISOR_VLLM_PYTHON: the interpreter that has vLLM
-    engine_ports: tuple[int, int]  # ADVISOR_ENGINE_PORTS, inclusive
     hf_cache: Path  # where Hugging Face keeps downloaded models
     catalog_dir: Path | None = None  # ADVISOR_CATALOG_DIR: another catalog/ folder (default: shipped)
-
-
-def _ports(text: str) -> tuple[int, int]:
-    try:
-        lo, _, hi = text.partition("-")
-        first, last = int(lo), int(hi or lo)
-    except ValueError:
-        raise AdvisorError(f"ADVISOR_ENGINE_PORTS must look like 8100-8199, not {text!r}") from None
-    if not 1024 <= first <= last <= 65535:
-        raise AdvisorError(f"ADVISOR_ENGINE_PORTS must be a range within 1024-65535, not {text!r}")
-    return first, last
 
 
 def hf_cache_dir(env: Mapping[str, str]) -> Path:
@@ -50,7 +36,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         home=home,
         api_key=env.get("ADVISOR_API_KEY") or None,
         vllm_python=env.get("ADVISOR_VLLM_PYTHON") or _default_python(),
-        engine_ports=_ports(env.get("ADVISOR_ENGINE_PORTS") or "8100-8199"),
         hf_cache=hf_cache_dir(env),
         catalog_dir=Path(env["ADVISOR_CATALOG_DIR"]) if env.get("ADVISOR_CATALOG_DIR") else None,
     )

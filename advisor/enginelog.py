@@ -96,6 +96,9 @@ _FAILURES: list[tuple[re.Pattern[str], str]] = [
                 r"|No model architectures are specified"),
      "unsupported_architecture"),
     (re.compile(r"Address already in use|\[Errno 98\]"), "port_taken"),
+    # argparse's own refusal of the command line (exit code 2): the line names the flag
+    (re.compile(r": error: (?:argument |unrecognized arguments|the following arguments)"),
+     "bad_argument"),
     (re.compile(r"EngineCore encountered an issue|Engine core initialization failed"
                 r"|EngineDeadError|EngineCore failed to start"), "engine_died"),
 ]

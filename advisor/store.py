@@ -6,14 +6,28 @@ record as JSON, so new fields need no migration; schema changes go in MIGRATIONS
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
+from advisor.errors import AdvisorError
 from advisor.specs import ACTIVE_STATES, Deployment
+
+log = logging.getLogger("advisor.store")
+
+
+class StoreUnavailable(AdvisorError):
+    """The database could not be written (locked by another process, disk full): HTTP 503."""
+
+
+class StoreDamaged(AdvisorError):
+    """The database cannot be opened or created at all (a read-only home): the service stops."""
 
 
 def _m001_deployments(db: sqlite3.Connection) -> None:
@@ -31,15 +45,55 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_deployments]
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
         self.path = path
+        self.kept_aside: Path | None = None  # where a damaged database was moved, if it was
         self._lock = threading.Lock()
+        self._unreadable: set[str] = set()
+        self._busy_ms = busy_timeout_ms
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._open()
+        except OSError as exc:
+            raise StoreDamaged(f"cannot create the database {path} ({exc.strerror or exc}): check "
+                               "that ADVISOR_HOME is writable and its disk is not full") from None
+        except sqlite3.DatabaseError as exc:
+            if not path.exists() or isinstance(exc, sqlite3.OperationalError):
+                raise StoreDamaged(f"cannot open the database {path} ({exc}): check that "
+                                   "ADVISOR_HOME is writable and its disk is not full") from None
+            self.kept_aside = self._keep_aside(f"it cannot be read ({exc})")
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path.exists() and self.path.stat().st_size == 0:
+            # SQLite takes an empty file for an empty database: history would vanish unsaid
+            self.kept_aside = self._keep_aside("it was empty (0 bytes)")
+        if not self.path.exists():  # created 0600: deployments name models, folders and commands
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         # one connection, serialised: the service writes little and from one process
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            self._db = db
+            self._migrate()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _keep_aside(self, why: str) -> Path:
+        """Move a damaged database (and its WAL) aside, never over it, and say so in the log."""
+        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(str(self.path) + suffix)
+            if part.exists():
+                part.rename(str(aside) + suffix)
+        log.warning("the database %s was kept aside as %s because %s; a new one was started",
+                    self.path, aside, why)
+        return aside
 
     def _migrate(self) -> None:
         with self._lock:
@@ -51,31 +105,51 @@ class Store:
                 self._db.execute("COMMIT")
 
     def save(self, d: Deployment) -> None:
+        """Write the record; StoreUnavailable when the database is locked or the disk full."""
         record = msgspec.json.encode(d).decode()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO deployments (id, state, created_at, record) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET state=excluded.state, record=excluded.record",
-                (d.id, d.state, d.created_at, record))
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO deployments (id, state, created_at, record) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET state=excluded.state, record=excluded.record",
+                    (d.id, d.state, d.created_at, record))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"could not write deployment {d.id} to {self.path} ({exc}): "
+                                   "another process may hold the database, or the disk is full") from None
 
     def get(self, deployment_id: str) -> Deployment | None:
         with self._lock:
-            row = self._db.execute("SELECT record FROM deployments WHERE id = ?",
+            row = self._db.execute("SELECT id, record FROM deployments WHERE id = ?",
                                    (deployment_id,)).fetchone()
-        return msgspec.json.decode(row[0], type=Deployment) if row else None
+        return next(iter(self._decode([row])), None) if row else None
 
     def all(self) -> list[Deployment]:
         with self._lock:
-            rows = self._db.execute("SELECT record FROM deployments ORDER BY created_at DESC").fetchall()
-        return [msgspec.json.decode(r[0], type=Deployment) for r in rows]
+            rows = self._db.execute(
+                "SELECT id, record FROM deployments ORDER BY created_at DESC").fetchall()
+        return self._decode(rows)
 
     def active(self) -> list[Deployment]:
         marks = ",".join("?" * len(ACTIVE_STATES))
         with self._lock:
             rows = self._db.execute(
-                f"SELECT record FROM deployments WHERE state IN ({marks}) ORDER BY created_at",
+                f"SELECT id, record FROM deployments WHERE state IN ({marks}) ORDER BY created_at",
                 ACTIVE_STATES).fetchall()
-        return [msgspec.json.decode(r[0], type=Deployment) for r in rows]
+        return self._decode(rows)
+
+    def _decode(self, rows: list[tuple[str, str]]) -> list[Deployment]:
+        """Records that decode; one that does not is left in place and logged (once per id),
+        so one damaged row cannot break every listing and estimate."""
+        out = []
+        for row_id, record in rows:
+            try:
+                out.append(msgspec.json.decode(record, type=Deployment))
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+                if row_id not in self._unreadable:
+                    self._unreadable.add(row_id)
+                    log.error("deployment %s in %s cannot be read and is skipped: %s",
+                              row_id, self.path, exc)
+        return out
 
     def close(self) -> None:
         with self._lock:

@@ -1,162 +1,133 @@
-"""Start, watch and stop vLLM engines: one process group each, a log file each.
+"""Start, watch and stop vLLM engines: the deployments' lifecycle over their records.
 
-The only home of subprocess and os.killpg. An engine writes its log to a file under
-ADVISOR_HOME (not a pipe), so it outlives a restart of the service and is re-attached:
-the watcher follows the file, reads phases and figures with advisor.enginelog, asks the
-engine's /health, and records every change in the store.
+The pieces it composes, each in its own module: admission against free memory
+(advisor.admit), process groups (advisor.procs), the engine's HTTP probes over its Unix
+socket (advisor.probes), the starting/ready state machine (advisor.watch) and the /v1
+routing table (advisor.routes). The rules it keeps:
+
+- a record is written (`pending`) before anything is spawned, so no engine runs that the
+  store does not list; if the record cannot be written, nothing is started;
+- an engine listens on a Unix socket in a 0700 folder and gets its key through the
+  environment, so nothing reaches it (not even /tokenize or /invocations, which vLLM's
+  key does not guard) except through the advisor, and no key shows in `ps`;
+- engines outlive a restart of the service and are re-attached only when the recorded PID
+  still has the recorded start time and command line: a reused PID is never touched;
+- a deployment that ends for any reason has its whole process group ended and its routing
+  removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import msgspec
 
-from advisor.advice import plan_for
+from advisor.admit import admit, reserved_gib
+from advisor.advice import Plan
 from advisor.catalog import Catalog
 from advisor.config import Settings
-from advisor.enginelog import Measured, read_failure, read_figure, read_phase
+from advisor.enginelog import Measured
 from advisor.errors import AdvisorError
-from advisor.estimate import CPU_PROCESS_OVERHEAD_GIB, INSTALLED_VLLM
+from advisor.estimate import INSTALLED_VLLM
 from advisor.history import Measurement, from_deployments
+from advisor.home import socket_dir
 from advisor.launch import engine_argv
+from advisor.probes import EngineProbe
+from advisor.procs import Child, Spawner, end_group, group_alive, group_members, identity, is_same, spawn
+from advisor.routes import Routes
 from advisor.specs import ACTIVE_STATES, Deployment, GpuSpec, HostProfile, PlanRequest
-from advisor.store import Store
+from advisor.store import Store, StoreUnavailable
+from advisor.watch import Watch, WatchPorts, follow
 
-GIB = 2**30
-
-FIXES = {
-    "kv_too_small": "lower --max-model-len (vLLM suggests {suggested}), use --kv-cache-dtype fp8, or a "
-                    "quantized checkpoint",
-    "no_kv_memory": "lower --max-model-len, use --kv-cache-dtype fp8, or a smaller checkpoint",
-    "free_below_reservation": "lower --gpu-memory-utilization, or stop what else holds GPU memory",
-    "oom": "use a quantized checkpoint, or lower --gpu-memory-utilization or --max-model-len",
-    "gated": "accept the model's license on Hugging Face and set HF_TOKEN",
-    "missing_repo": "check the repo id or folder (and HF_TOKEN for private repos)",
-    "unsupported_architecture": "this vLLM version cannot run this architecture: pick another model",
-    "port_taken": "another process took the port: launch again and the advisor picks a free one",
-    "engine_died": "the engine crashed (see the log tail); a model the CPU engine cannot run fails "
-                   "at its first request",
-}
-
-
-class Refused(AdvisorError):
-    """A launch that will not fit in what is free now (HTTP 422)."""
-
-
-class NoFreePort(AdvisorError):
-    """Every port of ADVISOR_ENGINE_PORTS is taken (HTTP 409)."""
+log = logging.getLogger("advisor.supervisor")
 
 
 class UnknownDeployment(AdvisorError):
     """No deployment has this id (HTTP 404)."""
 
 
-@dataclass
-class _Watch:
-    task: asyncio.Task[None]
-    proc: subprocess.Popen[bytes] | None  # None when re-attached after a restart
-    measured: Measured = field(default_factory=Measured)
-    offset: int = 0
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group is left."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+class LaunchFailed(AdvisorError):
+    """The engine could not be started at all (its files could not be written): HTTP 503."""
 
 
 def new_engine_key() -> str:
-    """An engine's own API key. Hex, because it goes on the engine's command line after
-    --api-key, and a url-safe token that starts with "-" (1 in 64) reads as a flag there:
-    the engine exits with "argument --api-key: expected at least one argument"."""
+    """An engine's own API key (hex: it once went on argv, where a leading "-" read as a flag)."""
     return secrets.token_hex(24)
 
 
-def port_free(port: int, *, lingering_ok: bool = True) -> bool:
-    """Whether an engine could listen on the port (as uvicorn does, with SO_REUSEADDR, so a
-    port whose last connections linger in TIME_WAIT counts as free; `lingering_ok=False`
-    asks for a port nothing has touched lately)."""
-    with socket.socket() as s:
-        if lingering_ok:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def served_names(model_id: str, repo: str) -> list[str]:
+    """The names /v1 routes to an engine. A name that starts with "-" (a folder called `-H`)
+    would read as a flag in the engine's `--served-model-name` list, so it is left out; the
+    folder's path, which starts with "/", still names it."""
+    return [n for n in dict.fromkeys([model_id, repo]) if n and not n.startswith("-")]
 
 
 class Supervisor:
     def __init__(self, settings: Settings, store: Store, catalog: Catalog, gpus: list[GpuSpec],
                  profiler: Callable[[], HostProfile], *, start_timeout: float = 900,
                  grace: float = 10, poll: float = 0.25,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, spawner: Spawner = spawn) -> None:
         self.settings, self.store, self.catalog, self.gpus = settings, store, catalog, gpus
-        self.profiler, self.clock = profiler, clock
+        self.profiler, self.clock, self.spawner = profiler, clock, spawner
         self.start_timeout, self.grace, self.poll = start_timeout, grace, poll
-        self._lock = asyncio.Lock()
-        self._watches: dict[str, _Watch] = {}
-        self._ready: dict[str, Deployment] = {}  # what /v1 routes to
-        self._metrics: dict[str, tuple[float, dict[str, float]]] = {}
-        self._keys: dict[str, str] = {}  # engine API keys, in memory only; re-read from argv
         self.logs = settings.home / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self._http = httpx.AsyncClient(timeout=2.0)
+        self.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.run_dir = socket_dir(settings.home)
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.routes = Routes()
+        self.probe = EngineProbe()
         self.listeners: list[Callable[[Deployment], None]] = []
+        self._lock = asyncio.Lock()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._children: dict[str, Child] = {}  # engines this run spawned
+        self._metrics: dict[str, tuple[float, dict[str, float]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Re-attach engines that outlived the last run of the service; mark the dead lost."""
+        """Re-attach engines that outlived the last run of the service; mark the others lost,
+        ending what is left of their groups (but never a process that merely reuses a PID)."""
         for d in self.store.active():
-            if d.pid and group_alive(d.pid):
-                if d.state == "stopping":
+            if d.pid and is_same(d.pid, d.pid_start, d.pid_cmdline or d.command):
+                key = self._read_key(d.id)
+                if d.state == "stopping" or key is None:
                     self._spawn_stop(d)
                     continue
-                self._watch(d, proc=None, from_end=d.state == "ready")
+                self.routes.add_key(d.id, key)
+                self._watch(d, from_end=d.state == "ready")
                 if d.state == "ready":
-                    self._ready[d.id] = d
-            else:
-                d.state, d.phase = "lost", None
-                d.cause = "the engine process was gone when the service started"
-                d.fix = "launch it again"
-                d.stopped_at = self.clock()
-                self._save(d)
+                    self.routes.set_ready(d)
+                continue
+            if d.pid and identity(d.pid) is None and group_members(d.pid):
+                # the leader died while nobody watched; its workers still hold memory
+                await end_group(d.pid, grace=self.grace)
+            reused = d.pid is not None and identity(d.pid) is not None
+            d.state, d.phase, d.stopped_at = "lost", None, self.clock()
+            d.cause = ("the engine process was gone when the service started"
+                       + (f" (pid {d.pid} now belongs to another process, left alone)" if reused else ""))
+            d.fix = "launch it again"
+            log.warning("deployment %s is lost: %s", d.id, d.cause)
+            self._save(d)
+            self._forget_files(d)
 
     async def shutdown(self, keep_engines: bool) -> None:
-        for w in self._watches.values():
-            w.task.cancel()
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
         if not keep_engines:
             await asyncio.gather(*(self._stop_now(d) for d in self.store.active()))
-        await self._http.aclose()
+        await self.probe.close()
 
     async def _stop_now(self, d: Deployment) -> None:
-        await self._terminate(d)
+        await self._end(d)
         d.state, d.phase, d.stopped_at = "stopped", None, self.clock()
         self._save(d)
 
@@ -176,247 +147,174 @@ class Supervisor:
         return from_deployments(self.store.all(), INSTALLED_VLLM)
 
     def log_tail(self, deployment_id: str, lines: int = 200) -> str:
-        d = self.get(deployment_id)
+        return "\n".join(self._tail(self.get(deployment_id), lines)) + "\n"
+
+    def _tail(self, d: Deployment, lines: int = 400) -> list[str]:
         path = Path(d.log_path)
-        if not path.exists():
-            return ""
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 256 * 1024))
-            text = fh.read().decode(errors="replace")
-        return "\n".join(text.splitlines()[-lines:]) + "\n"
+        try:
+            with path.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 256 * 1024))
+                text = fh.read().decode(errors="replace")
+        except OSError:
+            return []
+        return text.splitlines()[-lines:]
 
     def route(self, model_name: str) -> tuple[Deployment, str] | None:
-        """The ready engine that serves `model_name`, and its own API key (from memory: this
-        is on the path of every /v1 call)."""
-        for d in self._ready.values():
-            if model_name in d.served_names and d.id in self._keys:
-                return d, self._keys[d.id]
-        return None
+        """The ready engine that serves `model_name`, and its own API key."""
+        return self.routes.route(model_name)
 
     def ready(self) -> list[tuple[Deployment, str]]:
-        return [(d, self._keys[d.id]) for d in self._ready.values() if d.id in self._keys]
+        return self.routes.ready()
 
     # ------------------------------------------------------------------ launch
 
     async def launch(self, req: PlanRequest) -> Deployment:
-        """Plan against what is free now, take a port, start the engine; refuse what won't fit."""
-        async with self._lock:  # two launches cannot take the same memory or port
-            d, proc = await asyncio.to_thread(self._launch_locked, req)
-            self._watch(d, proc=proc, from_end=False)
-            return d
+        """Plan against what is free now, record the launch, then start the engine."""
+        async with self._lock:  # two launches cannot take the same memory
+            host = await asyncio.to_thread(self.profiler)
+            chosen = await asyncio.to_thread(admit, req, host, self.store.active(), self.catalog,
+                                             self.gpus, self.history(), self.settings.hf_cache)
+            d = self._record(req, chosen)
+            self._save(d)  # StoreUnavailable here: nothing has been started
+            return await self._start_engine(d)
 
-    def _launch_locked(self, req: PlanRequest) -> tuple[Deployment, subprocess.Popen[bytes]]:
-        host = self.profiler()
-        pending = [d for d in self.store.active() if d.state in ("pending", "starting")]
-        held = sum(d.reserved_gib for d in pending)
-        cpu = req.gpus == 0 or not host.gpus
-        if cpu:
-            budget = host.ram.available_gib - held
-            req = msgspec.structs.replace(req, gpus=0, ram_gib=min(req.ram_gib or budget, budget))
-        else:
-            # engines still loading have not taken their memory yet: count it as taken
-            gpus = [msgspec.structs.replace(g, memory_free_gib=g.memory_free_gib - held)
-                    for g in host.gpus]
-            host = msgspec.structs.replace(host, gpus=gpus)
-        chosen = plan_for(req, self.catalog, host, self.gpus, check_free=True,
-                          history=self.history())
-        model, ckpt, settings, est = chosen.model, chosen.ckpt, chosen.settings, chosen.estimate
-        if not est.fits:
-            raise Refused(f"will not fit in the memory free now: {est.reason}")
-        self._check_disk(ckpt.repo, ckpt.weight_bytes, host)
-        port = self._free_port()
-        key = new_engine_key()
+    def _record(self, req: PlanRequest, chosen: Plan) -> Deployment:
+        model, ckpt, est = chosen.model, chosen.ckpt, chosen.estimate
         dep_id = secrets.token_hex(4)
-        served = list(dict.fromkeys([model.id, ckpt.repo]))
-        argv, env = engine_argv(ckpt, est, settings, python=self.settings.vllm_python, port=port,
-                                served_names=served, api_key=key)
+        sock = self.run_dir / f"{dep_id}.sock"
+        names = served_names(model.id, ckpt.repo)
+        argv, env = engine_argv(ckpt, est, chosen.settings, python=self.settings.vllm_python,
+                                uds=str(sock), served_names=names)
         if est.engine == "vllm-cpu":
             argv.append("--enforce-eager")  # the CPU engine has no CUDA graphs; compiling costs minutes
-        log_path = self.logs / f"{dep_id}.log"
-        reserved = (est.weights_gib + (est.cpu_kv_space_gib or 0) + CPU_PROCESS_OVERHEAD_GIB
-                    if cpu else est.reservation_gib)
         now = self.clock()
-        d = Deployment(id=dep_id, model=model.id, repo=ckpt.repo, quant=ckpt.quant, state="starting",
-                       port=port, endpoint="/v1", served_names=served,
-                       command=[a if a != key else "***" for a in argv], env=env,
-                       request=msgspec.to_builtins(req), predicted=msgspec.to_builtins(est),
-                       log_path=str(log_path), reserved_gib=round(reserved, 2), engine=est.engine,
-                       gpu_name=chosen.target.gpu_name, created_at=now, started_at=now)
-        with log_path.open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **env}, start_new_session=True,
-                                    cwd=self.settings.home)
-        d.pid = proc.pid
-        self._keys[dep_id] = key
-        (self.logs / f"{dep_id}.key").write_text(key)
-        os.chmod(self.logs / f"{dep_id}.key", 0o600)
-        self._save(d)
-        return d, proc
+        return Deployment(id=dep_id, model=model.id, repo=ckpt.repo, quant=ckpt.quant, state="pending",
+                          endpoint="/v1", served_names=names, command=argv, env=env, socket=str(sock),
+                          request=msgspec.to_builtins(req), predicted=msgspec.to_builtins(est),
+                          log_path=str(self.logs / f"{dep_id}.log"), reserved_gib=reserved_gib(chosen),
+                          engine=est.engine, gpu_name=chosen.target.gpu_name, created_at=now)
 
-    def _check_disk(self, repo: str, weight_bytes: int, host: HostProfile) -> None:
-        """A checkpoint to download must fit on the disk that holds the Hugging Face cache."""
-        if Path(repo).exists():
-            return
-        cached = self.settings.hf_cache / ("models--" + repo.replace("/", "--"))
-        need = weight_bytes / GIB * 1.05  # a little for the tokenizer and configs
-        if not cached.exists() and host.disk.free_gib < need:
-            raise Refused(f"the download of {repo} needs {need:.1f} GiB; {host.disk.free_gib:.1f} GiB "
-                          f"is free at {host.disk.path}")
+    async def _start_engine(self, d: Deployment) -> Deployment:
+        key = new_engine_key()
+        try:
+            self._write_key(d.id, key)
+            proc = self.spawner(d.command, env={**os.environ, **d.env, "VLLM_API_KEY": key},
+                                log_path=Path(d.log_path), cwd=self.settings.home)
+        except OSError as exc:
+            self._forget_files(d)
+            cause = f"the engine could not be started: {exc.strerror or exc}"
+            d.state, d.cause, d.stopped_at = "failed", cause, self.clock()
+            d.fix = "check that ADVISOR_HOME's disk has room and is writable, then launch again"
+            with contextlib.suppress(StoreUnavailable):
+                self._save(d)
+            log.error("deployment %s: %s", d.id, cause)
+            raise LaunchFailed(f"{cause} (ADVISOR_HOME {self.settings.home})") from None
+        self._children[d.id] = proc
+        seen = identity(proc.pid)
+        d.pid, d.pid_start = proc.pid, seen.start_ticks if seen else None
+        d.state, d.started_at = "starting", self.clock()
+        try:
+            self._save(d)
+        except StoreUnavailable:
+            # the engine runs but its record could not say so: it must not outlive this answer
+            await end_group(proc.pid, grace=self.grace, child=proc)
+            self._children.pop(d.id, None)
+            self._forget_files(d)
+            raise
+        self.routes.add_key(d.id, key)
+        self._watch(d, from_end=False)
+        return d
 
-    def _free_port(self) -> int:
-        lo, hi = self.settings.engine_ports
-        taken = {d.port for d in self.store.active()}
-        for port in range(lo, hi + 1):
-            if port not in taken and port_free(port):
-                return port
-        raise NoFreePort(f"every engine port in {lo}-{hi} is taken (ADVISOR_ENGINE_PORTS)")
+    def _write_key(self, dep_id: str, key: str) -> None:
+        """The engine's key, for re-attaching after a restart: created 0600, never chmod-ed later."""
+        fd = os.open(self.run_dir / f"{dep_id}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+
+    def _read_key(self, dep_id: str) -> str | None:
+        try:
+            return (self.run_dir / f"{dep_id}.key").read_text().strip() or None
+        except OSError:
+            return None
+
+    def _forget_files(self, d: Deployment) -> None:
+        for path in (self.run_dir / f"{d.id}.key", Path(d.socket) if d.socket else None):
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     # ------------------------------------------------------------------ watching
 
-    def _watch(self, d: Deployment, proc: subprocess.Popen[bytes] | None, from_end: bool) -> None:
-        if proc is None:  # re-attached: the key is in a 0600 file beside the log, not the database
-            key_file = self.logs / f"{d.id}.key"
-            if key_file.exists():
-                self._keys[d.id] = key_file.read_text().strip()
-        w = _Watch(task=asyncio.get_running_loop().create_task(self._follow(d.id)), proc=proc)
+    def _watch(self, d: Deployment, from_end: bool) -> None:
         known = Measured.__dataclass_fields__
-        w.measured = Measured(**{k: v for k, v in d.measured.items() if k in known})  # type: ignore[arg-type]
+        w = Watch(dep_id=d.id,
+                  measured=Measured(**{k: v for k, v in d.measured.items() if k in known}))  # type: ignore[arg-type]
         if from_end and Path(d.log_path).exists():
             w.offset = Path(d.log_path).stat().st_size
-        self._watches[d.id] = w
+        ports = WatchPorts(load=self.store.get, save=self._save_watched, exited=self._exited,
+                           healthy=self._healthy, end=self._end, clock=self.clock)
+        task = asyncio.get_running_loop().create_task(
+            follow(w, ports, start_timeout=self.start_timeout, poll=self.poll, tail=self._tail))
+        task.add_done_callback(functools.partial(self._unroute_unless_ready, d.id))
+        self._tasks[d.id] = task
+
+    def _unroute_unless_ready(self, dep_id: str, _task: object = None) -> None:
+        """However a watch ended (the record changed under it, too), /v1 stops routing to an
+        engine that is not ready."""
+        d = self.store.get(dep_id)
+        if d is None or d.state != "ready":
+            self.routes.remove(dep_id, keep_key=d is not None and d.state in ("pending", "starting"))
+
+    def _save_watched(self, d: Deployment) -> None:
+        if d.state == "ready" and d.pid:
+            seen = identity(d.pid)  # the command line as it reads once the engine runs
+            if seen and seen.start_ticks == d.pid_start:
+                d.pid_cmdline = seen.cmdline
+        self._save(d)
 
     def _save(self, d: Deployment) -> None:
         self.store.save(d)
         if d.state == "ready":
-            self._ready[d.id] = d
+            self.routes.set_ready(d)
         else:
-            self._ready.pop(d.id, None)
+            self.routes.remove(d.id, keep_key=d.state in ("pending", "starting"))
+        if d.state not in ACTIVE_STATES:
+            self._tasks.pop(d.id, None)
+            self._metrics.pop(d.id, None)
         for listener in self.listeners:
             listener(d)
 
-    def _exited(self, d: Deployment, w: _Watch) -> int | None | bool:
-        """The exit code if our child exited, True if a re-attached group is gone, else None."""
-        if w.proc is not None:
-            code = w.proc.poll()
-            return code
+    def _exited(self, d: Deployment) -> int | bool | None:
+        """The exit code if our child exited, True if a re-attached leader is gone, else None."""
+        proc = self._children.get(d.id)
+        if proc is not None:
+            return proc.poll()
         assert d.pid
-        return True if not group_alive(d.pid) else None
-
-    async def _follow(self, dep_id: str) -> None:
-        w = self._watches[dep_id]
-        health_failures = 0
-        last_health = 0.0
-        try:
-            while True:
-                d = self.store.get(dep_id)
-                if d is None or d.state not in ("starting", "ready"):
-                    return
-                changed = self._read_log(d, w)
-                code = self._exited(d, w)
-                if code is not None:
-                    self._read_log(d, w)
-                    self._fail_exited(d, w, code)
-                    return
-                now = self.clock()
-                if d.state == "starting":
-                    if now - (d.started_at or now) > self.start_timeout:
-                        await self._terminate(d)
-                        d = self.get(dep_id)
-                        self._fail(d, f"the engine did not become ready in {self.start_timeout:.0f} s "
-                                      f"(last phase: {d.phase or 'none'})",
-                                   "see the log tail; a first download of a large model can take "
-                                   "longer (ADVISOR_START_TIMEOUT)")
-                        return
-                    if d.engine_ready_at or now - last_health > 1.0:
-                        last_health = now
-                        if await self._healthy(d):
-                            d.state, d.phase, d.ready_at = "ready", None, self.clock()
-                            changed = True
-                elif now - last_health > 2.0:
-                    last_health = now
-                    if await self._healthy(d):
-                        health_failures = 0
-                    else:
-                        health_failures += 1
-                        if health_failures >= 5:
-                            await self._terminate(d)
-                            self._fail(self.get(dep_id), "the engine stopped answering /health",
-                                       "launch it again; see the log tail for why it hung")
-                            return
-                if changed:
-                    d.measured = w.measured.as_dict()
-                    self._save(d)
-                await asyncio.sleep(self.poll)
-        except asyncio.CancelledError:
-            pass
-
-    def _read_log(self, d: Deployment, w: _Watch) -> bool:
-        path = Path(d.log_path)
-        try:
-            with path.open("rb") as fh:
-                fh.seek(w.offset)
-                chunk = fh.read()
-        except OSError:
-            return False
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return False
-        w.offset += end + 1
-        changed = False
-        for raw in chunk[: end + 1].decode(errors="replace").splitlines():
-            if read_figure(raw, w.measured):
-                changed = True
-            phase = read_phase(raw)
-            if phase == "ready":
-                if d.engine_ready_at is None:
-                    d.engine_ready_at = self.clock()
-                    changed = True
-            elif phase and d.state == "starting" and phase != d.phase:
-                d.phase = phase
-                changed = True
-        return changed
+        return None if is_same(d.pid, d.pid_start, d.pid_cmdline or d.command) else True
 
     async def _healthy(self, d: Deployment) -> bool:
-        try:
-            r = await self._http.get(f"http://127.0.0.1:{d.port}/health")
-            return r.status_code == 200
-        except httpx.HTTPError:
-            return False
+        return bool(d.socket) and await self.probe.healthy(d.socket)
 
-    def _fail_exited(self, d: Deployment, w: _Watch, code: int | bool) -> None:
-        text = self.log_tail(d.id, 400).splitlines()
-        failure = None
-        for line in text:
-            failure = read_failure(line) or failure
-            if failure and failure.kind != "engine_died":
-                break
-        if failure:
-            cause = failure.line
-            fix = FIXES[failure.kind].format(suggested=failure.suggested_max_model_len or "a shorter one")
-        elif isinstance(code, int) and not isinstance(code, bool) and code < 0:
-            cause = f"the engine was killed by signal {-code} ({signal.Signals(-code).name})"
-            fix = "launch it again; if nobody stopped it, the kernel's OOM killer may have"
-        elif isinstance(code, int) and not isinstance(code, bool):
-            cause = f"the engine exited with code {code}"
-            fix = "see the log tail"
-        else:
-            cause = "the engine's processes are gone"
-            fix = "launch it again; see the log tail"
-        d.measured = w.measured.as_dict()
-        self._fail(d, cause, fix)
-
-    def _fail(self, d: Deployment, cause: str, fix: str) -> None:
-        d.state, d.phase, d.cause, d.fix, d.stopped_at = "failed", None, cause, fix, self.clock()
-        self._save(d)
-        self._watches.pop(d.id, None)
+    async def _end(self, d: Deployment) -> None:
+        """End the deployment's whole process group and forget its files and routing."""
+        self.routes.remove(d.id)
+        if d.pid:
+            await end_group(d.pid, grace=self.grace, child=self._children.get(d.id))
+        self._children.pop(d.id, None)
+        self._forget_files(d)
+        if d.socket:
+            await self.probe.forget(d.socket)
 
     # ------------------------------------------------------------------ stopping
 
     async def stop(self, deployment_id: str) -> Deployment:
+        """Stop a deployment. One that already ended still has anything left of its group ended
+        (a leader killed with -9 leaves its workers behind)."""
         d = self.get(deployment_id)
         if d.state not in ACTIVE_STATES:
+            if d.pid and identity(d.pid) is None and group_alive(d.pid):
+                await self._end(d)
             return d
         if d.state != "stopping":
             d.state, d.phase = "stopping", None
@@ -426,63 +324,25 @@ class Supervisor:
 
     def _spawn_stop(self, d: Deployment) -> None:
         async def run() -> None:
-            w = self._watches.pop(d.id, None)
-            if w:
-                w.task.cancel()
-            await self._terminate(d)
+            task = self._tasks.pop(d.id, None)
+            if task:
+                task.cancel()
+            await self._end(d)
             done = self.get(d.id)
             done.state, done.stopped_at = "stopped", self.clock()
             self._save(done)
 
         asyncio.get_running_loop().create_task(run())
 
-    async def _terminate(self, d: Deployment) -> None:
-        """TERM the whole group, then KILL after the grace period; reap our child."""
-        if not d.pid:
-            return
-        w = self._watches.get(d.id)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(d.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
-        while time.monotonic() < deadline and group_alive(d.pid):
-            if w and w.proc:
-                w.proc.poll()
-            await asyncio.sleep(0.1)
-        if group_alive(d.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(d.pid, signal.SIGKILL)
-        if w and w.proc:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(w.proc.wait, 10)
-
     # ------------------------------------------------------------------ metrics
 
     async def metrics(self, deployment_id: str, max_age: float = 1.5) -> dict[str, float]:
-        """The engine's /metrics, parsed by prometheus_client, as {name{labels}: value}.
-        Shared for `max_age` seconds: every open dashboard asks, parsing is not free."""
+        """The engine's /metrics as {name{labels}: value}, shared for `max_age` seconds:
+        every open dashboard asks, and parsing is not free."""
         cached = self._metrics.get(deployment_id)
         if cached and time.monotonic() - cached[0] < max_age:
             return cached[1]
-        out = await self._read_metrics(deployment_id)
-        self._metrics[deployment_id] = (time.monotonic(), out)
-        return out
-
-    async def _read_metrics(self, deployment_id: str) -> dict[str, float]:
-        from prometheus_client.parser import text_string_to_metric_families
-
         d = self.get(deployment_id)
-        if d.state != "ready":
-            return {}
-        try:
-            r = await self._http.get(f"http://127.0.0.1:{d.port}/metrics")
-        except httpx.HTTPError:
-            return {}
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(r.text):
-            if not family.name.startswith("vllm"):
-                continue
-            for sample in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items())
-                                  if k not in ("engine", "model_name"))
-                out[sample.name + (f"{{{labels}}}" if labels else "")] = float(sample.value)
+        out = await self.probe.metrics(d.socket) if d.state == "ready" and d.socket else {}
+        self._metrics[deployment_id] = (time.monotonic(), out)
         return out

@@ -39,13 +39,17 @@ def main() -> None:
         env = {}
         if args.engine == "fake":
             env = {"ADVISOR_VLLM_PYTHON": str(interpreter(Path(tmp))), "FAKE_ENGINE": "ok"}
-        with launched(Path(tmp) / "home", model, ports=4, env=env) as (svc, d):
+        with launched(Path(tmp) / "home", model, env=env) as (svc, d):
             engine_ok: list[float] = []
+
+            # the engine listens on a Unix socket only the advisor's user can reach
+            sock = httpx.HTTPTransport(uds=d["socket"])
+            probe = httpx.Client(transport=sock, base_url="http://engine", timeout=1)
 
             def poll_engine() -> None:
                 while not engine_ok:
                     try:
-                        if httpx.get(f"http://127.0.0.1:{d['port']}/health", timeout=1).status_code == 200:
+                        if probe.get("/health").status_code == 200:
                             engine_ok.append(time.perf_counter())
                     except httpx.HTTPError:
                         pass
@@ -61,9 +65,9 @@ def main() -> None:
             print(f"ready lag: the advisor showed `ready` {lag * 1000:.0f} ms after the engine's "
                   "/health first answered (target < 1000 ms)")
 
-            key = (Path(tmp) / "home" / "logs" / f"{d['id']}.key").read_text().strip()
+            key = Path(d["socket"]).with_suffix(".key").read_text().strip()
             body = {"model": "tiny", "prompt": "Hello", "max_tokens": 1}
-            direct = httpx.Client(base_url=f"http://127.0.0.1:{d['port']}",
+            direct = httpx.Client(transport=httpx.HTTPTransport(uds=d["socket"]), base_url="http://engine",
                                   headers={"Authorization": f"Bearer {key}"})
             proxied = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {KEY}"})
             times: dict[str, list[float]] = {"direct": [], "via advisor": []}

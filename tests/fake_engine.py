@@ -13,6 +13,7 @@ import http.server
 import os
 import signal
 import socket
+import socketserver
 import stat
 import sys
 import time
@@ -103,11 +104,28 @@ class Health(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """http.server over a Unix socket, where the supervisor's engines listen (--uds)."""
+
+    daemon_threads = True
+
+
+class UnixHealth(Health):
+    def setup(self) -> None:  # no TCP options on a Unix socket
+        socketserver.StreamRequestHandler.setup(self)
+
+    def address_string(self) -> str:
+        return "unix"
+
+
 def main() -> None:
     mode = os.environ.get("FAKE_ENGINE", "ok")
     global KEY
-    port = int(sys.argv[sys.argv.index("--port") + 1])
-    KEY = sys.argv[sys.argv.index("--api-key") + 1] if "--api-key" in sys.argv else ""
+    uds = sys.argv[sys.argv.index("--uds") + 1] if "--uds" in sys.argv else None
+    port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
+    # as vLLM: --api-key wins over VLLM_API_KEY
+    KEY = sys.argv[sys.argv.index("--api-key") + 1] if "--api-key" in sys.argv else \
+        os.environ.get("VLLM_API_KEY", "")
     lines = [line.format(kv=os.environ.get("FAKE_KV_GIB", "1.0")) for line in GPU_LINES] \
         if mode == "gpu" else LINES[: 3 if mode == "hang" else None]
     for line in lines:
@@ -121,7 +139,8 @@ def main() -> None:
             time.sleep(1)
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Health)
+    server: socketserver.BaseServer = UnixHTTPServer(uds, UnixHealth) if uds else \
+        http.server.ThreadingHTTPServer(("127.0.0.1", port), Health)
     print("INFO:     Application startup complete.", flush=True)
     server.serve_forever()
 

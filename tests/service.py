@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,18 +16,26 @@ from typing import Any
 import httpx
 from engine import free_port
 
-from advisor.supervisor import port_free
-
 KEY = "test-key-0123456789"
 # the tiny test model on the CPU engine: 1 GiB of KV cache, short sequences
 TINY = {"gpus": 0, "cpu_kv_gib": 1, "max_model_len": 256}
+
+
+def port_free(port: int) -> bool:
+    """Whether nothing listens on the port or has touched it lately."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port_range(n: int) -> tuple[int, int]:
     """n consecutive ports that are free now (best effort)."""
     for _ in range(50):
         start = free_port()
-        if start + n < 65000 and all(port_free(p, lingering_ok=False)
+        if start + n < 65000 and all(port_free(p)
                                      for p in range(start, start + n)):
             return start, start + n - 1
     raise RuntimeError("no free port range")
@@ -40,7 +49,7 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home.parent / f"service-{self.port}.log"
         full_env = {**os.environ, "ADVISOR_HOME": str(home), "ADVISOR_API_KEY": KEY,
-                    "ADVISOR_ENGINE_PORTS": f"{ports[0]}-{ports[1]}", "HF_HUB_OFFLINE": "1",
+                    "HF_HUB_OFFLINE": "1",
                     "ADVISOR_START_TIMEOUT": "600", **(env or {})}
         with self.log.open("w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "advisor", "serve", "--port",

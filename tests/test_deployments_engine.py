@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 from service import KEY, TINY, Service, free_port_range
 from tinymodels import build_servable_model
 
-from advisor.supervisor import group_alive
+from advisor.procs import group_alive
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +41,9 @@ def test_launch_chat_stream_metrics_and_stop(service: Service, model: Path) -> N
     assert r.status_code == 202, r.text
     d = r.json()
     assert d["state"] == "starting" and d["endpoint"] == "/v1"
-    assert d["port"] in range(service.ports[0], service.ports[1] + 1)
-    assert "***" in d["command"] and "--enforce-eager" in d["command"]
+    # the engine listens on a Unix socket in a private folder, with its key in its environment
+    assert d["port"] is None and d["socket"] and "--uds" in d["command"]
+    assert "--enforce-eager" in d["command"] and "--api-key" not in d["command"]
     phases: list[str] = []
     d = service.wait_state(d["id"], {"ready", "failed"}, seen=phases)
     assert d["state"] == "ready", d["cause"]
@@ -62,10 +62,10 @@ def test_launch_chat_stream_metrics_and_stop(service: Service, model: Path) -> N
                                                  messages=[{"role": "user", "content": "Hi"}]))
     assert len(chunks) >= 8 and any(c.choices and c.choices[0].delta.content for c in chunks)
 
-    # /v1 without the advisor's key is refused; the engine's own port without its key too
+    # /v1 without the advisor's key is refused; the engine's socket without its key too
     assert httpx.post(f"{service.url}/v1/chat/completions", json={"model": "tiny"}).status_code == 401
-    direct = httpx.post(f"http://127.0.0.1:{d['port']}/v1/chat/completions", json={"model": "tiny"})
-    assert direct.status_code == 401
+    direct = httpx.Client(transport=httpx.HTTPTransport(uds=d["socket"]), base_url="http://engine")
+    assert direct.post("/v1/chat/completions", json={"model": "tiny"}).status_code == 401
 
     metrics = service.http.get(f"/api/deployments/{d['id']}/metrics").json()
     assert metrics["vllm:prompt_tokens_total"] > 0 and "vllm:num_requests_running" in metrics
@@ -80,9 +80,7 @@ def test_launch_chat_stream_metrics_and_stop(service: Service, model: Path) -> N
     assert r.status_code == 202 and r.json()["state"] in ("stopping", "stopped")
     d = service.wait_state(d["id"], {"stopped"}, timeout=60)
     assert not group_alive(d["pid"]), "the engine's process group is gone"
-    with socket.socket() as s:  # the port is free again (for a server, as uvicorn binds)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", d["port"]))
+    assert not Path(d["socket"]).exists(), "its socket is removed"
 
 
 def test_an_engine_killed_with_sigkill_is_failed_with_its_cause(service: Service, model: Path) -> None:
@@ -110,27 +108,6 @@ def test_a_model_the_engine_cannot_run_is_a_classified_failure(service: Service,
         assert r.status_code >= 400
         d = service.wait_state(d["id"], {"failed"}, timeout=120)
     assert d["state"] == "failed" and d["cause"] and d["fix"]
-
-
-def test_a_port_already_taken_is_skipped_and_none_free_is_a_409(tmp_path: Path, model: Path) -> None:
-    lo, hi = free_port_range(2)
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", lo))
-        blocker.listen()
-        svc = Service(tmp_path / "home", (lo, lo))
-        try:
-            r = svc.launch(model=str(model), **TINY)
-            assert r.status_code == 409 and "port" in r.json()["detail"]
-        finally:
-            svc.stop()
-        svc = Service(tmp_path / "home2", (lo, hi))
-        try:
-            r = svc.launch(model=str(model), **TINY)
-            assert r.status_code == 202 and r.json()["port"] == hi
-            assert svc.http.delete(f"/api/deployments/{r.json()['id']}").status_code == 202
-            svc.wait_state(r.json()["id"], {"stopped"}, timeout=60)
-        finally:
-            svc.stop()
 
 
 def test_a_launch_that_will_not_fit_is_refused_and_two_cannot_take_the_same_memory(

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from service import KEY, Service, free_port_range
 
-from advisor.supervisor import group_alive
+from advisor.procs import group_alive
 
 pytestmark = pytest.mark.slow
 

@@ -16,10 +16,11 @@ from tinymodels import build_model
 
 from advisor.catalog import load_catalog, load_gpus
 from advisor.config import load_settings
+from advisor.procs import group_alive
 from advisor.profile import read_host
 from advisor.specs import PlanRequest
 from advisor.store import Store
-from advisor.supervisor import Supervisor, group_alive, new_engine_key
+from advisor.supervisor import Supervisor, new_engine_key
 
 
 @pytest.fixture(name="model")

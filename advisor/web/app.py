@@ -10,7 +10,7 @@ from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
@@ -21,14 +21,17 @@ from advisor.catalog import Catalog, data_dir, load_catalog, load_gpus
 from advisor.config import Settings, ensure_api_key
 from advisor.errors import AdvisorError, ModelNotFound
 from advisor.history import Measurement
+from advisor.home import HomeLock, log_to_file, prepare
 from advisor.profile import read_host
 from advisor.specs import HostProfile
-from advisor.store import Store
-from advisor.supervisor import NoFreePort, Supervisor, UnknownDeployment
+from advisor.store import Store, StoreUnavailable
+from advisor.supervisor import LaunchFailed, Supervisor, UnknownDeployment
 from advisor.web import api, deployments, events, pages, proxy
 from advisor.web.secret import server_secret
 from advisor.web.sessions import secure_cookies, session_middleware
 from advisor.web.throttle import Throttle
+
+log = logging.getLogger("advisor.web")
 
 
 def create_app(
@@ -41,9 +44,21 @@ def create_app(
 ) -> Litestar:
     """Build the app. The catalog loads once, at start, so a broken file stops `serve` early
     with its message instead of failing every request. The supervisor lives as long as the
-    app: it re-attaches engines at start and stops them at shutdown (unless kept)."""
+    app: it re-attaches engines at start and stops them at shutdown (unless kept).
+
+    ADVISOR_HOME is checked, locked and its database opened here, before a port is bound or
+    an engine touched: a second service on the same home, a read-only home or a database
+    that cannot be opened stops `serve` with one line, and changes nothing."""
     cat = catalog or load_catalog(settings.catalog_dir)
     gpus = load_gpus(settings.catalog_dir)
+    prepare(settings.home)
+    lock = HomeLock(settings.home).acquire()
+    try:
+        log_path = log_to_file(settings.home)
+        store = Store(settings.home / "advisor.db")
+    except BaseException:
+        lock.release()
+        raise
     # httpx logs every request at INFO: every /v1 call, health check and metrics read would
     # cost a formatted log line
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -54,7 +69,6 @@ def create_app(
     session = session_middleware(settings.home)
 
     async def start_supervisor(app: Litestar) -> None:
-        store = Store(settings.home / "advisor.db")
         app.state.supervisor = Supervisor(settings, store, cat, gpus, profiler,
                                           start_timeout=start_timeout)
         await app.state.supervisor.start()
@@ -63,6 +77,7 @@ def create_app(
         await proxy.close()
         await app.state.supervisor.shutdown(keep_engines=keep_engines)
         app.state.supervisor.store.close()
+        lock.release()
 
     def supervisor(state: State) -> Supervisor:
         return state.supervisor  # type: ignore[no-any-return]
@@ -85,13 +100,14 @@ def create_app(
             "supervisor": Provide(supervisor, sync_to_thread=False),
             "host_history": Provide(host_history, sync_to_thread=False),
         },
-        state=State({"api_key": key, "throttle": Throttle()}),
+        state=State({"api_key": key, "log_path": str(log_path), "throttle": Throttle()}),
         on_startup=[start_supervisor],
         middleware=[secure_cookies, session],
         csrf_config=CSRFConfig(secret=secret, cookie_samesite="strict",
                                exclude=["/api", "/v1", "/schema", "/healthz"]),
         on_shutdown=[stop_supervisor],
-        exception_handlers={AdvisorError: advisor_error, NotFoundException: page_not_found},
+        exception_handlers={AdvisorError: advisor_error, HTTPException: http_error,
+                            Exception: unexpected_error},
         template_config=TemplateConfig(directory=data_dir("templates"), engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(title="slm-advisor", version=__version__),
     )
@@ -103,12 +119,14 @@ def _wants_html(request: Request[Any, Any, Any]) -> bool:
 
 
 def advisor_error(request: Request[Any, Any, Any], exc: AdvisorError) -> Response[Any]:
-    """A message for people, never a trace: 404 for an unknown id, 409 when no port is free,
-    422 for what the request asked that cannot be done. Pages get a page, the API JSON."""
+    """A message for people, never a trace: 404 for an unknown id, 503 when the database
+    or the disk cannot take a launch, 422 for what the request asked that cannot be done.
+    Pages get a page, the API JSON."""
     if isinstance(exc, UnknownDeployment) or (isinstance(exc, ModelNotFound) and request.method == "GET"):
         status = 404
-    elif isinstance(exc, NoFreePort):
-        status = 409
+    elif isinstance(exc, StoreUnavailable | LaunchFailed):
+        status = 503
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
     else:
         status = 422
     if _wants_html(request):
@@ -118,11 +136,30 @@ def advisor_error(request: Request[Any, Any, Any], exc: AdvisorError) -> Respons
     return Response({"detail": str(exc)}, status_code=status)
 
 
-def page_not_found(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own 4xx (a body that does not validate, an unknown route, a missing key),
+    with its message and the fields it names; a 5xx of its own is logged like any other."""
+    if exc.status_code >= 500:
+        return unexpected_error(request, exc)
+    headers = dict(exc.headers or {})
     if _wants_html(request):
-        return Template("error.html", status_code=exc.status_code, context={
-            "title": "Not found" if exc.status_code == 404 else "Something went wrong",
-            "message": exc.detail if exc.status_code < 500 else
-            "The advisor could not answer this page; its log says why.", "signed_in": False})
-    return Response({"status_code": exc.status_code, "detail": exc.detail},
-                    status_code=exc.status_code)
+        return Template("error.html", status_code=exc.status_code, headers=headers, context={
+            "title": "Not found" if exc.status_code == 404 else "That cannot be done",
+            "message": exc.detail, "signed_in": False})
+    body: dict[str, Any] = {"status_code": exc.status_code, "detail": exc.detail}
+    if exc.extra:
+        body["extra"] = exc.extra
+    return Response(body, status_code=exc.status_code, headers=headers)
+
+
+def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Whatever escaped a handler: its traceback logged once, in ADVISOR_HOME/logs/advisor.log,
+    and an answer that says where that log is (never the traceback itself)."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    where = getattr(request.app.state, "log_path", "the service's log")
+    message = f"The advisor failed on this request (a fault of ours, not of the input); the " \
+              f"traceback is in {where}."
+    if _wants_html(request):
+        return Template("error.html", status_code=500, context={
+            "title": "Something went wrong", "message": message, "signed_in": False})
+    return Response({"status_code": 500, "detail": message}, status_code=500)

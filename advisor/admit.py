@@ -1,0 +1,59 @@
+"""Admission: plan a launch against the memory free now, less what launches still loading hold.
+
+Engines that are pending or starting have not taken their memory yet, so NVML (or the
+free RAM) does not show it: it is counted as taken here. A refusal names the estimator's
+reason, and a checkpoint to download must fit on the disk that holds the Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from advisor.advice import Plan, plan_for
+from advisor.catalog import Catalog
+from advisor.errors import AdvisorError
+from advisor.estimate import CPU_PROCESS_OVERHEAD_GIB
+from advisor.history import Measurement
+from advisor.specs import Deployment, GpuSpec, HostProfile, PlanRequest
+
+GIB = 2**30
+
+
+class Refused(AdvisorError):
+    """A launch that will not fit in the memory free now (HTTP 422)."""
+
+
+def admit(req: PlanRequest, host: HostProfile, active: list[Deployment], catalog: Catalog,
+          gpus: list[GpuSpec], history: tuple[Measurement, ...], hf_cache: Path) -> Plan:
+    held = sum(d.reserved_gib for d in active if d.state in ("pending", "starting"))
+    if req.gpus == 0 or not host.gpus:
+        budget = host.ram.available_gib - held
+        req = msgspec.structs.replace(req, gpus=0, ram_gib=min(req.ram_gib or budget, budget))
+    else:
+        free = [msgspec.structs.replace(g, memory_free_gib=g.memory_free_gib - held) for g in host.gpus]
+        host = msgspec.structs.replace(host, gpus=free)
+    chosen = plan_for(req, catalog, host, gpus, check_free=True, history=history)
+    if not chosen.estimate.fits:
+        raise Refused(f"will not fit in the memory free now: {chosen.estimate.reason}")
+    _check_disk(chosen.ckpt.repo, chosen.ckpt.weight_bytes, host, hf_cache)
+    return chosen
+
+
+def reserved_gib(chosen: Plan) -> float:
+    """What this launch holds against others until it has taken its memory."""
+    est = chosen.estimate
+    if est.engine == "vllm-cpu":
+        return round(est.weights_gib + (est.cpu_kv_space_gib or 0) + CPU_PROCESS_OVERHEAD_GIB, 2)
+    return round(est.reservation_gib, 2)
+
+
+def _check_disk(repo: str, weight_bytes: int, host: HostProfile, hf_cache: Path) -> None:
+    if Path(repo).is_dir():
+        return  # a local folder: nothing to download
+    cached = hf_cache / ("models--" + repo.replace("/", "--"))
+    need = weight_bytes / GIB * 1.05  # a little for the tokenizer and configs
+    if not cached.exists() and host.disk.free_gib < need:
+        raise Refused(f"the download of {repo} needs {need:.1f} GiB; {host.disk.free_gib:.1f} GiB "
+                      f"is free at {host.disk.path}")
