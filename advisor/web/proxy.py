@@ -78,6 +78,10 @@ def _error(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "invalid_request_error"}}
 
 
+class _Gone(Exception):
+    """The client left before its body was read."""
+
+
 async def _body(scope: HTTPScope, receive: Receive) -> bytes | None:
     """The request's body, or None past MAX_BODY (told early by content-length). Chunks are
     joined once: `+=` on bytes copies the whole so far on every chunk."""
@@ -88,6 +92,8 @@ async def _body(scope: HTTPScope, receive: Receive) -> bytes | None:
     size = 0
     while True:
         message: Any = await receive()
+        if message["type"] == "http.disconnect":  # not a shorter body to pass on
+            raise _Gone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
@@ -156,7 +162,10 @@ async def v1(scope: HTTPScope, receive: Receive, send: Any) -> None:
                 for d, _key in supervisor.ready() for name in d.served_names]
         await _reply(send, 200, {"object": "list", "data": data})
         return
-    body = await _body(scope, receive)
+    try:
+        body = await _body(scope, receive)
+    except _Gone:
+        return
     if body is None:
         await _reply(send, 413, _error(f"the body is larger than {MAX_BODY >> 20} MiB"))
         return
