@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -392,16 +393,35 @@ def serve(host: str, port: int, keep_engines: bool) -> None:
     import uvicorn
 
     from advisor.config import ensure_api_key, load_settings
+    from advisor.home import prepare
     from advisor.web.app import create_app
 
     settings = load_settings()
+    prepare(settings.home)
+    # the port is bound before the app is built: a port another program holds stops `serve`
+    # here, before it has re-attached (and, on its way out, stopped) anyone's engines
+    listener = _listen(host, port)
     key, made = ensure_api_key(settings)
     if made:
         click.echo(f"API key (saved in {settings.home / 'api-key'}, shown once): {key}")
     app = create_app(settings, keep_engines=keep_engines,
                      start_timeout=float(os.environ.get("ADVISOR_START_TIMEOUT", "900")))
     # no access log: it would cost every /v1 call a formatted line
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise AdvisorError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): another "
+                           "program holds it; pick another --port") from None
+    return sock
 
 
 def main() -> None:

@@ -33,11 +33,12 @@ def fx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_servable_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
-def _serve(home: Path, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _serve(home: Path, *extra: str, port: int | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`advisor serve` run to its end (for homes it must refuse)."""
     env = {**os.environ, "ADVISOR_HOME": str(home), "ADVISOR_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "advisor", "serve", "--port", str(free_port()), *extra],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "advisor", "serve", "--port", str(port or free_port()),
+                           *extra], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def _engines_of(home: Path) -> list[int]:
@@ -71,6 +72,9 @@ def test_a_second_service_on_the_same_home_refuses_and_touches_nothing(service: 
     d = service.wait_state(d["id"], {"ready", "failed"})
     assert d["state"] == "ready", d["cause"]
     before = service.http.get("/api/deployments").json()
+    taken = _serve(service.home, port=service.port)  # the first service's port, too
+    assert taken.returncode == 2 and "cannot listen" in taken.stderr, taken.stderr
+    assert taken.stderr.strip().count("\n") == 0, taken.stderr
     second = _serve(service.home)
     assert second.returncode == 2
     assert second.stderr.strip().count("\n") == 0, second.stderr  # one line

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 from typing import Any
 
@@ -40,29 +41,36 @@ _DROP = {"content-length", "transfer-encoding", "connection", "keep-alive", "dat
 # `.` or `..` as a segment, an empty segment, a backslash, or a dot, slash or backslash
 # percent-encoded: anything a server on the way may resolve to a path outside /v1
 _OUTSIDE = re.compile(r"/\.\.?(?:/|$)|//|\\|%(?:2e|2f|5c)", re.IGNORECASE)
-_session: aiohttp.ClientSession | None = None
+# one pool per engine socket: an aiohttp connector dials one Unix socket
+_sessions: dict[str, aiohttp.ClientSession] = {}
 
 
 async def close() -> None:
-    """Close the pool of connections to the engines (at the service's shutdown)."""
-    if _session is not None and not _session.closed:
-        await _session.close()
+    """Close the pools of connections to the engines (at the service's shutdown)."""
+    for session in list(_sessions.values()):
+        if not session.closed:
+            await session.close()
+    _sessions.clear()
 
 
-def _client() -> aiohttp.ClientSession:
-    global _session
-    if _session is None or _session.closed:
-        _session = aiohttp.ClientSession(
+async def _client(sock: str) -> aiohttp.ClientSession:
+    session = _sessions.get(sock)
+    if session is None or session.closed:
+        for gone in [s for s in _sessions if not os.path.exists(s)]:
+            await _sessions.pop(gone).close()  # pools of engines that have ended
+        session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=600),
-            connector=aiohttp.TCPConnector(limit=64), auto_decompress=False)
-    return _session
+            connector=aiohttp.UnixConnector(path=sock, limit=64), auto_decompress=False)
+        _sessions[sock] = session
+    return session
 
 
-def _upstream(deployment: Deployment, path_qs: str) -> tuple[aiohttp.ClientSession, URL]:
+async def _upstream(deployment: Deployment, path_qs: str) -> tuple[aiohttp.ClientSession, URL]:
     """How an engine is reached: the connection pool and the URL of `path_qs` on it. The
-    one place that knows it is a port on 127.0.0.1. The URL is taken as written
-    (encoded=True): yarl would otherwise decode `%2e` and resolve `..`."""
-    return _client(), URL(f"http://127.0.0.1:{deployment.port}{path_qs}", encoded=True)
+    one place that knows it is the engine's Unix socket (advisor.supervisor: nothing else
+    can reach it). The URL is taken as written (encoded=True): yarl would otherwise decode
+    `%2e` and resolve `..`."""
+    return await _client(deployment.socket), URL(f"http://engine{path_qs}", encoded=True)
 
 
 async def _reply(send: Any, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None,
@@ -188,7 +196,7 @@ async def v1(scope: HTTPScope, receive: Receive, send: Any) -> None:
     deployment, key = hit
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k not in _HOP}
     headers["authorization"] = f"Bearer {key}"
-    session, url = _upstream(deployment, f"/v1{path}" + (f"?{query}" if query else ""))
+    session, url = await _upstream(deployment, f"/v1{path}" + (f"?{query}" if query else ""))
     # the engine's work is watched against the client: vLLM aborts a request when its
     # connection closes, and uvicorn's send() to a client that left is silently dropped
     work = asyncio.ensure_future(_forward(send, session, scope["method"], url, headers, body,
