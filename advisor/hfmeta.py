@@ -3,6 +3,11 @@
 The only importer of huggingface_hub. Tensors are never loaded: a safetensors file opens
 with an 8-byte header length and a JSON header naming every tensor's dtype, shape and
 byte range, which is all the size of a checkpoint needs.
+
+Everything read is hostile until checked: names and paths before any filesystem call,
+files opened only when they are regular files, each config figure and each tensor's
+range against its shape and the file; the Hub is asked through a gate (HubGate) that
+bounds how long and how many look-ups at once.
 """
 
 from __future__ import annotations
@@ -362,8 +367,8 @@ class HubGate:
     def _offline(self, repo: str) -> HubUnavailable:
         return HubUnavailable(
             f"model: {repo} is not in the catalog, and the Hugging Face Hub is unreachable, so it "
-            f"cannot be read ({self._unreachable}; offline, checked again within "
-            f"{self.remember:g} s). Name a catalog model or a local folder, or set HF_HUB_OFFLINE=1.")
+            f"cannot be read ({self._unreachable}; asked again after {self.remember:g} s). "
+            "Name a catalog model or a local folder, or set HF_HUB_OFFLINE=1.")
 
 
 GATE = HubGate()
