@@ -4,12 +4,14 @@ per sliding window, kept in memory. Pure: the clock is passed in.
 The per-client limit spares everyone else from one client's typos; the overall cap is what
 holds against a flood, since a client's address is whatever a trusted proxy says it is.
 While a client is locked out every attempt is refused, the right key included, and refused
-attempts are not counted, so the lock ends when the window passes.
+attempts are not counted, so the lock ends when the window passes. Handlers that run in
+worker threads consult it too, hence the lock.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +23,7 @@ class Throttle:
         self.per_client, self.overall, self.window, self.clock = per_client, overall, window, clock
         self._all: deque[float] = deque()  # every failure in the window, oldest first
         self._by_client: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
 
     def _forget(self, now: float) -> None:
         while self._all and self._all[0] <= now - self.window:
@@ -34,23 +37,26 @@ class Throttle:
 
     def wait(self, client: str) -> int:
         """Whole seconds until `client` may try again; 0 when it may try now."""
-        now = self.clock()
-        self._forget(now)
-        until = 0.0
-        if len(self._all) >= self.overall:
-            until = self._all[-self.overall] + self.window
-        mine = self._by_client.get(client)
-        if mine is not None and len(mine) >= self.per_client:
-            until = max(until, mine[-self.per_client] + self.window)
+        with self._lock:
+            now = self.clock()
+            self._forget(now)
+            until = 0.0
+            if len(self._all) >= self.overall:
+                until = self._all[-self.overall] + self.window
+            mine = self._by_client.get(client)
+            if mine is not None and len(mine) >= self.per_client:
+                until = max(until, mine[-self.per_client] + self.window)
         return max(1, math.ceil(until - now)) if until > now else 0
 
     def failed(self, client: str) -> None:
-        now = self.clock()
-        self._forget(now)
-        self._all.append(now)
-        self._by_client.setdefault(client, deque()).append(now)
+        with self._lock:
+            now = self.clock()
+            self._forget(now)
+            self._all.append(now)
+            self._by_client.setdefault(client, deque()).append(now)
 
     def tracked(self) -> int:
         """Clients with failures in the window (what the throttle holds in memory)."""
-        self._forget(self.clock())
-        return len(self._by_client)
+        with self._lock:
+            self._forget(self.clock())
+            return len(self._by_client)
