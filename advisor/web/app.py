@@ -55,6 +55,7 @@ def create_app(
     lock = HomeLock(settings.home).acquire()
     try:
         log_path = log_to_file(settings.home)
+        log.info("slm-advisor %s, ADVISOR_HOME %s", __version__, settings.home)
         store = Store(settings.home / "advisor.db")
     except BaseException:
         lock.release()
