@@ -195,6 +195,12 @@ def test_a_non_ascii_key_or_token_is_a_401_not_a_500(svc: Service) -> None:
                      headers={**cookie_header(**{SESSION: session, "csrftoken": token}),
                               "X-CSRFToken": "ключ".encode()})
     assert r.status_code == 401
+    # the pages' CSRF check (Litestar's compare_digest) is a 403 too, wherever the token is
+    long = "ключ" * 20
+    for headers, data in [({"X-CSRFToken": long.encode()}, {}), ({}, {"_csrf_token": long}),
+                          ({"Cookie": f"csrftoken={long}".encode()}, {"_csrf_token": "a" * 130})]:
+        headers = {"Cookie": "csrftoken=" + "a" * 130, **headers}
+        assert httpx.post(f"{svc.url}/signin", headers=headers, data=data).status_code == 403
 
 
 # ----------------------------------------------------------------- a restart; a flood

@@ -11,6 +11,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
@@ -26,7 +27,7 @@ from advisor.profile import read_host
 from advisor.specs import HostProfile
 from advisor.store import Store, StoreUnavailable
 from advisor.supervisor import LaunchFailed, Supervisor, UnknownDeployment
-from advisor.web import api, deployments, events, pages, proxy
+from advisor.web import api, auth, deployments, events, pages, proxy
 from advisor.web.secret import server_secret
 from advisor.web.sessions import secure_cookies, session_middleware
 from advisor.web.throttle import Throttle
@@ -68,6 +69,8 @@ def create_app(
     # from the key (a token is handed to every visitor); sessions are kept server-side there
     secret = server_secret(settings.home)
     session = session_middleware(settings.home)
+    csrf = CSRFConfig(secret=secret, cookie_samesite="strict",
+                      exclude=["/api", "/v1", "/schema", "/healthz"])
 
     async def start_supervisor(app: Litestar) -> None:
         app.state.supervisor = Supervisor(settings, store, cat, gpus, profiler,
@@ -101,11 +104,11 @@ def create_app(
             "supervisor": Provide(supervisor, sync_to_thread=False),
             "host_history": Provide(host_history, sync_to_thread=False),
         },
-        state=State({"api_key": key, "log_path": str(log_path), "throttle": Throttle()}),
+        state=State({"api_key": key, "log_path": str(log_path), "throttle": Throttle(),
+                      "csrf": csrf}),
         on_startup=[start_supervisor],
-        middleware=[secure_cookies, session],
-        csrf_config=CSRFConfig(secret=secret, cookie_samesite="strict",
-                               exclude=["/api", "/v1", "/schema", "/healthz"]),
+        # our CSRF middleware in place of Litestar's csrf_config (auth.CSRFMiddleware says why)
+        middleware=[secure_cookies, session, DefineMiddleware(auth.CSRFMiddleware, config=csrf)],
         on_shutdown=[stop_supervisor],
         exception_handlers={AdvisorError: advisor_error, HTTPException: http_error,
                             Exception: unexpected_error},

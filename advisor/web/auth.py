@@ -13,16 +13,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from litestar import Litestar
+from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
-from litestar.exceptions import (
-    ImproperlyConfiguredException,
-    NotAuthorizedException,
-    TooManyRequestsException,
-)
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.middleware.csrf import generate_csrf_token
+from litestar.middleware import csrf
 
 from advisor.web.throttle import Throttle
 
@@ -96,13 +92,18 @@ def allowed(scope: Any, expected: str) -> bool:
     return secrets.compare_digest(_headers(scope).get(b"x-csrftoken", b""), token)
 
 
-def new_csrf_cookie(app: Litestar) -> tuple[str, Cookie]:
-    """A fresh CSRF token, signed as Litestar's middleware signs its own, for the session that
-    signs in now: a token planted in the browser before sign-in is not the one bound."""
-    config = app.csrf_config
-    if config is None:
-        raise ImproperlyConfiguredException("the app has no CSRF config")
-    token = generate_csrf_token(config.secret)
+class CSRFMiddleware(csrf.CSRFMiddleware):
+    """Litestar's, except that a non-ASCII token (header, form field or cookie) is a wrong
+    token, 403, where Litestar's compare_digest raises TypeError (a 500)."""
+
+    def _decode_csrf_token(self, token: str) -> str | None:
+        return super()._decode_csrf_token(token) if token.isascii() else None
+
+
+def new_csrf_cookie(config: CSRFConfig) -> tuple[str, Cookie]:
+    """A fresh CSRF token, signed as the middleware signs its own, for the session that signs
+    in now: a token planted in the browser before sign-in is not the one bound."""
+    token = csrf.generate_csrf_token(config.secret)
     return token, Cookie(key=config.cookie_name, value=token, path=config.cookie_path,
                          secure=config.cookie_secure, httponly=config.cookie_httponly,
                          samesite=config.cookie_samesite, domain=config.cookie_domain)

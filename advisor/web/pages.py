@@ -151,7 +151,7 @@ def signin(request: Request[Any, Any, Any], data: Form) -> Redirect | Template:
             "next": target, "error": f"Too many failed sign-ins from here or overall: try again "
                                      f"in {wait} s.", "signed_in": False})
     if auth.key_matches(data.get("key", "").strip(), key):
-        token, cookie = auth.new_csrf_cookie(request.app)
+        token, cookie = auth.new_csrf_cookie(request.app.state.csrf)
         request.set_session({"signed_in": True, "csrf": token})
         return Redirect(target, status_code=303, cookies=[cookie])
     throttle.failed(client)
