@@ -2,7 +2,7 @@
 
 A browser is signed in when its server-side session says so and its csrftoken cookie still
 carries the token bound to that session at sign-in; its unsafe requests must send that same
-token (X-CSRFToken, or the form field that Litestar's CSRF middleware checks against the
+token (X-CSRFToken, or the form field that the CSRF middleware below checks against the
 cookie). A token the server signed for another visitor, or a cookie and header an attacker
 set to equal values, is not the session's token. Keys and tokens are compared as bytes
 (compare_digest refuses non-ASCII str), and wrong keys feed the throttle in app.state.
