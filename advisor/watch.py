@@ -125,7 +125,8 @@ async def follow(w: Watch, ports: WatchPorts, *, start_timeout: float, poll: flo
             return
         now = ports.clock()
         if d.state == "starting":
-            if now - (d.started_at or now) > start_timeout:
+            started = d.started_at if d.started_at is not None else now
+            if now - started > start_timeout:
                 await ports.end(d)
                 _fail(d, w, ports, f"the engine did not become ready in {start_timeout:.0f} s "
                                    f"(last phase: {d.phase or 'none'})",
