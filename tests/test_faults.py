@@ -21,6 +21,7 @@ from engine import free_port
 from service import KEY, TINY, Service, free_port_range
 from tinymodels import build_servable_model
 
+from advisor.home import socket_dir
 from advisor.procs import group_alive, group_members, identity
 from advisor.specs import Deployment
 from advisor.store import Store
@@ -42,12 +43,13 @@ def _serve(home: Path, *extra: str, port: int | None = None,
 
 
 def _engines_of(home: Path) -> list[int]:
-    """Every process whose command line names an engine socket under this home."""
+    """Every process whose command line names an engine socket of this home."""
+    sockets = str(socket_dir(home))
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             seen = identity(int(entry.name))
-            if seen and any(str(home) in a and a.endswith(".sock") for a in seen.cmdline):
+            if seen and any(a.startswith(sockets) and a.endswith(".sock") for a in seen.cmdline):
                 found.append(seen.pid)
     return found
 
