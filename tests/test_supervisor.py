@@ -136,3 +136,20 @@ def test_at_start_a_recorded_engine_that_is_gone_is_marked_lost(tmp_path: Path, 
 def test_an_engine_key_never_reads_as_a_flag_on_the_engines_command_line() -> None:
     # a url-safe token began with "-" one launch in 64, and the engine refused its argv
     assert not any(new_engine_key().startswith("-") for _ in range(2000))
+
+
+def test_a_record_ended_behind_the_watch_is_no_longer_routed(run, model: Path) -> None:  # type: ignore[no-untyped-def]
+    # what a second service on the same home once did: mark the first one's engine stopped
+    async def body(sup: Supervisor) -> None:
+        d = await sup.launch(PlanRequest(model=str(model), **REQ))
+        d = await until_state(sup, d.id, {"ready"})  # type: ignore[assignment]
+        assert sup.route("tiny") is not None
+        d.state = "stopped"
+        sup.store.save(d)  # behind the supervisor's back
+        for _ in range(100):
+            if sup.route("tiny") is None:
+                break
+            await asyncio.sleep(0.05)
+        assert sup.route("tiny") is None and sup.ready() == []
+
+    run("ok", body)
