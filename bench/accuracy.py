@@ -20,7 +20,8 @@ from vllm_cases import load_cases  # noqa: E402
 def rows() -> list[dict[str, object]]:
     out = []
     for c in load_cases():
-        row: dict[str, object] = {"case": c.name, "split": c.split, "skip": c.skip}
+        row: dict[str, object] = {"case": c.name, "split": c.split, "skip": c.skip,
+                                  "family": c.family, "card": c.card}
         if c.skip:
             out.append(row)
             continue
@@ -46,6 +47,44 @@ def _err(pair: object, pct: bool = False) -> str:
     if pct:
         return f"{p:,} / {m:,} ({100 * (p - m) / m:+.1f} %)" if m else f"{p} / {m}"
     return f"{p:.2f} / {m:.2f} ({p - m:+.2f})"
+
+
+FAMILIES = ["<0.11", "0.11-0.19", "0.20-0.23", "0.24+", "unknown"]
+CARDS = ["<=16 GB", "16-32 GB", ">32 GB", "unknown"]
+
+
+def _pct(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]
+
+
+def group_table(table: list[dict[str, object]], key: str, groups: list[str]) -> list[str]:
+    """Check-split figures per group: n, KV pool error, KV tokens error, weights, verdict."""
+    lines = [f"| {key} | n (skipped) | KV pool abs err median / P90 / max GiB | within 0.25 / 0.5 GiB "
+             "| KV tokens err median / max % | weights err max % | verdict right |",
+             "|---|---|---|---|---|---|---|"]
+    for g in groups:
+        rows = [r for r in table if r[key] == g and r["split"] == "check"]
+        if not rows:
+            continue
+        live = [r for r in rows if not r["skip"]]
+        kv = [abs(r["kv_gib"][0] - r["kv_gib"][1]) for r in live  # type: ignore[index]
+              if r["kv_gib"][1] is not None and r["fits"][1]]  # type: ignore[index]
+        tok = [100 * abs(r["kv_tokens"][0] - r["kv_tokens"][1]) / r["kv_tokens"][1]  # type: ignore[index]
+               for r in live if r["kv_tokens"][1] and r["fits"][1]]  # type: ignore[index]
+        w = [100 * abs(r["weights"][0] - r["weights"][1]) / r["weights"][1]  # type: ignore[index]
+             for r in live if r["weights"][1]]  # type: ignore[index]
+        right = sum(r["fits"][0] == r["fits"][1] for r in live)  # type: ignore[index]
+        kv_cell = (f"{statistics.median(kv):.2f} / {_pct(kv, 0.9):.2f} / {max(kv):.2f} (n={len(kv)})"
+                   if kv else "–")
+        share = (f"{sum(e <= 0.25 for e in kv)}/{len(kv)} / {sum(e <= 0.5 for e in kv)}/{len(kv)}"
+                 if kv else "–")
+        tok_cell = f"{statistics.median(tok):.1f} / {max(tok):.1f} (n={len(tok)})" if tok else "–"
+        w_cell = f"{max(w):.2f} (n={len(w)})" if w else "–"
+        lines.append(f"| {g} | {len(live)} ({len(rows) - len(live)}) | {kv_cell} | {share} | {tok_cell} "
+                     f"| {w_cell} | {right}/{len(live)} |")
+    return lines
 
 
 def main() -> None:
@@ -82,7 +121,16 @@ def main() -> None:
         f"{statistics.median(kv_err) if kv_err else 0:.2f} GiB (target 0.25 GiB).",
         f"KV tokens: max error {100 * max(tok_err, default=0):.1f} % (target 10 %).",
     ]
-    text = "\n".join(lines + summary)
+    breakdown = [
+        "", "## Check split by vLLM version family", "",
+        *group_table(table, "family", FAMILIES),
+        "", "## Check split by card size (CUDA total: <=16 GB, 16-32 GB, >32 GB)", "",
+        *group_table(table, "card", CARDS),
+        "", "n counts check cases the estimator ran on; skipped ones (no catalog model, no version, "
+        "V0 engine, no card total) are in brackets. KV errors are over cases that started and "
+        "printed the figure.",
+    ]
+    text = "\n".join(lines + summary + breakdown)
     print(text)
     if args.markdown:
         args.markdown.write_text("# Estimator accuracy against published vLLM logs\n\n"
