@@ -30,6 +30,7 @@ class Measured:
     max_model_len: int | None = None
     max_concurrency: float | None = None
     total_gib: float | None = None
+    consumed_gib: float | None = None  # weights + non-torch, as 0.26+ prints them together
     requested_gib: float | None = None
     auto_fit_from: int | None = None
     version: str | None = None
@@ -80,6 +81,11 @@ _FIGURES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"Requested memory: [0-9.]+ \(util\), " + _NUM + " GiB"), "requested_gib"),
     (re.compile(r"total_memory=" + _NUM + "GiB"), "total_gib"),
     (re.compile(r"V1 LLM engine \(v([0-9][^)]*)\)|vLLM API server version ([0-9][^\s]*)"), "version"),
+    # 0.26+: the breakdown vLLM prints beside its --kv-cache-memory-bytes hint
+    (re.compile(r"Actual usage is " + _NUM + r" GiB for consumed memory \(weights \+ non-torch\), "
+                + _NUM + r" GiB for peak activation, and " + _NUM + r" GiB for CUDAGraph memory"),
+     "usage_consumed"),
+    (re.compile(r"Free memory on device \(" + _NUM + r"/" + _NUM + r" GiB\) on startup"), "free_total"),
 ]
 
 _FAILURES: list[tuple[re.Pattern[str], str]] = [
@@ -106,14 +112,23 @@ _SUGGESTED = re.compile(r"estimated maximum model length is " + _NUM)
 
 
 def read_figure(line: str, into: Measured) -> bool:
-    """Update `into` with a figure this line prints; True if it printed one."""
+    """Update `into` with the figures this line prints; True if it printed one (0.26+
+    prints several on one line)."""
+    found = False
     for pattern, name in _FIGURES:
         m = pattern.search(line)
         if not m:
             continue
+        found = True
         g = m.groups()
         if name == "usage":
             into.weights_gib, into.activation_gib, into.non_torch_gib = _f(g[0]), _f(g[1]), _f(g[2])
+        elif name == "usage_consumed":
+            # peak activation as printed includes the CUDA-graph estimate it applied
+            into.consumed_gib, into.activation_gib = _f(g[0]), _f(g[1])
+            into.cuda_graph_estimate_gib = _f(g[2])
+        elif name == "free_total":
+            into.total_gib = _f(g[1])
         elif name == "cpu_kv":
             into.kv_cache_gib, into.total_gib = _f(g[0]), _f(g[1])
         elif name == "kv_cache_tokens":
@@ -136,8 +151,7 @@ def read_figure(line: str, into: Measured) -> bool:
                 setattr(into, name, _f(g[0]))
         else:
             setattr(into, name, _f(g[0]))
-        return True
-    return False
+    return found
 
 
 def read_failure(line: str) -> Failure | None:

@@ -49,3 +49,15 @@ def test_a_published_gpu_log_gives_every_figure() -> None:
     assert m.max_model_len == 8192 and m.max_concurrency == 58.11
     assert m.cuda_graph_gib == 0.91 and m.requested_gib == 75.23 and m.total_gib == 79.19
     assert m.version == "0.19.0"
+
+
+def test_the_memory_breakdown_of_recent_engines_is_read() -> None:
+    # vLLM 0.28 on an RTX 5090 (tests/data/vllm_logs/rtx5090-qwen3-14b-awq-32k-v0280.log, unwrapped)
+    m = Measured()
+    for line in ["(EngineCore pid=1) INFO [gpu_worker.py:1] Free memory on device (30.86/31.36 GiB) on "
+                 "startup. Desired GPU memory utilization is (0.7, 21.95 GiB). Actual usage is 11.22 GiB "
+                 "for consumed memory (weights + non-torch), 1.46 GiB for peak activation, and 0.52 GiB "
+                 "for CUDAGraph memory. Current kv cache memory in use is 9.27 GiB."]:
+        assert read_figure(line, m)
+    assert (m.total_gib, m.consumed_gib, m.activation_gib, m.cuda_graph_estimate_gib) == \
+        (31.36, 11.22, 1.46, 0.52)
