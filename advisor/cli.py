@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable
@@ -111,6 +112,39 @@ def render_models(models: list[Model]) -> str:
     return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows)
 
 
+class HumanInt(click.ParamType[int, Any]):
+    """An integer as vLLM's own parser reads one (advisor.launch.human_readable_int):
+    8G is 8 GiB, 8g 8×10^9, 512M; "8GiB" is refused, as vLLM refuses it."""
+
+    name = "bytes"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from advisor.launch import human_readable_int
+
+        if isinstance(value, int):
+            return value
+        try:
+            return human_readable_int(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+HUMAN_INT = HumanInt()
+
+
+def _vllm_version(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """What `vllm --version` printed, pasted with its newline or not; junk is named here."""
+    from advisor.specs import VLLM_VERSION_PATTERN
+
+    if value is None:
+        return None
+    text = value.strip()
+    if len(text) > 64 or not re.search(VLLM_VERSION_PATTERN, text):
+        raise click.BadParameter(f"{value!r} is not a vLLM version as `vllm --version` prints "
+                                 "it (e.g. 0.32.0, 0.10.1.1, 0.6.4.post1, 0.13.0+cu126)")
+    return text
+
+
 def plan_options(fn: F) -> F:
     """The options estimate, recommend and launch share (DESIGN.md's table)."""
     opts = [
@@ -129,8 +163,19 @@ def plan_options(fn: F) -> F:
                      help="sequences of max_model_len the KV pool should hold at once"),
         click.option("--quant", help="a checkpoint by quantization: none, awq, gptq, fp8, "
                                      "bitsandbytes, compressed-tensors"),
-        click.option("--vllm-version", help="predict for another vLLM version (e.g. 0.19)"),
+        click.option("--vllm-version", callback=_vllm_version,
+                     help="predict for another vLLM version, as `vllm --version` prints it "
+                          "(e.g. 0.10.1.1, 0.13.0+cu126)"),
         click.option("--cpu-kv-gib", type=int, help="VLLM_CPU_KVCACHE_SPACE for the CPU engine"),
+        click.option("--max-num-seqs", type=int,
+                     help="vLLM's; fewer sequences per step shrink the sampler's warm-up peak"),
+        click.option("--enforce-eager", is_flag=True, default=None,
+                     help="no CUDA graphs: their memory goes to the KV cache"),
+        click.option("--kv-cache-memory-bytes", type=HUMAN_INT,
+                     help="vLLM's exact KV pool per GPU (skips profiling and --gpu-mem-util); "
+                          "bytes, or as vLLM reads it: 8G = 8 GiB, 8g = 8×10^9, 512M"),
+        click.option("--text-only", is_flag=True, default=None,
+                     help="serve a multimodal model for text only (--limit-mm-per-prompt at 0)"),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -208,6 +253,10 @@ def render_estimate(e: Any) -> str:
                      f"max_model_len {e.max_model_len:,}; maximum concurrency {e.max_concurrency:.2f}x")
     if e.host_correction_gib is not None:
         lines.append(f"  KV cache {e.provenance.get('kv_cache_gib', 'refined on this host')}")
+    if e.suggested_kv_cache_memory_bytes:
+        lines.append(f"  vLLM will suggest --kv-cache-memory-bytes "
+                     f"{e.suggested_kv_cache_memory_bytes} "
+                     f"({e.suggested_kv_cache_memory_bytes / 2**30:.2f} GiB) to fit the reservation")
     if e.decode_tokens_per_s:
         lines.append(f"  about {e.decode_tokens_per_s:g} tokens/s for one stream"
                      + (f", first token in {e.ttft_s:.3f} s" if e.ttft_s else "") + " (estimates)")

@@ -96,6 +96,11 @@ class EngineSettings(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True)
     concurrency: int = 1
     enforce_eager: bool = False
     vllm_version: tuple[int, int] = INSTALLED_VLLM
+    # vLLM's exact KV pool per GPU: no memory profile, no utilization (gpu_worker.py)
+    kv_cache_memory_bytes: int | None = None
+    # every modality limited to 0 (--limit-mm-per-prompt): vLLM skips the multimodal tower
+    # and its encoder-cache profiling; the tower term reads this
+    text_only: bool = False
 
 
 class Estimate(msgspec.Struct, kw_only=True):
@@ -129,6 +134,11 @@ class Estimate(msgspec.Struct, kw_only=True):
     cpu_kv_space_gib: int | None = None
     # GiB taken off the modelled KV pool because a launch on this host measured it
     host_correction_gib: float | None = None
+    max_num_seqs: int | None = None  # as vLLM resolves it (the flag, or its default)
+    # what vLLM's log suggests for --kv-cache-memory-bytes after a profiled start on a GPU
+    # ("…to fit into requested memory"); None on the CPU engine, with the flag given, or
+    # when it would not start
+    suggested_kv_cache_memory_bytes: int | None = None
     provenance: dict[str, str] = {}
 
 
@@ -220,6 +230,37 @@ def default_batching(target: Target, tp: int) -> tuple[int, int]:
     if target.gpu_gib >= 70 * 0.93 and "a100" not in target.gpu_name.lower():
         return 8192, 1024
     return 2048, 256
+
+
+def batching(target: Target, tp: int, max_num_batched_tokens: int | None,
+             max_num_seqs: int | None, max_model_len: int) -> tuple[int, int]:
+    """max_num_batched_tokens and max_num_seqs as vLLM resolves them
+    (arg_utils.py::_set_default_max_num_seqs_and_batched_tokens_args, chunked prefill on):
+    a defaulted token budget is capped at max_num_seqs × max_model_len, and a defaulted
+    max_num_seqs at the token budget. `max_model_len`: the one asked, or the native one
+    (what vLLM holds at that point under `--max-model-len auto`)."""
+    d_m, d_s = default_batching(target, tp)
+    seqs = max_num_seqs or d_s
+    tokens = max_num_batched_tokens or min(seqs * max_model_len, d_m)
+    if max_num_seqs is None:
+        seqs = min(seqs, tokens)
+    return tokens, seqs
+
+
+# vLLM's margin in the --kv-cache-memory-bytes it suggests (gpu_worker.py: 150 MiB)
+KV_SUGGESTION_BUFFER = 150 * 2**20
+# The suggestion is in the 0.32 source and in the 0.19 logs here (tests/data/vllm_logs/
+# planner-v0190-*); before 0.19 none is predicted, as none was seen.
+KV_SUGGESTION_SINCE = (0, 19)
+
+
+def suggested_kv_cache_memory_bytes(available: int, graphs_gib: float) -> int:
+    """The value vLLM's log suggests for --kv-cache-memory-bytes "to fit into requested
+    memory": requested − (consumed + peak activation + captured CUDA graphs) − 150 MiB.
+    Its peak activation already holds the CUDA-graph estimate (0.21 on), so the graphs
+    count twice: the pool it used less the graphs less the margin (0.19 logs: 69.0 −
+    0.76 − 0.15 = 68.1 GiB printed)."""
+    return available - int(graphs_gib * GIB) - KV_SUGGESTION_BUFFER
 
 
 def weights_bytes_per_gpu(ckpt: Checkpoint, tp: int) -> int:
@@ -328,9 +369,11 @@ class _Account(NamedTuple):
 def _account(model: Model, ckpt: Checkpoint, target: Target,
              settings: EngineSettings) -> _Account:
     arch = model.arch
+    batched, seqs = batching(target, settings.tp, settings.max_num_batched_tokens,
+                             settings.max_num_seqs, settings.max_model_len or arch.native_context)
     sh = _shared(arch, target, kv_dtype_bytes(ckpt, settings.kv_cache_dtype), settings.tp,
-                 settings.gpu_mem_util, settings.max_num_batched_tokens, settings.max_num_seqs,
-                 settings.enforce_eager, settings.vllm_version)
+                 settings.gpu_mem_util, batched, seqs, settings.enforce_eager,
+                 settings.vllm_version)
     layout = sh.layout
     weights = weights_bytes_per_gpu(ckpt, settings.tp)
     cpu = target.engine == "vllm-cpu"
@@ -338,16 +381,37 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
     seen: Measurement | None = None
     if cpu:
         budget = target.ram_gib
-        space = target.cpu_kv_gib
-        if space is None:
-            space = _cpu_kv_space(model, target, settings, layout, weights)
-        available = space * GIB
+        if settings.kv_cache_memory_bytes:
+            # the flag is the pool; the plan leaves VLLM_CPU_KVCACHE_SPACE unset, as the
+            # CPU platform lets that variable override the flag (platforms/cpu.py)
+            available = settings.kv_cache_memory_bytes
+        else:
+            space = target.cpu_kv_gib
+            if space is None:
+                space = _cpu_kv_space(model, target, settings, layout, weights)
+            available = space * GIB
         reasons: list[str] = []
         if budget * GIB - weights - available - CPU_PROCESS_OVERHEAD_GIB * GIB < 0:
             reasons.append(
                 f"needs {_gib(weights + available) + CPU_PROCESS_OVERHEAD_GIB:.2f} GiB of RAM "
-                f"(weights {_gib(weights):.2f}, KV cache {space}, process "
+                f"(weights {_gib(weights):.2f}, KV cache {_gib(available):g}, process "
                 f"{CPU_PROCESS_OVERHEAD_GIB}), above the {budget:.2f} GiB budget")
+    elif settings.kv_cache_memory_bytes:
+        # vLLM skips the memory profile and the utilization: the pool is exactly the flag
+        # (gpu_worker.py::determine_available_memory). Its start-up check of free memory
+        # against the utilization still runs (worker/utils.py::request_memory, in
+        # sh.refusals); beyond it, weights, activation, non-torch memory, the CUDA graphs it
+        # still captures and the pool must all fit in the card, or allocation runs out.
+        available = settings.kv_cache_memory_bytes
+        reasons = list(sh.refusals)
+        held = weights + int((sh.act + sh.nontorch + sh.graphs) * GIB) + available
+        card = target.free_gib if target.free_gib is not None else target.gpu_gib
+        room = int((card - CUDA_CONTEXT_GIB) * GIB)
+        if held > room:
+            reasons.append(f"--kv-cache-memory-bytes {available:,} ({_gib(available):.2f} GiB) "
+                           f"with weights {_gib(weights):.2f}, activation, non-torch and CUDA "
+                           f"graphs needs {_gib(held):.2f} GiB per GPU; {_gib(room):.2f} GiB "
+                           f"is there beside the {CUDA_CONTEXT_GIB} GiB CUDA context")
     else:
         available = sh.requested - weights - sh.overhead
         if target.history:
@@ -362,6 +426,10 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
         if sh.graph_refusal:
             reasons.append(sh.graph_refusal)
 
+    if batched < seqs:  # config/scheduler.py::verify_max_model_len refuses it at start
+        reasons.append(f"max_num_batched_tokens {batched:,} is below max_num_seqs {seqs:,}; "
+                       "vLLM refuses that (lower --max-num-seqs or raise "
+                       "--max-num-batched-tokens)")
     native = arch.native_context
     longest = _longest_fitting(available, layout, native) if available > 0 else 0
     asked = settings.max_model_len
@@ -403,6 +471,17 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target,
     sh = a.shared
     ok = not a.reasons
     reservation, act, nontorch, graphs = sh.shown
+    _, seqs = batching(target, settings.tp, settings.max_num_batched_tokens,
+                       settings.max_num_seqs, settings.max_model_len or model.arch.native_context)
+    suggested = None
+    if (ok and target.engine == "vllm" and not settings.kv_cache_memory_bytes
+            and settings.vllm_version >= KV_SUGGESTION_SINCE):
+        suggested = suggested_kv_cache_memory_bytes(a.available, sh.graphs)
+    # the figures whose source only this estimate knows; the plan adds the rest
+    prov = {"kv_cache_gib": a.seen.note} if a.seen else {}
+    if settings.kv_cache_memory_bytes:
+        prov["kv_cache_gib"] = ("--kv-cache-memory-bytes: the pool as given (vLLM skips the "
+                                "memory profile and gpu_memory_utilization)")
     return Estimate(
         model=model.id, repo=ckpt.repo, quant=ckpt.quant, dtype=ckpt.dtype, engine=target.engine,
         tp=settings.tp, gpu_mem_util=settings.gpu_mem_util, reservation_gib=reservation,
@@ -414,8 +493,7 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target,
         fits=ok, meets_request=ok and a.concurrency >= settings.concurrency,
         reason="; ".join(a.reasons), cpu_kv_space_gib=a.space,
         host_correction_gib=a.seen.shortfall_gib if a.seen else None,
-        # the one figure whose source only this estimate knows; the plan adds the rest
-        provenance={"kv_cache_gib": a.seen.note} if a.seen else {},
+        max_num_seqs=seqs, suggested_kv_cache_memory_bytes=suggested, provenance=prov,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from functools import lru_cache
 
@@ -53,6 +54,30 @@ def command_line(ckpt: Checkpoint, est: Estimate, settings: EngineSettings) -> s
                      *_flags_line(_flag_key(est, settings, ckpt))])
 
 
+_DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def human_readable_int(text: str) -> int:
+    """An integer flag value as vLLM's parser reads it (vllm/utils/argparse_utils.py::
+    human_readable_int): digits; k/m/g/t for powers of 10, decimals allowed ("25.6k");
+    K/M/G/T for powers of 2, whole numbers only ("8G" is 8 GiB). ValueError otherwise,
+    as for "8GiB", which vLLM refuses too."""
+    text = text.strip()
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgGtT])", text)
+    if found:
+        number, suffix = found.groups()
+        if suffix in _DECIMAL:
+            return int(float(number) * _DECIMAL[suffix])
+        if "." in number:
+            raise ValueError(f"{text!r}: vLLM takes no decimals with binary suffixes like "
+                             f"{suffix}; did you mean {number}{suffix.lower()}?")
+        return int(number) * _BINARY[suffix]
+    if not re.fullmatch(r"\d{1,20}", text):  # bounded: no digit string past int()'s limit
+        raise ValueError(f"{text!r} is not a byte count (e.g. 8589934592, 8G, 512M, 25.6g)")
+    return int(text)
+
+
 def _head(repo: str, python: str, console_script: bool) -> list[str]:
     if console_script:
         return ["vllm", "serve", repo]
@@ -65,18 +90,28 @@ def _head_line(repo: str, console_script: bool) -> str:
 
 
 def _env(est: Estimate) -> dict[str, str]:
-    if est.engine == "vllm-cpu":
-        return {"VLLM_CPU_KVCACHE_SPACE": str(est.cpu_kv_space_gib or 1)}
+    # no space planned on the CPU engine: --kv-cache-memory-bytes sizes the pool, which the
+    # variable would override (vllm/platforms/cpu.py), so it is left unset
+    if est.engine == "vllm-cpu" and est.cpu_kv_space_gib is not None:
+        return {"VLLM_CPU_KVCACHE_SPACE": str(est.cpu_kv_space_gib)}
     return {}
 
 
-_FlagKey = tuple[str, int | None, float, int, str, str | None, int | None]
+# vLLM's --limit-mm-per-prompt with every modality at 0: the model serves text only, and
+# vLLM skips its towers and their profiling (models/interfaces.py::_mark_tower_model).
+# Modalities the model lacks are ignored (multimodal/processing/context.py), so one value
+# serves image, video and audio models alike; the JSON form is what 0.32 parses.
+TEXT_ONLY_LIMITS = '{"image":0,"video":0,"audio":0}'
+
+_FlagKey = tuple[str, int | None, float, int, str, str | None, int | None, int | None, bool,
+                 int | None, bool]
 
 
 def _flag_key(est: Estimate, settings: EngineSettings, ckpt: Checkpoint) -> _FlagKey:
     return (est.engine, est.max_model_len, settings.gpu_mem_util, settings.tp,
             settings.kv_cache_dtype, ckpt.quant if ckpt.at_load else None,
-            settings.max_num_batched_tokens)
+            settings.max_num_batched_tokens, settings.max_num_seqs, settings.enforce_eager,
+            settings.kv_cache_memory_bytes, settings.text_only)
 
 
 def _flags(est: Estimate, settings: EngineSettings, ckpt: Checkpoint) -> list[str]:
@@ -86,7 +121,9 @@ def _flags(est: Estimate, settings: EngineSettings, ckpt: Checkpoint) -> list[st
 @lru_cache(maxsize=1024)
 def _plan_flags(engine: str, max_model_len: int | None, gpu_mem_util: float, tp: int,
                 kv_cache_dtype: str, quantization: str | None,
-                max_num_batched_tokens: int | None) -> tuple[str, ...]:
+                max_num_batched_tokens: int | None, max_num_seqs: int | None,
+                enforce_eager: bool, kv_cache_memory_bytes: int | None,
+                text_only: bool) -> tuple[str, ...]:
     """The flags a plan sets, in the order the engine's command lists them."""
     flags: list[str] = []
     if max_model_len:
@@ -101,6 +138,15 @@ def _plan_flags(engine: str, max_model_len: int | None, gpu_mem_util: float, tp:
         flags += ["--quantization", quantization]
     if max_num_batched_tokens:
         flags += ["--max-num-batched-tokens", str(max_num_batched_tokens)]
+    if max_num_seqs:
+        flags += ["--max-num-seqs", str(max_num_seqs)]
+    if enforce_eager:
+        flags.append("--enforce-eager")
+    if kv_cache_memory_bytes:
+        # the exact bytes: vLLM's "8G" means 2**30 × 8 but "8g" 10**9 × 8, a trap in a paste
+        flags += ["--kv-cache-memory-bytes", str(kv_cache_memory_bytes)]
+    if text_only:
+        flags += ["--limit-mm-per-prompt", TEXT_ONLY_LIMITS]
     return tuple(flags)
 
 

@@ -6,6 +6,7 @@ table come in as arguments.
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 
 import msgspec
@@ -68,15 +69,28 @@ def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
                   history=tuple(m for m in history if m.gpu_name == name) if host_gpu else ())
 
 
+def vllm_version_of(text: str) -> tuple[int, int]:
+    """(major, minor) of what `vllm --version` prints ("v0.10.1.1", "0.13.0+cu126"):
+    the estimator's accounting changes between minor releases, never within one."""
+    found = re.match(r"\s*v?(\d+)\.(\d+)", text)
+    if not found:  # PlanRequest's pattern lets none through; a caller building one by hand
+        raise AdvisorError(f"vllm_version: {text!r} is not a vLLM version (e.g. 0.10.1.1)")
+    return int(found[1]), int(found[2])
+
+
 def settings_for(req: PlanRequest, tp: int | None = None) -> EngineSettings:
-    version = INSTALLED_VLLM
-    if req.vllm_version:
-        major, minor = req.vllm_version.split(".")[:2]
-        version = (int(major), int(minor))
+    version = vllm_version_of(req.vllm_version) if req.vllm_version else INSTALLED_VLLM
+    if req.kv_cache_memory_bytes and req.cpu_kv_gib:
+        # the CPU platform lets VLLM_CPU_KVCACHE_SPACE override the flag: one of them
+        raise AdvisorError("kv_cache_memory_bytes: give it or cpu_kv_gib, not both (on the CPU "
+                           "engine VLLM_CPU_KVCACHE_SPACE overrides --kv-cache-memory-bytes)")
     return EngineSettings(gpu_mem_util=req.gpu_mem_util, max_model_len=req.max_model_len,
-                    tp=tp or req.tp or 1, kv_cache_dtype=req.kv_cache_dtype,
-                    max_num_batched_tokens=req.max_num_batched_tokens,
-                    concurrency=req.concurrency, vllm_version=version)
+                          tp=tp or req.tp or 1, kv_cache_dtype=req.kv_cache_dtype,
+                          max_num_batched_tokens=req.max_num_batched_tokens,
+                          max_num_seqs=req.max_num_seqs, enforce_eager=req.enforce_eager,
+                          concurrency=req.concurrency, vllm_version=version,
+                          kv_cache_memory_bytes=req.kv_cache_memory_bytes,
+                          text_only=req.text_only)
 
 
 def checkpoint_for(model: Model, quant: str | None) -> Checkpoint | None:

@@ -208,6 +208,12 @@ class GpuTable(msgspec.Struct, forbid_unknown_fields=True):
 # --------------------------------------------------------------------------- requests
 
 Gib = Annotated[float, msgspec.Meta(gt=0, le=65536)]
+# What `vllm --version` prints, in any of the forms its releases and builds have used
+# (0.32.0, 0.10.1.1, 0.6.4.post1, 0.11.0rc1, 0.13.0+cu126, 0.7.3.dev233+gad5a35c2, v0.9.2);
+# the estimator reads only major.minor. Bounded in length so no digit string reaches int()
+# past Python's limit.
+VLLM_VERSION_PATTERN = (r"^v?\d+\.\d+(\.\d+)*([.-]?(a|b|c|rc|alpha|beta|pre|preview|post|dev)\d*)*"
+                        r"(\+[0-9A-Za-z]+([._-][0-9A-Za-z]+)*)?$")
 
 
 class PlanRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -226,8 +232,17 @@ class PlanRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_num_batched_tokens: Annotated[int, msgspec.Meta(ge=16, le=1_048_576)] | None = None
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 1
     quant: Quant | None = None
-    vllm_version: Annotated[str, msgspec.Meta(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = None
+    # as `vllm --version` prints it; kept as given (the request is echoed), read as major.minor
+    vllm_version: Annotated[str, msgspec.Meta(pattern=VLLM_VERSION_PATTERN, max_length=64)] | None = None
     cpu_kv_gib: Annotated[int, msgspec.Meta(ge=1, le=65536)] | None = None  # VLLM_CPU_KVCACHE_SPACE
+    # the flags users lower memory with (vLLM's names in snake_case)
+    max_num_seqs: Annotated[int, msgspec.Meta(ge=1, le=1_048_576)] | None = None
+    enforce_eager: bool = False  # no CUDA graphs: their memory goes to the KV pool
+    # vLLM's exact KV pool per GPU, in bytes: it skips the memory profile and the utilization
+    kv_cache_memory_bytes: Annotated[int, msgspec.Meta(ge=1, le=65536 * 2**30)] | None = None
+    # a multimodal model served for text only: --limit-mm-per-prompt with every modality at 0,
+    # so vLLM skips its vision/audio tower and the encoder's profiling pass
+    text_only: bool = False
 
 
 # --------------------------------------------------------------------------- deployments

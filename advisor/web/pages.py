@@ -5,6 +5,7 @@ forms work without JavaScript, and every form that changes something carries a C
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -20,12 +21,21 @@ from advisor.catalog import Catalog
 from advisor.errors import AdvisorError, NeedsKey
 from advisor.hardware import cuda_gib
 from advisor.history import Measurement
-from advisor.specs import USE_CASES, GpuSpec, HostProfile, PlanRequest
+from advisor.launch import human_readable_int
+from advisor.specs import USE_CASES, VLLM_VERSION_PATTERN, GpuSpec, HostProfile, PlanRequest
 from advisor.supervisor import Supervisor
 from advisor.web import auth
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
-NUMBERS = {"gpu_gib": float, "gpus": int, "max_model_len": int, "concurrency": int, "ram_gib": float}
+NUMBERS: dict[str, Callable[[str], float | int]] = {
+    "gpu_gib": float, "gpus": int, "max_model_len": int, "concurrency": int, "ram_gib": float,
+    "max_num_seqs": int,
+    # in bytes, or as vLLM's parser reads it ("8G" is 8 GiB)
+    "kv_cache_memory_bytes": human_readable_int}
+FLAGS = ("enforce_eager", "text_only")  # checkboxes
+TEXTS = ("vllm_version",)
+# what the launch button carries over from the form
+CARRIED = ("gpu", *NUMBERS, *FLAGS, *TEXTS)
 
 
 def _twin(path: str) -> dict[str, str]:
@@ -51,13 +61,26 @@ def parse_form(form: dict[str, str]) -> tuple[PlanRequest | None, dict[str, str]
             continue
         try:
             value = kind(text)
-        except ValueError:
-            errors[name] = f"{text!r} is not a {'whole ' if kind is int else ''}number"
+        except ValueError as exc:
+            errors[name] = str(exc) if kind is human_readable_int else \
+                f"{text!r} is not a {'whole ' if kind is int else ''}number"
             continue
         if value < 0 or (value == 0 and name != "gpus"):
             errors[name] = "must be more than 0" if name != "gpus" else "cannot be negative"
             continue
         data[name] = value
+    for name in FLAGS:
+        mark = form.get(name, "").strip().lower()
+        if mark in ("1", "on", "true", "yes"):
+            data[name] = True
+        elif mark not in ("", "0", "off", "false", "no"):
+            errors[name] = f"{form[name]!r} is not a checkbox value (on or off)"
+    version = form.get("vllm_version", "").strip()
+    if version and (len(version) > 64 or not re.search(VLLM_VERSION_PATTERN, version)):
+        errors["vllm_version"] = (f"{version!r} is not a vLLM version as `vllm --version` "
+                                  "prints it (e.g. 0.32.0, 0.10.1.1, 0.13.0+cu126)")
+    elif version:
+        data["vllm_version"] = version
     if form.get("gpu"):
         data["gpu"] = form["gpu"]
     if form.get("model", "").strip():
@@ -76,6 +99,7 @@ def _home_context(host: HostProfile, catalog: Catalog, gpus: list[GpuSpec],
                   form: dict[str, str], request: Request[Any, Any, Any]) -> dict[str, Any]:
     budget = host.gpus[0].memory_cuda_gib if host.gpus else None
     return {"host": host, "n_models": len(catalog.models), "use_cases": USE_CASES,
+            "carried": CARRIED,
             "gpu_table": [(g.name, cuda_gib(g), g.bandwidth_gbps) for g in gpus],
             "form": form, "default_budget": budget, "signed_in": signed_in(request),
             "errors": {}, "results": None, "own": None}
@@ -116,7 +140,7 @@ def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
                                           local_ok=signed_in(request))
         except AdvisorError as exc:
             field = str(exc).split(":", 1)[0] if ":" in str(exc) else "form"
-            errors[field if field in (*NUMBERS, "model", "gpu", "use_case") else "form"] = str(exc)
+            errors[field if field in (*CARRIED, "model", "use_case") else "form"] = str(exc)
             needs_key = isinstance(exc, NeedsKey)
     ctx["errors"] = errors
     ctx["request_json"] = msgspec.json.encode(req).decode() if req else ""
@@ -175,13 +199,15 @@ async def launch_page(request: Request[Any, Any, Any], data: Form,
     if not signed_in(request):
         return Redirect("/signin?next=/", status_code=303)
     body: dict[str, object] = {"model": data.get("model", "")}
-    for name in ("quant", "gpu"):
+    for name in ("quant", "gpu", *TEXTS):
         if data.get(name):
             body[name] = data[name]
-    for name, kind in NUMBERS.items():
-        if data.get(name):
-            body[name] = kind(data[name])
+    for name in FLAGS:
+        body[name] = data.get(name, "").strip().lower() in ("1", "on", "true", "yes")
     try:
+        for name, kind in NUMBERS.items():
+            if data.get(name):
+                body[name] = kind(data[name])
         d = await supervisor.launch(msgspec.convert(body, PlanRequest))
     except (AdvisorError, msgspec.ValidationError, ValueError) as exc:
         return Template("error.html", status_code=422, context={
