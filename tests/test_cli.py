@@ -115,3 +115,22 @@ def test_catalog_refresh_offline_reports_unreachable_repos_without_failing(tmp_p
     result = CliRunner().invoke(cli, ["catalog", "refresh", "--catalog-dir", str(catalog)])
     assert result.exit_code == 0
     assert "unreachable" in result.output and "HF_HUB_OFFLINE" in result.output
+
+
+def test_estimate_takes_the_memory_flags_and_what_vllm_version_prints() -> None:
+    result = run("estimate", "gemma-3-4b", "--gpu", "H100 80GB", "--max-model-len", "8192",
+                 "--max-num-seqs", "16", "--enforce-eager", "--kv-cache-memory-bytes", "4G",
+                 "--text-only", "--vllm-version", "0.10.1.1", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["max_num_seqs"] == 16 and data["cuda_graph_gib"] == 0.0
+    assert data["kv_cache_gib"] == 4.0 and data["fits"]
+    assert data["suggested_kv_cache_memory_bytes"] is None  # the pool was given
+    words = run("estimate", "llama-3.1-8b", "--gpu", "L4", "--max-model-len", "8192")
+    assert words.returncode == 0 and "vLLM will suggest --kv-cache-memory-bytes " in words.stdout
+
+
+def test_a_version_that_is_no_version_is_refused_naming_the_option() -> None:
+    result = run("estimate", "phi-4", "--vllm-version", "newest")
+    assert result.returncode == 2 and "--vllm-version" in result.stderr
+    assert "'newest' is not a vLLM version" in result.stderr and "Traceback" not in result.stderr

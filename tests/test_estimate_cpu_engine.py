@@ -8,6 +8,7 @@ and `Auto-fit max_model_len: …`. Slow: about a minute per engine start on two 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,23 @@ def test_kv_tokens_and_concurrency_equal_the_engines(tmp_path: Path) -> None:
     assert measured.kv_cache_tokens == predicted["kv_cache_tokens"] == 1_048_576
     assert measured.max_concurrency == predicted["max_concurrency"] == 4096.0
     assert measured.kv_cache_gib == predicted["kv_cache_gib"] == 1.0
+
+
+def test_max_num_seqs_and_enforce_eager_agree_with_the_engine(tmp_path: Path) -> None:
+    """One start with both flags: the pool is the same, and the token budget vLLM derives
+    from max_num_seqs (min(seqs × max_model_len, 2048) on CPU) is the estimator's."""
+    model = build_servable_model(tmp_path / "tiny")
+    flags = ["--max-model-len", "256", "--max-num-seqs", "4", "--enforce-eager"]
+    predicted = _estimate(model, *flags)
+    lines, _ = run_engine_until(model, flags, 1, tmp_path / "engine.log", _kv_line)
+    measured = summarize(lines).measured
+    assert measured.kv_cache_tokens == predicted["kv_cache_tokens"] == 1_048_576
+    assert measured.max_concurrency == predicted["max_concurrency"] == 4096.0
+    budget = [int(m[1]) for line in lines
+              if (m := re.search(r"Chunked prefill is enabled with max_num_batched_tokens=(\d+)",
+                                 line))]
+    assert budget and budget[0] == predicted["max_num_batched_tokens"] == 4 * 256
+    assert predicted["max_num_seqs"] == 4 and predicted["cuda_graph_gib"] == 0.0
 
 
 def test_longest_context_equals_the_engines_auto_fit(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -116,6 +118,11 @@ def test_api_estimate_answers_with_the_contracts_fields(client: TestClient) -> N
     ({"model": "phi-4", "concurrency": 0}, "concurrency"),
     ({"model": "phi-4", "kv_cache_dtype": "int3"}, "kv_cache_dtype"),
     ({"model": "phi-4", "bogus": 1}, "bogus"),
+    ({"model": "phi-4", "max_num_seqs": 0}, "max_num_seqs"),
+    ({"model": "phi-4", "kv_cache_memory_bytes": "8G"}, "kv_cache_memory_bytes"),
+    ({"model": "phi-4", "enforce_eager": "maybe"}, "enforce_eager"),
+    ({"model": "phi-4", "text_only": [1]}, "text_only"),
+    ({"model": "phi-4", "vllm_version": "latest"}, "vllm_version"),
     ({"use_case": "gaming"}, "use_case"),
 ])
 def test_bad_bodies_are_400s_that_name_the_field(client: TestClient, body: dict[str, object],  # type: ignore[type-arg]
@@ -152,3 +159,47 @@ def test_an_unknown_page_or_deployment_is_a_helpful_page_and_a_json_404(client: 
     api = client.get("/api/deployments/nope")
     assert api.status_code == 404 and api.json()["detail"] == "no deployment 'nope'"
     assert "Back to the recommendations" in client.get("/no/such/page").text
+
+
+def _token(client: TestClient) -> str:  # type: ignore[type-arg]
+    found = re.search(r'name="_csrf_token" value="([^"]+)"', client.get("/").text)
+    assert found
+    return found[1]
+
+
+def _errors(page: str) -> dict[str, str]:
+    return dict(re.findall(r'<span class="error" id="([a-z_]+)-err">([^<]*)</span>', page))
+
+
+def test_the_form_refuses_bad_engine_flags_beside_each_field(client: TestClient) -> None:  # type: ignore[type-arg]
+    page = client.post("/", data={"_csrf_token": _token(client), "use_case": "chat", "gpu": "L4",
+                                  "max_num_seqs": "many", "kv_cache_memory_bytes": "8GiB",
+                                  "vllm_version": "latest", "enforce_eager": "maybe"})
+    assert page.status_code == 400
+    errors = _errors(page.text)
+    assert set(errors) == {"max_num_seqs", "kv_cache_memory_bytes", "vllm_version", "enforce_eager"}
+    assert "is not a byte count" in errors["kv_cache_memory_bytes"]
+    assert "is not a vLLM version" in errors["vllm_version"]
+    assert '<details id="engine-flags" open>' in page.text  # the errors are in view
+    page = client.post("/", data={"_csrf_token": _token(client), "use_case": "chat", "gpu": "L4",
+                                  "max_num_seqs": "0", "kv_cache_memory_bytes": "1.5G"})
+    assert page.status_code == 400 and set(_errors(page.text)) == {"max_num_seqs",
+                                                                  "kv_cache_memory_bytes"}
+
+
+def test_the_form_plans_with_the_engine_flags_and_the_launch_carries_them(client: TestClient) -> None:  # type: ignore[type-arg]
+    page = client.post("/", data={"_csrf_token": _token(client), "use_case": "chat",
+                                  "gpu": "H100 80GB", "max_num_seqs": "32",
+                                  "kv_cache_memory_bytes": "8G", "vllm_version": "0.13.0+cu126",
+                                  "enforce_eager": "1", "text_only": "1"})
+    assert page.status_code == 200, _errors(page.text)
+    assert ("--max-num-seqs 32 --enforce-eager --kv-cache-memory-bytes 8589934592 "
+            "--limit-mm-per-prompt") in html.unescape(page.text)
+    carried = set(re.findall(r'type="hidden" name="([a-z_]+)" value="([^"]*)"', page.text))
+    assert {("max_num_seqs", "32"), ("kv_cache_memory_bytes", "8G"), ("enforce_eager", "1"),
+            ("text_only", "1"), ("vllm_version", "0.13.0+cu126")} <= carried
+    # the form's labels name vLLM's flags
+    blank = client.get("/").text
+    for label in ("--max-num-seqs", "--kv-cache-memory-bytes", "--enforce-eager",
+                  "--limit-mm-per-prompt", "vllm --version"):
+        assert label in blank
