@@ -239,10 +239,16 @@ def estimate(model: str, as_json: bool, **options: Any) -> None:
     click.echo(render_estimate(est))
 
 
+def _verdict_text(verdict: str, fits: bool) -> str:
+    if verdict == "tight":
+        return "fits, but tight (at the low end of the P95 range one sequence does not fit)"
+    return "fits" if fits else "does NOT fit"
+
+
 def render_estimate(e: Any) -> str:
     lines = [f"{e.model}  {e.repo}  [{e.quant}, {e.dtype}]  on {e.engine}"
              + (f", tp {e.tp}" if e.tp > 1 else ""),
-             f"  {'fits' if e.fits else 'does NOT fit'}" + (f": {e.reason}" if e.reason else "")]
+             f"  {_verdict_text(e.verdict, e.fits)}" + (f": {e.reason}" if e.reason else "")]
     lines.append(f"  weights {e.weights_gib:.2f} GiB, activation {e.activation_gib:.2f}, non-torch "
                  f"{e.non_torch_gib:.2f}, CUDA graphs {e.cuda_graph_gib:.2f}, of {e.reservation_gib:.2f}"
                  " reserved" if e.engine == "vllm" else
@@ -251,6 +257,10 @@ def render_estimate(e: Any) -> str:
     if e.fits:
         lines.append(f"  KV cache {e.kv_cache_gib:.2f} GiB = {e.kv_cache_tokens:,} tokens; "
                      f"max_model_len {e.max_model_len:,}; maximum concurrency {e.max_concurrency:.2f}x")
+        if e.kv_cache_gib_range and e.kv_cache_gib_range[0] != e.kv_cache_gib_range[1]:
+            lo, hi = e.kv_cache_gib_range
+            tlo, thi = e.kv_cache_tokens_range
+            lines.append(f"  P95 range: KV cache {lo:.2f}-{hi:.2f} GiB, {tlo:,}-{thi:,} tokens")
     if e.host_correction_gib is not None:
         lines.append(f"  KV cache {e.provenance.get('kv_cache_gib', 'refined on this host')}")
     if e.suggested_kv_cache_memory_bytes:

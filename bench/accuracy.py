@@ -8,6 +8,7 @@ constants in advisor/estimate.py, `check` cases are kept aside to test them.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ def rows() -> list[dict[str, object]]:
             kv_gib=(e.kv_cache_gib, m.kv_cache_gib),
             kv_tokens=(e.kv_cache_tokens, m.kv_cache_tokens),
             fits=(e.fits, not c.failed), reason=e.reason,
+            band=e.kv_cache_gib_range, version=c.settings.vllm_version if c.settings else None,
         )
         out.append(row)
     return out
@@ -87,6 +89,36 @@ def group_table(table: list[dict[str, object]], key: str, groups: list[str]) -> 
     return lines
 
 
+def coverage(table: list[dict[str, object]]) -> list[str]:
+    """How often the P95 band holds what vLLM printed, on the check split: with the shipped
+    widths (set from these same cases), and left-one-out (each case against the width the
+    other cases of its version group give), which is the honest figure."""
+    from advisor.estimate import KV_POOL_SPREAD_GIB
+
+    def group(version: tuple[int, int]) -> tuple[int, int]:
+        return next(since for since, _w, _why in KV_POOL_SPREAD_GIB if version >= since)
+
+    cases = []
+    for r in table:
+        if r["skip"] or r["split"] != "check" or not r.get("band"):
+            continue
+        kp, km = r["kv_gib"]  # type: ignore[misc]
+        if km is None or not r["fits"][1]:  # type: ignore[index]
+            continue
+        cases.append((r["case"], group(r["version"]), kp, km, r["band"]))  # type: ignore[arg-type]
+    shipped = sum(lo <= km <= hi for _n, _g, _kp, km, (lo, hi) in cases)
+    loo = 0
+    for name, g, kp, km, _band in cases:
+        others = [abs(b - c) for n2, g2, b, c, _ in cases if g2 == g and n2 != name]
+        width = math.ceil(max(others) / 0.05 - 1e-9) * 0.05 if others else 0.0
+        loo += abs(kp - km) <= width + 1e-9
+    n = len(cases)
+    return ["", "## How sure: the KV pool's P95 band", "",
+            f"Check cases with a printed pool: {n}. Inside the shipped band: {shipped} of {n}; "
+            f"inside the band their version group's other cases give (left one out): {loo} of {n} "
+            "(target: at least 95 %)."]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--markdown", type=Path, help="also write the table here")
@@ -130,7 +162,7 @@ def main() -> None:
         "V0 engine, no card total) are in brackets. KV errors are over cases that started and "
         "printed the figure.",
     ]
-    text = "\n".join(lines + summary + breakdown)
+    text = "\n".join(lines + summary + breakdown + coverage(table))
     print(text)
     if args.markdown:
         args.markdown.write_text("# Estimator accuracy against published vLLM logs\n\n"
