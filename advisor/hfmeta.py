@@ -1,13 +1,8 @@
-"""Model metadata from config.json and safetensors headers: local folders and the Hugging Face Hub.
+"""Model metadata from the Hugging Face Hub and from config.json: what a name resolves to.
 
-The only importer of huggingface_hub. Tensors are never loaded: a safetensors file opens
-with an 8-byte header length and a JSON header naming every tensor's dtype, shape and
-byte range, which is all the size of a checkpoint needs.
-
-Everything read is hostile until checked: names and paths before any filesystem call,
-files opened only when they are regular files, each config figure and each tensor's
-range against its shape and the file; the Hub is asked through a gate (HubGate) that
-bounds how long and how many look-ups at once.
+The only importer of huggingface_hub. Local folders are read by advisor.modelfiles (names,
+paths, files and headers checked there); the Hub is asked through a gate (HubGate) that
+bounds how long and how many look-ups at once; each config figure is checked here.
 """
 
 from __future__ import annotations
@@ -18,242 +13,30 @@ import math
 import os
 import re
 import socket
-import stat
-import struct
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 
 from advisor.catalog import SIZES_FILE, Catalog, SizeRecord, load_sizes
 from advisor.errors import HubUnavailable, ModelDirError, ModelNotFound, NeedsKey
+from advisor.modelfiles import (
+    Metadata,
+    TensorInfo,
+    check_name,
+    check_path,
+    read_config,
+    read_local,
+    short,
+    stat_of,
+    tensors_from_header,
+)
 from advisor.specs import Architecture, Checkpoint, Model
 from advisor.weights import checkpoint_bytes, param_count
-
-# Limits checked on a name before any filesystem call (Linux's PATH_MAX and NAME_MAX).
-MAX_PATH_BYTES = 4096
-MAX_COMPONENT_BYTES = 255
-MAX_CONFIG_BYTES = 16 * 2**20  # the largest config.json seen is a few hundred kB
-MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
-MAX_WEIGHT_FILES = 10_000
-
-# Bits per element of each safetensors dtype (the format's own list; F4 and F6 pack).
-DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16,
-              "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "I64": 64,
-              "U64": 64, "F64": 64, "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
-
-
-class TensorInfo(msgspec.Struct):
-    dtype: str
-    shape: list[int]
-    nbytes: int
-
-
-class Metadata(msgspec.Struct, kw_only=True):
-    """What a checkpoint holds, read without loading a tensor."""
-
-    source: str  # a folder, or repo@revision
-    config: dict[str, Any]
-    tensors: dict[str, TensorInfo]
-
-    @property
-    def weight_bytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
-
-    @property
-    def quant(self) -> str:
-        qc = self.config.get("quantization_config") or {}
-        method = str(qc.get("quant_method", "none")).lower() if isinstance(qc, dict) else "none"
-        return {"compressed_tensors": "compressed-tensors"}.get(method, method)
-
-
-def _short(value: object) -> str:
-    """A value for a message: a hostile 100 kB name must not become a 100 kB message."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# --------------------------------------------------------------------------- files, checked first
-
-
-def check_name(name: str) -> None:
-    """Refuse a name no catalog id, repo id or path can be, before anything looks it up."""
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ModelNotFound(f"model: {_short(name)} is not valid UTF-8") from None
-    if size > MAX_PATH_BYTES:
-        raise ModelNotFound(f"model: a name of {size} bytes is too long (a catalog id, repo id or "
-                            f"path has at most {MAX_PATH_BYTES})")
-    if "\0" in name:
-        raise ModelNotFound(f"model: {_short(name)} contains a NUL byte")
-
-
-def check_path(path: Path) -> None:
-    """The OS's own length limits, checked by us: an OSError here would be a 500."""
-    for part in path.parts:
-        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
-            raise ModelDirError(f"{_short(part)}: a path component has at most "
-                                f"{MAX_COMPONENT_BYTES} bytes")
-
-
-def _kind(mode: int) -> str:
-    for test, word in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return word
-    return "not a regular file"
-
-
-def _stat(path: Path) -> os.stat_result | None:
-    """os.stat, None where nothing is there; symlinks are followed (the HF cache is made of them)."""
-    try:
-        return os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except (OSError, ValueError) as exc:
-        raise ModelDirError(f"{path} cannot be read ({exc})") from None
-
-
-def _open_regular(path: Path) -> IO[bytes]:
-    """Open a regular file for reading, and nothing else: a FIFO or a device would block a
-    worker forever. O_NONBLOCK makes the open itself return at once whatever the path is,
-    and fstat on the open file leaves no window for a swap after a check."""
-    st = _stat(path)
-    if st is None:
-        raise ModelDirError(f"{path} does not exist")
-    if not stat.S_ISREG(st.st_mode):
-        raise ModelDirError(f"{path} is {_kind(st.st_mode)}, not a regular file")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ModelDirError(f"{path} cannot be opened ({exc.strerror})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise ModelDirError(f"{path} is {_kind(mode)}, not a regular file")
-    return os.fdopen(fd, "rb")
-
-
-def _json(raw: bytes, where: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[…" nested too deep
-        raise ModelDirError(f"{where} is not valid JSON ({type(exc).__name__}: "
-                            f"{str(exc)[:200]})") from None
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A config.json as an object, from a regular file of a sane size."""
-    with _open_regular(path) as fh:
-        raw = fh.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ModelDirError(f"{path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB: not a config.json")
-    config = _json(raw, str(path))
-    if not isinstance(config, dict):
-        raise ModelDirError(f"{path} holds a JSON {type(config).__name__}, not an object")
-    return config
-
-
-def _tensor(name: str, info: Any, where: str, data_size: int | None) -> tuple[TensorInfo, int, int]:
-    """One header entry, checked: its dtype, shape and byte range must agree with each other
-    and with the file (reversed offsets once gave negative weights and `fits: true`)."""
-    what = f"{where}: tensor {_short(name)}"
-    if not isinstance(info, dict):
-        raise ModelDirError(f"{what} is {type(info).__name__}, not an object")
-    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-        raise ModelDirError(f"{what}: dtype {_short(dtype)} is not a safetensors dtype")
-    if not isinstance(shape, list | tuple) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ModelDirError(f"{what}: shape {_short(shape)} is not a list of non-negative integers")
-    if not isinstance(offsets, list | tuple) or len(offsets) != 2 or not all(
-            isinstance(o, int) and not isinstance(o, bool) for o in offsets):
-        raise ModelDirError(f"{what}: data_offsets {_short(offsets)} is not a pair of integers")
-    begin, end = offsets
-    if not 0 <= begin <= end:
-        raise ModelDirError(f"{what}: data_offsets [{begin}, {end}] are not 0 <= begin <= end")
-    if data_size is not None and end > data_size:
-        raise ModelDirError(f"{what}: data_offsets end at {end}, past the {data_size} bytes of data "
-                            "the file holds (truncated?)")
-    span_bits, bits = (end - begin) * 8, DTYPE_BITS[dtype]
-    elements = 0 if 0 in shape else 1
-    for d in shape if elements else ():
-        elements *= d
-        if elements * bits > span_bits:  # stop early: a hostile shape's product could be vast
-            break
-    if elements * bits != span_bits:
-        raise ModelDirError(f"{what}: shape {_short(shape)} of {dtype} does not take the "
-                            f"{end - begin} bytes its data_offsets span")
-    return TensorInfo(dtype=dtype, shape=list(shape), nbytes=end - begin), begin, end
-
-
-def tensors_from_header(header: Any, where: str, data_size: int | None) -> dict[str, TensorInfo]:
-    """Every tensor of one safetensors header, each checked, none overlapping another."""
-    if not isinstance(header, dict):
-        raise ModelDirError(f"{where}: the header is a JSON {type(header).__name__}, not an object")
-    out: dict[str, TensorInfo] = {}
-    spans: list[tuple[int, int, str]] = []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        out[name], begin, end = _tensor(name, info, where, data_size)
-        spans.append((begin, end, name))
-    spans.sort()
-    for (_b, end, first), (begin, _e, second) in zip(spans, spans[1:], strict=False):
-        if begin < end:
-            raise ModelDirError(f"{where}: tensors {_short(first)} and {_short(second)} overlap "
-                                f"(one ends at {end}, the other begins at {begin})")
-    return out
-
-
-def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
-    with _open_regular(path) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ModelDirError(f"{path.name} is not a safetensors file: {len(head)} bytes, "
-                                "shorter than the 8-byte header length")
-        (length,) = struct.unpack("<Q", head)
-        if length > min(MAX_HEADER_BYTES, size - 8):
-            raise ModelDirError(f"{path.name} is not a readable safetensors file: its header "
-                                f"length says {length} bytes, the file has {size - 8} after it")
-        raw = fh.read(length)
-    return tensors_from_header(_json(raw, f"{path.name} header"), path.name, size - 8 - length)
-
-
-def read_local(folder: Path) -> Metadata:
-    """config.json plus every *.safetensors header of a model folder."""
-    check_path(folder)
-    st = _stat(folder)
-    if st is None or not stat.S_ISDIR(st.st_mode):
-        raise ModelDirError(f"{folder} is not a folder")
-    config_path = folder / "config.json"
-    if _stat(config_path) is None:
-        raise ModelDirError(f"{folder} has no config.json: not a Hugging Face model folder")
-    config = read_config(config_path)
-    try:
-        files = sorted(folder.glob("*.safetensors"))
-    except OSError as exc:
-        raise ModelDirError(f"{folder} cannot be listed ({exc.strerror})") from None
-    if not files:
-        raise ModelDirError(f"{folder} has no *.safetensors weights (vLLM needs safetensors here)")
-    if len(files) > MAX_WEIGHT_FILES:
-        raise ModelDirError(f"{folder} has {len(files)} *.safetensors files, more than "
-                            f"{MAX_WEIGHT_FILES}: not a model folder")
-    tensors: dict[str, TensorInfo] = {}
-    for f in files:
-        header = read_safetensors_header(f)
-        twice = next((name for name in header if name in tensors), None)
-        if twice is not None:  # counted once, it would understate the weights
-            raise ModelDirError(f"{f.name}: tensor {_short(twice)} is also in another *.safetensors file")
-        tensors.update(header)
-    return Metadata(source=str(folder), config=config, tensors=tensors)
-
 
 # --------------------------------------------------------------------------- the Hub, bounded
 
@@ -406,7 +189,7 @@ def read_hub(repo: str, revision: str | None = None) -> Metadata:
         raise ModelNotFound(f"model: {repo} is not in the catalog, and HF_HUB_OFFLINE is set, so it "
                             "cannot be read from the Hub")
     if not is_repo_id(repo):
-        raise ModelNotFound(f"model: {_short(repo)} is not a Hugging Face repo id (owner/name)")
+        raise ModelNotFound(f"model: {short(repo)} is not a Hugging Face repo id (owner/name)")
     return GATE.run(repo, lambda: _fetch_hub(repo, revision))
 
 
@@ -431,10 +214,10 @@ def _int(c: dict[str, Any], key: str, where: str, default: int | None = None) ->
         return default
     if isinstance(value, bool) or not isinstance(value, int | float) or (
             isinstance(value, float) and not (math.isfinite(value) and value.is_integer())):
-        raise ModelDirError(f"{where}: {key} is {_short(value)}, not a whole number")
+        raise ModelDirError(f"{where}: {key} is {short(value)}, not a whole number")
     low, high = BOUNDS[key]
     if not low <= value <= high:
-        raise ModelDirError(f"{where}: {key} is {_short(value)}, outside {low}..{high}")
+        raise ModelDirError(f"{where}: {key} is {short(value)}, outside {low}..{high}")
     return int(value)
 
 
@@ -443,7 +226,7 @@ def _text(c: dict[str, Any], key: str, where: str, default: str) -> str:
     if value is None:
         return default
     if not isinstance(value, str) or len(value) > 200:
-        raise ModelDirError(f"{where}: {key} is {_short(value)}, not a short string")
+        raise ModelDirError(f"{where}: {key} is {short(value)}, not a short string")
     return value
 
 
@@ -454,13 +237,13 @@ def arch_from_config(config: dict[str, Any], source: str) -> Architecture:
         raise ModelDirError(f"{source}: a JSON {type(config).__name__}, not an object")
     text_config = config.get("text_config")
     if text_config is not None and not isinstance(text_config, dict):
-        raise ModelDirError(f"{source}: text_config is {_short(text_config)}, not an object")
+        raise ModelDirError(f"{source}: text_config is {short(text_config)}, not an object")
     c = dict(text_config or config)
     if text_config:
         c.setdefault("architectures", config.get("architectures"))
     names = c.get("architectures") or ["unknown"]
     if not isinstance(names, list) or not isinstance(names[0], str) or len(names[0]) > 200:
-        raise ModelDirError(f"{source}: architectures is {_short(names)}, not a list of class names")
+        raise ModelDirError(f"{source}: architectures is {short(names)}, not a list of class names")
     arch = names[0]
     hidden = _int(c, "hidden_size", source)
     heads = _int(c, "num_attention_heads", source)
@@ -598,7 +381,7 @@ def model_from_metadata(meta: Metadata, repo: str, local: bool) -> Model:
     arch = arch_from_config(meta.config, where)
     qc = meta.config.get("quantization_config") or {}
     if not isinstance(qc, dict):
-        raise ModelDirError(f"{where}: quantization_config is {_short(qc)}, not an object")
+        raise ModelDirError(f"{where}: quantization_config is {short(qc)}, not an object")
     quant = meta.quant if meta.quant in ("awq", "gptq", "fp8", "compressed-tensors",
                                          "bitsandbytes") else "none"
     ckpt = Checkpoint(repo=repo, quant=quant,  # type: ignore[arg-type]
@@ -639,24 +422,24 @@ def resolve(name: str, catalog: Catalog, *, local_ok: bool = True) -> tuple[Mode
         if looks_like_path(name):
             raise NeedsKey("model: a local model folder needs the API key (Authorization: Bearer "
                            "<key>, or sign in); without it, name a catalog id or a Hub repo id")
-        raise ModelNotFound(f"model: {_short(name)} is not a catalog id or a Hugging Face repo id "
+        raise ModelNotFound(f"model: {short(name)} is not a catalog id or a Hugging Face repo id "
                             "(see `advisor models`; a local folder needs the API key)")
     try:
         path = Path(name).expanduser()
     except RuntimeError:  # "~nobody": no such user
-        raise ModelDirError(f"model: {_short(name)}: its home folder is unknown") from None
+        raise ModelDirError(f"model: {short(name)}: its home folder is unknown") from None
     try:
         check_path(path)
-        if _stat(path) is not None or looks_like_path(name):
+        if stat_of(path) is not None or looks_like_path(name):
             folder = path.resolve(strict=False)
             m = model_from_metadata(read_local(folder), str(folder), local=True)
             return m, m.checkpoints[0]
     except (OSError, RuntimeError) as exc:  # resolve() on a symlink loop
-        raise ModelDirError(f"model: {_short(name)} cannot be read ({exc})") from None
+        raise ModelDirError(f"model: {short(name)} cannot be read ({exc})") from None
     except ModelDirError as exc:
         raise ModelDirError(f"model: {exc}") from None
     if is_repo_id(name):
         m = model_from_metadata(read_hub(name), name, local=False)
         return m, m.checkpoints[0]
-    raise ModelNotFound(f"model: {_short(name)} is not a catalog id, a repo the catalog lists, or a "
+    raise ModelNotFound(f"model: {short(name)} is not a catalog id, a repo the catalog lists, or a "
                         "model folder (see `advisor models`)")

@@ -21,7 +21,8 @@ from tinymodels import build_model
 from advisor import hfmeta
 from advisor.catalog import load_catalog
 from advisor.errors import HubUnavailable, ModelNotFound
-from advisor.hfmeta import HubGate, Metadata, read_local, read_safetensors_header, resolve
+from advisor.hfmeta import HubGate, resolve
+from advisor.modelfiles import Metadata, read_local, read_safetensors_header
 
 
 def test_a_hub_repo_outside_the_catalog_is_read_from_its_metadata(

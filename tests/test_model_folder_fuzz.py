@@ -27,7 +27,8 @@ from tinymodels import TINY_LLAMA
 from advisor.advice import estimate_for
 from advisor.catalog import load_catalog, load_gpus
 from advisor.errors import AdvisorError
-from advisor.hfmeta import DTYPE_BITS, read_safetensors_header, resolve
+from advisor.hfmeta import resolve
+from advisor.modelfiles import DTYPE_BITS, read_safetensors_header
 from advisor.profile import read_host
 from advisor.specs import PlanRequest
 

@@ -28,7 +28,8 @@ from tinymodels import TINY_LLAMA, build_model
 
 from advisor.catalog import load_catalog
 from advisor.errors import ModelDirError, ModelNotFound, NeedsKey
-from advisor.hfmeta import read_local, resolve
+from advisor.hfmeta import resolve
+from advisor.modelfiles import read_local
 
 CATALOG = load_catalog()
 NEEDS_KEY = "a local model folder needs the API key"

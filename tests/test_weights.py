@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from tinymodels import TINY_LLAMA, build_model
 
-from advisor.hfmeta import arch_from_config, read_local
+from advisor.hfmeta import arch_from_config
+from advisor.modelfiles import read_local
 from advisor.specs import Checkpoint
 from advisor.weights import active_param_count, checkpoint_bytes, param_count
 
