@@ -186,7 +186,7 @@ class Supervisor:
         names = served_names(model.id, ckpt.repo)
         argv, env = engine_argv(ckpt, est, chosen.settings, python=self.settings.vllm_python,
                                 uds=str(sock), served_names=names)
-        if est.engine == "vllm-cpu":
+        if est.engine == "vllm-cpu" and "--enforce-eager" not in argv:
             argv.append("--enforce-eager")  # the CPU engine has no CUDA graphs; compiling costs minutes
         now = self.clock()
         return Deployment(id=dep_id, model=model.id, repo=ckpt.repo, quant=ckpt.quant, state="pending",
