@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from functools import lru_cache
+from itertools import combinations
+from typing import NamedTuple
 
 import msgspec
 
 from advisor.errors import AdvisorError
 from advisor.estimate import (
     CUDA_CONTEXT_GIB,
+    CUDA_GRAPHS_IN_RESERVATION_SINCE,
     INSTALLED_VLLM,
     EngineSettings,
     Estimate,
@@ -150,66 +154,427 @@ def _provenance(engine: str, block: int, batched: int, version: tuple[int, int],
     return prov
 
 
+class _Memo:
+    """What a FitChecks remembers, apart from the model it asks about."""
+
+    def __init__(self) -> None:
+        self.fits: dict[tuple[str, str, Target, EngineSettings], bool] = {}
+        self.longest: dict[tuple[str, str, Target, EngineSettings], int] = {}
+        self.spaces: dict[tuple[Target, EngineSettings, bool], _Space] = {}
+        self.fixes: dict[tuple[str, str, Target, EngineSettings], Fix | None] = {}
+
+
+@lru_cache(maxsize=1024)
+def _kept_memo(model_key: tuple[object, ...], target: Target, settings: EngineSettings) -> _Memo:
+    """One memo per model (by value) and request, kept: a service asked again about the
+    same hardware and flags answers from it, as the estimator's own caches do."""
+    return _Memo()
+
+
+def _model_key(model: Model) -> tuple[object, ...]:
+    """Every figure of a model that its estimates, the fix search and the fix's words read."""
+    return (model.id, model.arch, tuple((c.repo, c.quant, c.dtype, c.bits, c.group_size,
+                                         c.weight_bytes, c.at_load, c.note)
+                                        for c in model.checkpoints))
+
+
+class FitChecks:
+    """The estimator's answers for one model, remembered: whether a checkpoint starts under
+    a set of flags, the longest context it starts with, and the cheapest fix found. Keyed on
+    the checkpoint's repo and quantization and on the target and settings structs, all
+    values. The ranker keeps one per model and request (`kept`), so the fix searches of
+    its refused checkpoints share what each of them checked, and a request seen before
+    finds them done."""
+
+    def __init__(self, model: Model, memo: _Memo | None = None) -> None:
+        self.model = model
+        memo = memo or _Memo()
+        self._fits, self._longest, self._spaces = memo.fits, memo.longest, memo.spaces
+        self.fixes = memo.fixes
+
+    @classmethod
+    def kept(cls, model: Model, target: Target, settings: EngineSettings) -> FitChecks:
+        """The one kept for this model (by value), target and settings."""
+        return cls(model, _kept_memo(_model_key(model), target, settings))
+
+    def remember(self, ckpt: Checkpoint, target: Target, settings: EngineSettings,
+                 fit: bool) -> None:
+        """What an estimate the caller already made said (`estimate(...).fits`)."""
+        self._fits[ckpt.repo, ckpt.quant, target, settings] = fit
+
+    def fits(self, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:
+        key = (ckpt.repo, ckpt.quant, target, settings)
+        got = self._fits.get(key)
+        if got is None:
+            got = self._fits[key] = fits(self.model, ckpt, target, settings)
+        return got
+
+    def longest(self, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> int:
+        key = (ckpt.repo, ckpt.quant, target, settings)
+        got = self._longest.get(key)
+        if got is None:
+            got = self._longest[key] = longest_fitting(self.model, ckpt, target, settings)
+        return got
+
+    def space(self, target: Target, settings: EngineSettings, more_gpus: bool) -> _Space:
+        """What the fix search tries for this model under these flags (see `find_fix`)."""
+        key = (target, settings, more_gpus)
+        got = self._spaces.get(key)
+        if got is None:
+            got = self._spaces[key] = _Space(self.model, target, settings, more_gpus)
+        return got
+
+
 def plan(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
-         est: Estimate | None = None, known: dict[int, bool] | None = None) -> Estimate:
+         est: Estimate | None = None, checks: FitChecks | None = None) -> Estimate:
     """The estimate with speed, and for a "no" the reason with the cheapest change that fits.
     `est`: the bare estimate of these same arguments, when the caller already has it;
-    `known`: whether each of the model's checkpoints fits these settings (by id), likewise."""
+    `checks`: what the estimator already answered for this model on this target."""
     e = with_speed(est or estimate(model, ckpt, target, settings), model, ckpt, target, settings)
     e.provenance = provenance_of(e, ckpt, target, settings)
     if e.fits:
         return e
-    fix = cheapest_fix(model, ckpt, target, settings, known or {})
+    fix = cheapest_fix(model, ckpt, target, settings, checks)
     e.reason += f". Cheapest change that fits: {fix}" if fix else \
         ". Nothing in the catalog's checkpoints or these settings makes it fit this hardware"
     return e
 
 
+# ----------------------------------------------------------------- the cheapest fix
+# What one change costs the user, cheapest kind first (docs/fixes.md): a flag, a shorter
+# context, a lower-precision KV cache, a quantized checkpoint, more of the GPUs given.
+FLAG, CONTEXT, KV_DTYPE, CHECKPOINT, GPUS = range(5)
+# the shortest context a fix may cut a request to (or the request's own, when shorter)
+CONTEXT_FLOOR = 2048
+UTIL_CEILING = 0.95  # the highest gpu_memory_utilization a fix suggests
+TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
+MAX_EXTRA_TP = 8  # the most GPUs a fix that needs more than were given asks for
+# vLLM's CPU engine loads these checkpoints as published (fp8, bitsandbytes and GGUF it
+# does not, nor does it quantize at load); compressed-tensors only as int8 (W8A8)
+CPU_QUANTS = frozenset({"none", "awq", "gptq"})
+
+Cost = tuple[tuple[int, int], ...]  # the (kind, rank) of each change, costliest first
+
+
+class _Pair(NamedTuple):
+    """A checkpoint and a tensor-parallel size to try, and what changing to them costs."""
+
+    ckpt: Checkpoint
+    tp: int
+    target: Target  # with as many GPUs as the tp needs
+    cost: Cost  # of its changes (none, the checkpoint, the tp, or both)
+
+
+class _Helper(NamedTuple):
+    """A flag that only ever helps a fit (more reservation, smaller KV, shorter context,
+    a KV space sized to the context), tried on every pair that can fit at all."""
+
+    cost: tuple[int, int]  # (kind, rank)
+    words: str  # "" where the fix's figure names it (the context, the KV space)
+    util: float | None = None
+    kv_fp8: bool = False
+    shorter_context: bool = False
+    auto_kv_space: bool = False
+
+
+class _Try(NamedTuple):
+    cost: Cost
+    pair: _Pair
+    helpers: tuple[_Helper, ...]
+
+
+class Fix(NamedTuple):
+    """The cheapest change that fits: what to run, and its changes in words."""
+
+    ckpt: Checkpoint
+    target: Target  # the given one, with more GPUs or an auto-sized CPU KV space if the fix says so
+    settings: EngineSettings
+    text: str  # every change, e.g. "use REPO (awq 4-bit, …) with --gpu-memory-utilization 0.95"
+
+
+class _Space:
+    """What a fix search tries for one model under one target and settings, worked out once
+    and filled in as searches ask: the ranker searches for every refused checkpoint of a
+    model under the same request, and they try each other."""
+
+    def __init__(self, model: Model, target: Target, settings: EngineSettings,
+                 more_gpus: bool) -> None:
+        cpu = target.engine == "vllm-cpu"
+        self.model, self.target, self.settings = model, target, settings
+        # the checkpoints a fix may change to, biggest (least lossy) first
+        self.by_size = sorted((c for c in model.checkpoints if not cpu or _cpu_loads(c)),
+                              key=lambda c: -c.weight_bytes)
+        self.tps = _tp_sizes(model, target, settings, more_gpus)
+        self.helpers = _helpers(target, settings)
+        self.auto_kv_target = target if target.cpu_kv_gib is None else \
+            msgspec.structs.replace(target, cpu_kv_gib=None)
+        # every combination of helpers (none first), cheapest first, with its cost
+        self.combos = sorted(((hs, tuple(sorted((h.cost for h in hs), reverse=True)))
+                              for k in range(len(self.helpers) + 1)
+                              for hs in combinations(self.helpers, k)), key=lambda hc: hc[1])
+        self.floor = min(settings.max_model_len or 0, CONTEXT_FLOOR)
+        # helpers only ever help, so a pair that fails with all of them fails with any (not
+        # before vLLM 0.21, where a higher utilization leaves CUDA graphs less room outside)
+        self.prune = bool(self.helpers) and (
+            cpu or settings.vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE)
+        self.feasible: dict[tuple[str, str, int], bool] = {}  # by checkpoint and tp
+        self._asked: dict[tuple[str, str], tuple[_Pair, ...]] = {}
+        # each pair's cheapest fit (see _first_fit), by checkpoint, tp and cost
+        self.first: dict[tuple[str, str, int, Cost], Fix | None] = {}
+        # every checkpoint with every tp, as the change of checkpoint, cheapest first
+        self.changes = sorted((p for i, c in enumerate(self.by_size)
+                               for p in self._pairs_of(c, (CHECKPOINT, i))),
+                              key=lambda p: p.cost)
+        # a tp below the one asked is a flag, whose tries mix with the helpers'
+        self.tp_below = any(cost and cost[0] == FLAG for _, cost, _ in self.tps)
+        # each variant of the settings built once, so that its hash (a key of FitChecks)
+        # is worked out once
+        self._variants: dict[tuple[int, float, bool], EngineSettings] = {}
+
+    def variant(self, tp: int, util: float | None, kv_fp8: bool) -> EngineSettings:
+        """The settings with this tp and, where given, utilization and an fp8 KV cache."""
+        key = (tp, util or self.settings.gpu_mem_util, kv_fp8)
+        got = self._variants.get(key)
+        if got is None:
+            changes: dict[str, object] = {}
+            if tp != self.settings.tp:
+                changes["tp"] = tp
+            if util is not None:
+                changes["gpu_mem_util"] = util
+            if kv_fp8:
+                changes["kv_cache_dtype"] = "fp8"
+            got = self._variants[key] = msgspec.structs.replace(self.settings, **changes)
+        return got
+
+    def pairs(self, ckpt: Checkpoint) -> tuple[_Pair, ...]:
+        """The checkpoint asked with each tp whose weights fit the card."""
+        key = (ckpt.repo, ckpt.quant)
+        got = self._asked.get(key)
+        if got is None:
+            got = self._asked[key] = self._pairs_of(ckpt, None)
+        return got
+
+    def _pairs_of(self, ckpt: Checkpoint, change: tuple[int, int] | None) -> tuple[_Pair, ...]:
+        card = self.target.gpu_gib * GIB
+        cpu = self.target.engine == "vllm-cpu"
+        return tuple(
+            _Pair(ckpt=ckpt, tp=tp, target=target, cost=_cost_of(change, tp_cost))
+            for tp, tp_cost, target in self.tps
+            # no flag makes room beyond the card
+            if cpu or weights_bytes_per_gpu(ckpt, tp) <= card)
+
+
+def _cost_of(*changes: tuple[int, int] | None) -> Cost:
+    return tuple(sorted((c for c in changes if c), reverse=True))
+
+
 def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
-                 known: dict[int, bool] | None = None) -> str:
-    """Changes in the order they cost the user least: a setting, then context, then a
-    quantized checkpoint, then more GPUs. Each is checked with the estimator itself."""
-    rep = msgspec.structs.replace
+                 checks: FitChecks | None = None) -> str:
+    """The words of `find_fix`'s answer; "" when nothing fits."""
+    fix = find_fix(model, ckpt, target, settings, checks)
+    return fix.text if fix else ""
+
+
+def find_fix(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
+             checks: FitChecks | None = None) -> Fix | None:
+    """The cheapest combination of changes with which vLLM starts, searched, every candidate
+    checked with the estimator (`fits`); None when none does.
+
+    What is searched: another checkpoint of the same model (on the CPU engine, those it
+    loads); tensor parallelism over the GPUs given (sizes the attention heads divide);
+    gpu_memory_utilization 0.95, or what is free now where that is less; an fp8 KV cache;
+    the request's context cut to the longest that fits (at least 2,048 tokens, or the
+    request's own when shorter); on the CPU engine, VLLM_CPU_KVCACHE_SPACE sized to the
+    context. Only when nothing on the GPUs given fits, tensor parallelism over more.
+
+    The order (docs/fixes.md): fixes on the GPUs given before any that needs more; then
+    fewer changes first; then, change by change from the costliest, the cheaper kind:
+    a flag (utilization, KV space, fewer GPUs) < a shorter context < an fp8 KV cache <
+    a quantized checkpoint (the bigger first) < more of the GPUs given (fewer first).
+    The search goes one number of changes at a time and stops at the first fit. It skips
+    a checkpoint and tp whose weights alone exceed the card, and, from vLLM 0.21 on, one
+    that does not fit even with every helping flag set."""
+    checks = checks or FitChecks(model)
+    key = (ckpt.repo, ckpt.quant, target, settings)
+    if key in checks.fixes:
+        return checks.fixes[key]
+    found = _search(checks, ckpt, checks.space(target, settings, more_gpus=False))
+    if found is None and target.engine == "vllm":
+        found = _search(checks, ckpt, checks.space(target, settings, more_gpus=True))
+    checks.fixes[key] = found
+    return found
+
+
+def _search(checks: FitChecks, ckpt: Checkpoint, space: _Space) -> Fix | None:
+    """The tries in cost order, each checked until one fits. Every change of a pair (a
+    checkpoint, more GPUs) outranks every helper, so the tries come pair by pair, the
+    pair asked first, each pair's in the helpers' own order; only a tp below the one asked,
+    a flag, mixes with the helpers, and then the tries are sorted."""
+    own = space.pairs(ckpt)
+    others = [p for p in space.changes if p.ckpt.weight_bytes < ckpt.weight_bytes]
+    if space.tp_below:
+        return _search_sorted(checks, space, [*own, *others])
+    asked = [p for p in own if not p.cost]
+    for p in asked + sorted([p for p in own if p.cost] + others, key=lambda p: p.cost):
+        fix = _first_fit(checks, space, p)
+        if fix is not None:
+            return fix
+    return None
+
+
+def _search_sorted(checks: FitChecks, space: _Space, pairs: list[_Pair]) -> Fix | None:
+    """The tries grouped by their pair's costliest change where it outranks every helper
+    (a checkpoint, GPUs), each group's sorted: no helper outranks that change."""
+    groups: dict[tuple[int, int], list[_Pair]] = {}
+    for p in pairs:
+        lead = p.cost[0] if p.cost and p.cost[0][0] >= CHECKPOINT else (FLAG, -1)
+        groups.setdefault(lead, []).append(p)
+    for lead in sorted(groups):
+        tries = [_Try(cost=tuple(sorted(p.cost + cost, reverse=True)) if p.cost and cost
+                      else p.cost or cost, pair=p, helpers=hs)
+                 for p in groups[lead] for hs, cost in space.combos if p.cost or hs]
+        tries.sort(key=lambda t: t.cost)
+        for t in tries:
+            if space.prune and t.helpers and not _feasible(checks, space, t.pair):
+                continue
+            fix = _fits_with(checks, space, t.pair, t.helpers)
+            if fix is not None:
+                return fix
+    return None
+
+
+def _first_fit(checks: FitChecks, space: _Space, pair: _Pair) -> Fix | None:
+    """The pair with each combination of helpers, cheapest first, until one fits;
+    remembered, as the searches of a model's other checkpoints try the same pairs."""
+    key = (pair.ckpt.repo, pair.ckpt.quant, pair.tp, pair.cost)
+    if key not in space.first:
+        space.first[key] = _first_fit_of(checks, space, pair)
+    return space.first[key]
+
+
+def _first_fit_of(checks: FitChecks, space: _Space, pair: _Pair) -> Fix | None:
+    for hs, _ in space.combos:
+        if not hs:
+            if not pair.cost:  # the checkpoint and flags asked: the refusal itself
+                continue
+        elif space.prune and not _feasible(checks, space, pair):
+            return None
+        fix = _fits_with(checks, space, pair, hs)
+        if fix is not None:
+            return fix
+    return None
+
+
+def _tp_sizes(model: Model, target: Target, settings: EngineSettings,
+              more_gpus: bool) -> list[tuple[int, tuple[int, int] | None, Target]]:
+    """Each tp to try with the cost of changing to it (None: the one asked) and the target
+    with as many GPUs: the one asked and the others that the GPUs given and the model's
+    heads allow, or with `more_gpus` only sizes above the GPUs given."""
     if target.engine == "vllm-cpu":
-        if settings.max_model_len and not fits(model, ckpt, target, settings):
-            longest = longest_fitting(model, ckpt, target, settings)
-            if longest:
-                return f"--max-model-len {longest}"
-        if target.cpu_kv_gib:
-            for space in range(target.cpu_kv_gib + 1, int(target.ram_gib) + 1):
-                if fits(model, ckpt, rep(target, cpu_kv_gib=space), settings):
-                    return f"VLLM_CPU_KVCACHE_SPACE={space}"
-        return ""
-    # settings cannot help when the weights alone exceed what any setting would reserve
-    settings_can_help = weights_bytes_per_gpu(ckpt, settings.tp) < target.gpu_gib * GIB * 0.9
-    if target.free_gib is not None and settings_can_help:
-        usable = math.floor((target.free_gib - CUDA_CONTEXT_GIB) / target.gpu_gib * 100) / 100
-        if 0.05 < usable < settings.gpu_mem_util and fits(
-                model, ckpt, target, rep(settings, gpu_mem_util=usable)):
-            return f"--gpu-memory-utilization {usable:.2f} (what is free now)"
-    if settings_can_help and settings.gpu_mem_util < 0.95 and fits(
-            model, ckpt, target, rep(settings, gpu_mem_util=0.95)):
-        return "--gpu-memory-utilization 0.95"
-    if settings_can_help and settings.kv_cache_dtype == "auto" and fits(
-            model, ckpt, target, rep(settings, kv_cache_dtype="fp8")):
-        return "--kv-cache-dtype fp8"
-    if settings_can_help and settings.max_model_len:
-        longest = longest_fitting(model, ckpt, target, settings)
-        if longest and longest >= min(settings.max_model_len, 2048):
-            return f"--max-model-len {longest}"
-    # quantized checkpoints, largest (least lossy) first
-    smaller = sorted((c for c in model.checkpoints if c.weight_bytes < ckpt.weight_bytes),
-                     key=lambda c: -c.weight_bytes)
-    known = known or {}
-    for c in smaller:
-        if known.get(id(c)) if id(c) in known else fits(model, c, target, settings):
-            how = "quantize at load with --quantization " + c.quant if c.at_load else f"use {c.repo}"
-            return f"{how} ({c.label}, {c.weight_bytes / GIB:.2f} GiB of weights)"
-    for tp in (2, 4, 8):
-        if tp <= settings.tp or model.arch.attention_heads % tp:
-            continue
-        more = rep(target, gpus=max(target.gpus, tp))
-        if fits(model, ckpt, more, rep(settings, tp=tp)):
-            have = "" if tp <= target.gpus else f" (needs {tp} GPUs)"
-            return f"--tensor-parallel-size {tp}{have}"
-    return ""
+        return [(settings.tp, None, target)]
+    heads = model.arch.attention_heads
+    if more_gpus:
+        return [(t, (GPUS, t), msgspec.structs.replace(target, gpus=t)) for t in TP_SIZES
+                if max(target.gpus, settings.tp) < t <= MAX_EXTRA_TP and not heads % t]
+    return [(settings.tp, None, target)] + [
+        (t, (GPUS if t > settings.tp else FLAG, t), target)
+        for t in TP_SIZES if t != settings.tp and t <= target.gpus and not heads % t]
+
+
+def _helpers(target: Target, settings: EngineSettings) -> tuple[_Helper, ...]:
+    helpers = []
+    if target.engine == "vllm-cpu":
+        if target.cpu_kv_gib is not None:
+            helpers.append(_Helper(cost=(FLAG, 0), words="", auto_kv_space=True))
+    else:
+        util, why = UTIL_CEILING, ""
+        if target.free_gib is not None:
+            usable = math.floor((target.free_gib - CUDA_CONTEXT_GIB) / target.gpu_gib * 100) / 100
+            if usable < util:
+                util, why = usable, " (what is free now)"
+        if util != settings.gpu_mem_util and util > 0.05:
+            helpers.append(_Helper(cost=(FLAG, 0), util=util,
+                                   words=f"--gpu-memory-utilization {util:.2f}{why}"))
+    if settings.max_model_len:
+        helpers.append(_Helper(cost=(CONTEXT, 0), words="", shorter_context=True))
+    if target.engine == "vllm" and settings.kv_cache_dtype == "auto":
+        helpers.append(_Helper(cost=(KV_DTYPE, 0), words="--kv-cache-dtype fp8", kv_fp8=True))
+    return tuple(helpers)
+
+
+def _feasible(checks: FitChecks, space: _Space, pair: _Pair) -> bool:
+    """Whether the pair fits with every helper set: the bound that prunes it otherwise."""
+    key = (pair.ckpt.repo, pair.ckpt.quant, pair.tp)
+    got = space.feasible.get(key)
+    if got is None:
+        s, target = _applied(space, pair, [h for h in space.helpers if not h.shorter_context])
+        if s.max_model_len:
+            # the request's context, or one cut to at least the floor (the longest is
+            # capped at native, so a request past it needs the cut)
+            got = checks.longest(pair.ckpt, target, s) >= space.floor
+        else:
+            got = checks.fits(pair.ckpt, target, s)
+        space.feasible[key] = got
+    return got
+
+
+def _applied(space: _Space, pair: _Pair,
+             helpers: Iterable[_Helper]) -> tuple[EngineSettings, Target]:
+    """The settings and target of a pair with these helpers (the context left as asked)."""
+    util, kv_fp8, target = None, False, pair.target
+    for h in helpers:
+        if h.util is not None:
+            util = h.util
+        kv_fp8 = kv_fp8 or h.kv_fp8
+        if h.auto_kv_space:
+            target = space.auto_kv_target
+    return space.variant(pair.tp, util, kv_fp8), target
+
+
+def _fits_with(checks: FitChecks, space: _Space, pair: _Pair,
+               helpers: tuple[_Helper, ...]) -> Fix | None:
+    """The fix if the pair fits with these helpers, else None."""
+    s, target = _applied(space, pair, helpers)
+    flags = [h.words for h in helpers if h.words]
+    asked = s.max_model_len
+    if asked and any(h.shorter_context for h in helpers):
+        longest = checks.longest(pair.ckpt, target, s)
+        if not space.floor <= longest < asked:  # too short, or no cut needed (a cheaper try)
+            return None
+        s = msgspec.structs.replace(s, max_model_len=longest)
+        flags.append(f"--max-model-len {longest}")
+    if not checks.fits(pair.ckpt, target, s):
+        return None
+    if any(h.auto_kv_space for h in helpers):
+        space_gib = estimate(checks.model, pair.ckpt, target, s).cpu_kv_space_gib
+        flags.insert(0, f"VLLM_CPU_KVCACHE_SPACE={space_gib}")
+        target = msgspec.structs.replace(target, cpu_kv_gib=space_gib)
+    return Fix(ckpt=pair.ckpt, target=target, settings=s, text=_describe(space, pair, flags))
+
+
+def _describe(space: _Space, pair: _Pair, flags: list[str]) -> str:
+    """Every change of the fix: "use REPO (awq 4-bit, 5.19 GiB of weights) with
+    --gpu-memory-utilization 0.95 and --max-model-len 16384"."""
+    words = []
+    if any(kind == CHECKPOINT for kind, _ in pair.cost):
+        c = pair.ckpt
+        how = "quantize at load with --quantization " + c.quant if c.at_load else f"use {c.repo}"
+        words.append(f"{how} ({c.label}, {c.weight_bytes / GIB:.2f} GiB of weights)")
+    if pair.tp != space.settings.tp:
+        given = space.target.gpus
+        words.append(f"--tensor-parallel-size {pair.tp}"
+                     + (f" (needs {pair.tp} GPUs)" if pair.tp > given else ""))
+    words += flags
+    if words[0].startswith(("use ", "quantize ")) and len(words) > 1:
+        return f"{words[0]} with {' and '.join(words[1:])}"
+    return " and ".join(words)
+
+
+def _cpu_loads(c: Checkpoint) -> bool:
+    if c.at_load:
+        return False
+    if c.quant == "compressed-tensors" and c.bits == 8:
+        # the catalog does not say which 8-bit scheme; RedHatAI names its FP8 repos and
+        # notes so (…-FP8-dynamic, "FP8 weights"), and its INT8 ones …-quantized.w8a8
+        return "fp8" not in c.repo.lower() and "fp8" not in c.note.lower()
+    return c.quant in CPU_QUANTS

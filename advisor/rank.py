@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from advisor.estimate import EngineSettings, Estimate, Target, estimate, fits
+from advisor.estimate import EngineSettings, Estimate, Target, estimate
 from advisor.launch import command_line
-from advisor.plan import plan
+from advisor.plan import FitChecks, plan
 from advisor.specs import Checkpoint, Model
 
 
@@ -163,16 +163,16 @@ def score_one(model: Model, ckpt: Checkpoint, est: Estimate, part: ModelScore) -
 
 def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
                       tp_given: bool, first: Estimate,
-                      known: dict[int, bool]) -> tuple[Estimate, EngineSettings]:
+                      checks: FitChecks) -> tuple[Estimate, EngineSettings]:
     """With no --tp, the fewest GPUs that hold the model (as a user would try)."""
     if not first.fits and not tp_given and target.engine == "vllm":
         for tp in (2, 4, 8):
             if tp > target.gpus or model.arch.attention_heads % tp:
                 continue
             s = msgspec.structs.replace(settings, tp=tp)
-            if fits(model, ckpt, target, s):
+            if checks.fits(ckpt, target, s):
                 return plan(model, ckpt, target, s), s
-    return plan(model, ckpt, target, settings, first, known), settings
+    return plan(model, ckpt, target, settings, first, checks), settings
 
 
 def recommend(models: list[Model], use_case: str, target: Target, settings: EngineSettings,
@@ -181,11 +181,14 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
     best = best_scores(models)
     results = []
     for m in models:
-        bare = {id(c): estimate(m, c, target, settings) for c in m.checkpoints}
+        bare = [estimate(m, c, target, settings) for c in m.checkpoints]
         part = model_score(m, use_case, best)
-        known = {k: e.fits for k, e in bare.items()}
-        for c in m.checkpoints:
-            est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, bare[id(c)], known)
+        # the fix search of each refused checkpoint tries its siblings: tell it what they did
+        checks = FitChecks.kept(m, target, settings)
+        for c, e in zip(m.checkpoints, bare, strict=True):
+            checks.remember(c, target, settings, e.fits)
+        for c, first in zip(m.checkpoints, bare, strict=True):
+            est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, first, checks)
             score, reasons = score_one(m, c, est, part)
             if not est.fits:
                 reasons.insert(0, f"does not fit: {est.reason}")

@@ -42,7 +42,7 @@ REQUESTS = {
 # caches keyed on a request's hardware or flags (those of the catalog alone are
 # weights.param_count, weights.active_param_count, launch._head_line)
 CACHES = [estimate._shared, estimate.kv_layout, estimate.activation_gib, plan._provenance,
-          launch._plan_flags, launch._flags_line]
+          plan._kept_memo, launch._plan_flags, launch._flags_line]
 
 
 def _ms(f: Callable[[], object]) -> float:
