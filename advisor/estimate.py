@@ -213,12 +213,16 @@ def kv_layout(arch: Architecture, dtype_bytes: int, tp: int, block_size: int,
         group = min(buckets)
         if max(buckets) < group * 1.5:
             group = max(buckets)
-        return KvLayout(block_size, group * layer_page, math.ceil(full / group),
-                        math.ceil(sliding / group), arch.sliding_window, max_num_batched_tokens)
+        return KvLayout(block_size=block_size, bytes_per_block=group * layer_page,
+                        full_groups=math.ceil(full / group),
+                        sliding_groups=math.ceil(sliding / group),
+                        window=arch.sliding_window, in_flight_tokens=max_num_batched_tokens)
     if arch.sliding_window and arch.sliding_window_pattern == 1:
-        return KvLayout(block_size, n * layer_page, 0, 1, arch.sliding_window,
-                        max_num_batched_tokens)
-    return KvLayout(block_size, n * layer_page, 1, 0, 0, max_num_batched_tokens)
+        return KvLayout(block_size=block_size, bytes_per_block=n * layer_page, full_groups=0,
+                        sliding_groups=1, window=arch.sliding_window,
+                        in_flight_tokens=max_num_batched_tokens)
+    return KvLayout(block_size=block_size, bytes_per_block=n * layer_page, full_groups=1,
+                    sliding_groups=0, window=0, in_flight_tokens=max_num_batched_tokens)
 
 
 @lru_cache(maxsize=4096)
@@ -353,8 +357,9 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
     layout = kv_layout(arch, dtype_b, tp, block, m)
     per_token = kv_bytes_per_token(arch, dtype_b, tp)
     if cpu:
-        return _Shared(block, m, layout, per_token, 0.0, 0.0, 0.0, 0, 0, (), "",
-                       (round(target.ram_gib, 2), 0.0, 0.0, 0.0))
+        return _Shared(block=block, batched=m, layout=layout, kv_per_token=per_token, act=0.0,
+                       nontorch=0.0, graphs=0.0, requested=0, overhead=0, refusals=(),
+                       graph_refusal="", shown=(round(target.ram_gib, 2), 0.0, 0.0, 0.0))
     requested = math.ceil(target.gpu_gib * GIB * gpu_mem_util)
     act = activation_gib(arch, tp, m, s, vllm_version)
     nontorch = non_torch_gib(tp, vllm_version)
@@ -367,9 +372,11 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
         if graphs * GIB > outside:
             graph_refusal = (f"CUDA graphs need about {graphs:.2f} GiB outside the reservation; "
                              f"{_gib(outside):.2f} GiB is left")
-    return _Shared(block, m, layout, per_token, act, nontorch, graphs, requested, overhead,
-                   tuple(_gpu_refusals(arch, target, tp, gpu_mem_util, requested)), graph_refusal,
-                   (_gib(requested), round(act, 2), round(nontorch, 2), round(graphs, 2)))
+    return _Shared(block=block, batched=m, layout=layout, kv_per_token=per_token, act=act,
+                   nontorch=nontorch, graphs=graphs, requested=requested, overhead=overhead,
+                   refusals=tuple(_gpu_refusals(arch, target, tp, gpu_mem_util, requested)),
+                   graph_refusal=graph_refusal,
+                   shown=(_gib(requested), round(act, 2), round(nontorch, 2), round(graphs, 2)))
 
 
 class _Account(NamedTuple):
@@ -468,8 +475,9 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
     if max_len and available > 0:
         concurrency = (available // layout.bytes_per_block) / layout.blocks_per_request(max_len)
         tokens = int(concurrency * max_len)
-    return _Account(sh, weights, available, space, longest, max_len, concurrency, tokens, reasons,
-                    seen)
+    return _Account(shared=sh, weights=weights, available=available, space=space,
+                    longest=longest, max_len=max_len, concurrency=concurrency, tokens=tokens,
+                    reasons=reasons, seen=seen)
 
 
 def fits(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:

@@ -124,7 +124,8 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     e.decode_tokens_per_s, e.decode_tokens_per_s_at_concurrency, e.ttft_s = predict(
         weights_bytes_per_gpu(ckpt, settings.tp), e.kv_bytes_per_token, model.arch.layers,
         active_param_count(model.arch), settings.tp, settings.concurrency,
-        Roofline(target.bandwidth_gbps, target.bf16_tflops), settings.vllm_version)
+        Roofline(bandwidth_gbps=target.bandwidth_gbps, bf16_tflops=target.bf16_tflops),
+        settings.vllm_version)
     return e
 
 

@@ -139,7 +139,8 @@ def model_score(model: Model, use_case: str, best: dict[str, float]) -> ModelSco
     if trait:
         points += w.trait * trait[0]
         reasons.append(trait[1])
-    return ModelScore(points, tuple(reasons), 0.0 if trait else w.trait)
+    return ModelScore(points=points, reasons=tuple(reasons),
+                      speed_weight=0.0 if trait else w.trait)
 
 
 def score_one(model: Model, ckpt: Checkpoint, est: Estimate, part: ModelScore) -> tuple[float, list[str]]:
