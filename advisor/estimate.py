@@ -41,9 +41,15 @@ CUDA_GRAPHS_IN_RESERVATION_SINCE = (0, 21)
 # (S) sequences of fp32 logits with their probabilities, sort keys and indices, plus a
 # small base. Fitted on the v0.19 logs in tests/data/vllm_logs/ (planner-*: Llama-3.1-8B
 # 1.89 GiB, Gemma-2-2B 3.62 GiB, the rest kept to check it): bench/accuracy.py.
-ACT_BASE_GIB = 0.153
+# the base, by version: 0.19 logs 0.153 GiB; from 0.24 the fit split's breakdown lines leave
+# nothing for it (bench/fit_terms.py: -0.05 GiB on the A40 0.26 log, so 0)
+ACT_BASE_GIB: list[tuple[tuple[int, int], float]] = [((0, 24), 0.0), ((0, 0), 0.153)]
 # bytes per (sequence × vocabulary entry) in the sampler's dummy pass, by vLLM version
 SAMPLER_BYTES_PER_LOGIT: list[tuple[tuple[int, int], float]] = [
+    # 0.24 on the fit split's warm starts peak at no more than the forward pass (Qwen3-8B on
+    # an RTX 4090, 0.27: 0.19 GiB in all at 256 sequences): the logits as the model returns
+    # them, bf16, are what is left of the sampler's share
+    ((0, 24), 2.0),
     ((0, 19), 14.2),  # planner v0.19 logs: (3.62 − 1.89) GiB / (1024 × (256000 − 128256))
     ((0, 0), 38.5),  # llm-d planner's table (v0.11 recipe): Llama-3.1-8B 4.76 GiB at S=1024
 ]
@@ -53,24 +59,39 @@ FWD_INTER, FWD_HIDDEN = 3.0, 4.0
 # Non-torch memory during profiling (cuBLAS workspaces; NCCL and custom all-reduce with
 # tensor parallelism), (tp 1, tp > 1) by version: planner v0.19 logs 0.24–0.25 and 2.07 GiB;
 # the planner's table (v0.11 recipe) 0.13–0.14 and 0.54 GiB.
+# From 0.24 the NCCL buffers come before vLLM's first snapshot (gpu_worker.py::init_device),
+# and the fit split's 0.26 breakdowns print 0.05–0.08 GiB at tp 1 (bench/fit_terms.py); no fit
+# log of 0.24+ runs tp > 1, so that keeps the 0.19 figure.
 NON_TORCH_GIB: list[tuple[tuple[int, int], tuple[float, float]]] = [
+    ((0, 24), (0.065, 2.07)),
     ((0, 19), (0.25, 2.07)),
     ((0, 0), (0.13, 0.54)),
 ]
+# From 0.24 vLLM measures what its start-up consumed by free memory (mem_utils.py::
+# memory_profiling, total_consumed), so what torch.compile's first run leaves behind counts
+# too: 0.33 GiB beyond the weights on a warm compile cache and 0.89 on a cold one (Qwen3-1.7B
+# on an RTX 4090, 0.27). Not modelled from the code (it depends on the cache): the median of
+# what the fit split's compiled 0.24+ starts left unexplained by the other terms
+# (bench/fit_terms.py), counted with non-torch memory. 0 with --enforce-eager.
+COMPILE_SINCE = (0, 24)
+COMPILE_GIB = 0.34
 # What the CUDA context takes before vLLM's first snapshot: free memory as NVML reads it
 # must exceed the reservation by this much (planner v0.19 logs: cuda_memory=0.51GiB).
 CUDA_CONTEXT_GIB = 0.51
-# CUDA-graph pool (planner v0.19 "Estimated CUDA graph memory"): 0.84 GiB for 32 layers,
-# 0.61–1.07 GiB over 26–40 layers.
-GRAPH_GIB_BASE = 0.45
-GRAPH_GIB_PER_LAYER = 0.015
+# CUDA graphs (cuda_graph_gib): MiB per (layer × graph captured), the median of the fit
+# split's printed estimates at tp 1 (bench/fit_terms.py: 0.190–0.269 over five logs of vLLM
+# 0.19 on an H100 and 0.27 on an RTX 4090, median 0.196); at tp > 1 each graph also holds
+# the all-reduce's nodes: the tp-2 Llama log's estimate is 2.01 × its tp-1 one.
+GRAPH_MIB_PER_LAYER = 0.196
+GRAPH_TP_FACTOR = 2.0
 # How far the modelled GPU KV pool lands from what vLLM printed, as the P95 half-width of the
 # band every estimate carries, by vLLM version: the largest |error| on the check split of
 # tests/data/vllm_logs (the logs no constant was fitted on), rounded up to 0.05 GiB.
 # bench/accuracy.py prints the errors and the band's coverage, each case left out of the
 # width it is checked against. The CPU engine's pool is the size it is told: no band.
 KV_POOL_SPREAD_GIB: list[tuple[tuple[int, int], float, str]] = [
-    ((0, 24), 1.45, "3 check logs of vLLM 0.28 (GTX 1650, RTX 5090): the 0.19 terms miss there"),
+    ((0, 24), 2.1, "18 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
+                   "AWQ pair sets it (2.07 GiB; the other 16 are within 0.66)"),
     ((0, 0), 0.2, "14 check logs of vLLM 0.8 to 0.19"),
 ]
 
@@ -233,16 +254,56 @@ def activation_gib(arch: Architecture, tp: int, max_num_batched_tokens: int, max
     forward = max_num_batched_tokens * (FWD_INTER * inter / tp + FWD_HIDDEN * arch.hidden_size) * 2
     per_logit = next(b for since, b in SAMPLER_BYTES_PER_LOGIT if version >= since)
     sampler = max_num_seqs * arch.vocab_size * per_logit  # logits are gathered whole on each rank
-    return ACT_BASE_GIB + max(forward, sampler) / GIB
+    base = next(b for since, b in ACT_BASE_GIB if version >= since)
+    return base + max(forward, sampler) / GIB
 
 
-def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM) -> float:
+def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM,
+                  enforce_eager: bool = False) -> float:
     one, many = next(v for since, v in NON_TORCH_GIB if version >= since)
-    return one if tp == 1 else many
+    compiled = 0.0 if enforce_eager or version < COMPILE_SINCE else COMPILE_GIB
+    return (one if tp == 1 else many) + compiled
 
 
-def cuda_graph_gib(arch: Architecture, enforce_eager: bool) -> float:
-    return 0.0 if enforce_eager else GRAPH_GIB_BASE + GRAPH_GIB_PER_LAYER * arch.layers
+@lru_cache(maxsize=1024)
+def cudagraph_capture_sizes(max_num_batched_tokens: int, max_num_seqs: int) -> tuple[int, ...]:
+    """The batch sizes vLLM captures CUDA graphs for, by default and without speculative
+    decoding (vllm/config/vllm.py::_set_cudagraph_sizes, 0.32): 1, 2, 4, multiples of 8 below
+    256, multiples of 16 from 256, up to min(2 × max_num_seqs, 512, max_num_batched_tokens);
+    the token budget and max_num_seqs themselves when they fit under that ceiling."""
+    cap = min(2 * max_num_seqs, 512, max_num_batched_tokens)
+    sizes = {n for n in (1, 2, 4) if n <= cap}
+    if cap >= 8:
+        sizes.update(range(8, min(cap + 1, 256), 8))
+    if cap >= 256:
+        sizes.update(range(256, cap + 1, 16))
+    if max_num_batched_tokens <= cap:
+        sizes.add(max_num_batched_tokens)
+    if max_num_seqs <= cap:
+        sizes.add(max_num_seqs)
+    return tuple(sorted(sizes))
+
+
+def cudagraph_counts(max_num_batched_tokens: int, max_num_seqs: int) -> tuple[int, int]:
+    """Graphs captured per mode under vLLM's default FULL_AND_PIECEWISE: a piecewise graph for
+    every capture size, a full one for each size a batch of decodes fills (<= max_num_seqs;
+    v1/cudagraph_dispatcher.py::initialize_cudagraph_keys)."""
+    sizes = cudagraph_capture_sizes(max_num_batched_tokens, max_num_seqs)
+    return len(sizes), sum(1 for n in sizes if n <= max_num_seqs)
+
+
+def cuda_graph_gib(arch: Architecture, enforce_eager: bool, max_num_batched_tokens: int,
+                   max_num_seqs: int, tp: int = 1) -> float:
+    """vLLM's own estimate (gpu_model_runner.py::profile_cudagraph_memory): per mode, the
+    first (largest) capture plus the second's memory times the graphs left. The graphs share
+    one pool, so what each further one adds is its kernel nodes, and a piecewise graph has a
+    piece per layer: the estimate is modelled as MiB per layer and graph beyond the first."""
+    if enforce_eager:
+        return 0.0
+    piecewise, full = cudagraph_counts(max_num_batched_tokens, max_num_seqs)
+    graphs = sum(n - 1 for n in (piecewise, full) if n)
+    per_layer = GRAPH_MIB_PER_LAYER * (GRAPH_TP_FACTOR if tp > 1 else 1.0)
+    return graphs * arch.layers * per_layer / 1024
 
 
 def default_batching(target: Target, tp: int) -> tuple[int, int]:
@@ -362,8 +423,8 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                        graph_refusal="", shown=(round(target.ram_gib, 2), 0.0, 0.0, 0.0))
     requested = math.ceil(target.gpu_gib * GIB * gpu_mem_util)
     act = activation_gib(arch, tp, m, s, vllm_version)
-    nontorch = non_torch_gib(tp, vllm_version)
-    graphs = cuda_graph_gib(arch, enforce_eager)
+    nontorch = non_torch_gib(tp, vllm_version, enforce_eager)
+    graphs = cuda_graph_gib(arch, enforce_eager, m, s, tp)
     in_reservation = vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
     overhead = int((act + nontorch + (graphs if in_reservation else 0)) * GIB)
     graph_refusal = ""

@@ -1,0 +1,128 @@
+"""Fit the estimator's remaining constants on the fit split of tests/data/vllm_logs, only.
+
+Run: .venv/bin/python bench/fit_terms.py
+Prints each constant with the cases it came from; advisor/estimate.py carries the values
+(rounded) and names this script. The check split is never read here.
+
+The terms' shapes come from vLLM's code (advisor/estimate.py says where); what is fitted
+is what the code cannot give: how many bytes a captured graph's kernel nodes take, what the
+libraries hold outside torch, and the small base of the profiling pass.
+
+- CUDA graphs: vLLM estimates per mode the first capture plus the second times the graphs
+  left (gpu_model_runner.py::profile_cudagraph_memory). A piecewise graph has a piece per
+  layer, so the fit is MiB per (layer × graph), the median over fit logs that print the
+  estimate ("Estimated CUDA graph memory", 0.19) at tp 1; tp > 1 as the ratio of a tp-2
+  log's estimate to the same model's tp-1 one.
+- 0.24 on: the breakdown line gives peak activation (the transient peak of the profile
+  run plus the graph estimate) and non-torch memory. The base of the transient peak is
+  what is left of peak activation after the modelled sampler or forward pass and graphs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from vllm_cases import load_cases  # noqa: E402
+
+from advisor.estimate import (  # noqa: E402
+    FWD_HIDDEN,
+    FWD_INTER,
+    GIB,
+    SAMPLER_BYTES_PER_LOGIT,
+    batching,
+    cudagraph_counts,
+)
+
+POST_024 = (0, 24)
+
+
+def _graphs(case) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    s = case.settings
+    batched, seqs = batching(case.target, s.tp, s.max_num_batched_tokens, s.max_num_seqs,
+                             s.max_model_len or case.model.arch.native_context)
+    piecewise, full = cudagraph_counts(batched, seqs)
+    return batched, seqs, piecewise + full - (piecewise > 0) - (full > 0)  # type: ignore[return-value]
+
+
+def _transient(case, batched: int, seqs: int) -> float:  # type: ignore[no-untyped-def]
+    arch = case.model.arch
+    inter = arch.expert_intermediate_size * arch.experts_per_token if arch.experts else \
+        arch.intermediate_size
+    forward = batched * (FWD_INTER * inter / case.settings.tp + FWD_HIDDEN * arch.hidden_size) * 2
+    per_logit = next(b for since, b in SAMPLER_BYTES_PER_LOGIT if case.version >= since)
+    return max(forward, seqs * arch.vocab_size * per_logit) / GIB
+
+
+def main() -> None:
+    fit = [c for c in load_cases() if c.split == "fit" and not c.skip and c.settings]
+    per_graph: list[tuple[str, float]] = []
+    by_model_tp: dict[tuple[str, int], float] = {}
+    for c in fit:
+        est = c.measured.cuda_graph_estimate_gib
+        if est is None or c.settings.enforce_eager:
+            continue
+        _, _, graphs = _graphs(c)
+        by_model_tp[(c.model.id, c.settings.tp)] = est
+        if c.settings.tp == 1:
+            per_graph.append((c.name, est * 1024 / (c.model.arch.layers * graphs)))
+    mib = statistics.median(v for _, v in per_graph)
+    print(f"GRAPH_MIB_PER_LAYER = {mib:.3f}  (median of {len(per_graph)}: "
+          + ", ".join(f"{n} {v:.3f}" for n, v in per_graph) + ")")
+    ratios = [(m, est / by_model_tp[(m, 1)]) for (m, tp), est in by_model_tp.items()
+              if tp > 1 and (m, 1) in by_model_tp]
+    for m, r in ratios:
+        print(f"GRAPH_TP_FACTOR = {r:.2f}  ({m}: tp 2 estimate over tp 1)")
+
+    # 0.24 on: peak activation = the transient peak + the graph estimate, one figure
+    late_graph, bases, non_torch = [], [], []
+    for c in fit:
+        if c.version < POST_024 or c.measured.activation_gib is None:
+            continue
+        batched, seqs, graphs = _graphs(c)
+        left = c.measured.activation_gib - _transient(c, batched, seqs)
+        if c.settings.enforce_eager:
+            bases.append((c.name, left))
+        else:
+            late_graph.append((c.name, left * 1024 / (c.model.arch.layers * graphs)))
+        if c.measured.non_torch_gib is not None and c.settings.tp == 1:
+            non_torch.append((c.name, c.measured.non_torch_gib))
+    if late_graph:
+        print(f"GRAPH_MIB_PER_LAYER (0.24+) = {statistics.median(v for _, v in late_graph):.3f}  ("
+              + ", ".join(f"{n} {v:.3f}" for n, v in late_graph) + ")")
+    if bases:
+        print(f"ACT_BASE_GIB (0.24+, eager) = {statistics.median(v for _, v in bases):.3f}  ("
+              + ", ".join(f"{n} {v:+.3f}" for n, v in bases) + ")")
+    # what the compiled 0.24+ starts leave unexplained, with COMPILE_GIB at 0: the residual of
+    # the KV pool (or its tokens) against the estimate
+    import msgspec
+
+    import advisor.estimate as est_mod
+
+    saved, est_mod.COMPILE_GIB = est_mod.COMPILE_GIB, 0.0
+    est_mod._shared.cache_clear()
+    left = []
+    for c in fit:
+        if c.version < POST_024 or c.settings.enforce_eager or c.failed:
+            continue
+        e = est_mod.estimate(c.model, c.ckpt, c.target, msgspec.structs.replace(c.settings))
+        if c.measured.kv_cache_gib is not None:
+            left.append((c.name, e.kv_cache_gib - c.measured.kv_cache_gib))
+        elif c.measured.kv_cache_tokens:
+            left.append((c.name, (e.kv_cache_tokens - c.measured.kv_cache_tokens)
+                         * e.kv_bytes_per_token / GIB))
+    est_mod.COMPILE_GIB = saved
+    est_mod._shared.cache_clear()
+    if left:
+        print(f"COMPILE_GIB (0.24+, compiled) = {statistics.median(v for _, v in left):.3f}  ("
+              + ", ".join(f"{n} {v:+.2f}" for n, v in left) + ")")
+    if non_torch:
+        print(f"NON_TORCH_GIB (0.24+, tp 1) = {statistics.median(v for _, v in non_torch):.3f}  ("
+              + ", ".join(f"{n} {v:.2f}" for n, v in non_torch) + ")")
+
+
+if __name__ == "__main__":
+    main()
