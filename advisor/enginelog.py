@@ -34,6 +34,7 @@ class Measured:
     requested_gib: float | None = None
     auto_fit_from: int | None = None
     version: str | None = None
+    compile_s: float | None = None  # "torch.compile took … s in total"
 
     def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -86,6 +87,10 @@ _FIGURES: list[tuple[re.Pattern[str], str]] = [
                 + _NUM + r" GiB for peak activation, and " + _NUM + r" GiB for CUDAGraph memory"),
      "usage_consumed"),
     (re.compile(r"Free memory on device \(" + _NUM + r"/" + _NUM + r" GiB\) on startup"), "free_total"),
+    (re.compile(r"CUDA graph pool memory: " + _NUM + r" GiB \(actual\), " + _NUM
+                + r" GiB \(estimated\)"), "graph_pool"),
+    # how long torch.compile took: seconds on a cold cache, under one on a warm one
+    (re.compile(r"torch\.compile took " + _NUM + r" ?s in total"), "compile_s"),
 ]
 
 _FAILURES: list[tuple[re.Pattern[str], str]] = [
@@ -124,9 +129,14 @@ def read_figure(line: str, into: Measured) -> bool:
         if name == "usage":
             into.weights_gib, into.activation_gib, into.non_torch_gib = _f(g[0]), _f(g[1]), _f(g[2])
         elif name == "usage_consumed":
-            # peak activation as printed includes the CUDA-graph estimate it applied
+            # peak activation as printed includes the CUDA-graph estimate it applied; the
+            # third figure is the graphs as captured (gpu_worker.py::compile_or_warm_up_model)
             into.consumed_gib, into.activation_gib = _f(g[0]), _f(g[1])
-            into.cuda_graph_estimate_gib = _f(g[2])
+            into.cuda_graph_gib = _f(g[2])
+        elif name == "graph_pool":
+            into.cuda_graph_gib, into.cuda_graph_estimate_gib = _f(g[0]), _f(g[1])
+        elif name == "compile_s":
+            into.compile_s = _f(g[0])
         elif name == "free_total":
             into.total_gib = _f(g[1])
         elif name == "cpu_kv":

@@ -69,20 +69,26 @@ NON_TORCH_GIB: list[tuple[tuple[int, int], tuple[float, float]]] = [
 ]
 # From 0.24 vLLM measures what its start-up consumed by free memory (mem_utils.py::
 # memory_profiling, total_consumed), so what torch.compile's first run leaves behind counts
-# too: 0.33 GiB beyond the weights on a warm compile cache and 0.89 on a cold one (Qwen3-1.7B
-# on an RTX 4090, 0.27). Not modelled from the code (it depends on the cache): the median of
-# what the fit split's compiled 0.24+ starts left unexplained by the other terms
-# (bench/fit_terms.py), counted with non-torch memory. 0 with --enforce-eager.
+# too, and that depends on its cache: Qwen3-1.7B on an RTX 4090 (0.27) consumed 0.89 GiB
+# beyond its weights and peaked at 0.59 compiling cold, 0.33 and 0.09 on a warm cache. Not
+# in vLLM's code as a figure: per cache state, the median of what the fit split's compiled
+# 0.24+ starts leave unexplained by the other terms (bench/fit_terms.py; a log is warm when
+# its "torch.compile took" is under COMPILE_WARM_S), counted with non-torch memory; 0 with
+# --enforce-eager.
 COMPILE_SINCE = (0, 24)
-COMPILE_GIB = 0.34
+# cold 0.49 (six fit logs, 0.00 to 0.88); warm: the one warm fit log is 0.37 GiB over even
+# at 0, and the term is not taken below 0
+COMPILE_GIB = {"cold": 0.49, "warm": 0.0}
+COMPILE_WARM_S = 5.0
 # What the CUDA context takes before vLLM's first snapshot: free memory as NVML reads it
 # must exceed the reservation by this much (planner v0.19 logs: cuda_memory=0.51GiB).
 CUDA_CONTEXT_GIB = 0.51
 # CUDA graphs (cuda_graph_gib): MiB per (layer × graph captured), the median of the fit
-# split's printed estimates at tp 1 (bench/fit_terms.py: 0.190–0.269 over five logs of vLLM
-# 0.19 on an H100 and 0.27 on an RTX 4090, median 0.196); at tp > 1 each graph also holds
-# the all-reduce's nodes: the tp-2 Llama log's estimate is 2.01 × its tp-1 one.
-GRAPH_MIB_PER_LAYER = 0.196
+# split's printed estimates at tp 1 (bench/fit_terms.py: Gemma-2-2B 0.205 and Llama-3.1-8B
+# 0.269 on the v0.19 H100 logs; what the 0.26-0.27 fit logs' peak activation implies,
+# 0.135-0.298, agrees); at tp > 1 each graph also holds the all-reduce's nodes: the tp-2
+# Llama log's estimate is 2.01 × its tp-1 one.
+GRAPH_MIB_PER_LAYER = 0.237
 GRAPH_TP_FACTOR = 2.0
 # How far the modelled GPU KV pool lands from what vLLM printed, as the P95 half-width of the
 # band every estimate carries, by vLLM version: the largest |error| on the check split of
@@ -90,8 +96,8 @@ GRAPH_TP_FACTOR = 2.0
 # bench/accuracy.py prints the errors and the band's coverage, each case left out of the
 # width it is checked against. The CPU engine's pool is the size it is told: no band.
 KV_POOL_SPREAD_GIB: list[tuple[tuple[int, int], float, str]] = [
-    ((0, 24), 2.1, "18 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
-                   "AWQ pair sets it (2.07 GiB; the other 16 are within 0.66)"),
+    ((0, 24), 1.8, "19 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
+                   "AWQ pair sets it (1.78 GiB; the other 17 are within 0.70)"),
     ((0, 0), 0.2, "14 check logs of vLLM 0.8 to 0.19"),
 ]
 
@@ -131,6 +137,9 @@ class EngineSettings(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True)
     max_num_seqs: int | None = None
     concurrency: int = 1
     enforce_eager: bool = False
+    # whether torch.compile finds its cache from an earlier start with the same settings
+    # (vLLM's log: "torch.compile took 0.3 s" against tens of seconds); a first start is cold
+    compile_cache: Literal["cold", "warm"] = "cold"
     vllm_version: tuple[int, int] = INSTALLED_VLLM
     # vLLM's exact KV pool per GPU: no memory profile, no utilization (gpu_worker.py)
     kv_cache_memory_bytes: int | None = None
@@ -259,9 +268,9 @@ def activation_gib(arch: Architecture, tp: int, max_num_batched_tokens: int, max
 
 
 def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM,
-                  enforce_eager: bool = False) -> float:
+                  enforce_eager: bool = False, compile_cache: str = "cold") -> float:
     one, many = next(v for since, v in NON_TORCH_GIB if version >= since)
-    compiled = 0.0 if enforce_eager or version < COMPILE_SINCE else COMPILE_GIB
+    compiled = 0.0 if enforce_eager or version < COMPILE_SINCE else COMPILE_GIB[compile_cache]
     return (one if tp == 1 else many) + compiled
 
 
@@ -407,7 +416,7 @@ class _Shared(NamedTuple):
 @lru_cache(maxsize=8192)
 def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_util: float,
             max_num_batched_tokens: int | None, max_num_seqs: int | None, enforce_eager: bool,
-            vllm_version: tuple[int, int]) -> _Shared:
+            vllm_version: tuple[int, int], compile_cache: str = "cold") -> _Shared:
     """Keyed on the flags it reads only, so that trying another context length or
     concurrency (the cheapest-fix search does) finds it computed."""
     d_m, d_s = default_batching(target, tp)
@@ -423,7 +432,7 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                        graph_refusal="", shown=(round(target.ram_gib, 2), 0.0, 0.0, 0.0))
     requested = math.ceil(target.gpu_gib * GIB * gpu_mem_util)
     act = activation_gib(arch, tp, m, s, vllm_version)
-    nontorch = non_torch_gib(tp, vllm_version, enforce_eager)
+    nontorch = non_torch_gib(tp, vllm_version, enforce_eager, compile_cache)
     graphs = cuda_graph_gib(arch, enforce_eager, m, s, tp)
     in_reservation = vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
     overhead = int((act + nontorch + (graphs if in_reservation else 0)) * GIB)
@@ -462,7 +471,7 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
                              settings.max_num_seqs, settings.max_model_len or arch.native_context)
     sh = _shared(arch, target, kv_dtype_bytes(ckpt, settings.kv_cache_dtype), settings.tp,
                  settings.gpu_mem_util, batched, seqs, settings.enforce_eager,
-                 settings.vllm_version)
+                 settings.vllm_version, settings.compile_cache)
     layout = sh.layout
     weights = weights_bytes_per_gpu(ckpt, settings.tp)
     cpu = target.engine == "vllm-cpu"
@@ -612,7 +621,11 @@ def estimate_provenance(engine: str, block: int, batched: int, version: tuple[in
     inside = version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
     prov["activation_gib"] = (f"modelled: max_num_batched_tokens {batched}, "
                               "fitted on published vLLM logs (bench/accuracy.py)")
-    prov["non_torch_gib"] = "fitted on published vLLM logs (bench/accuracy.py)"
+    prov["non_torch_gib"] = "fitted on published vLLM logs (bench/fit_terms.py)"
+    if version >= COMPILE_SINCE and not eager:
+        prov["non_torch_gib"] += (f"; with {COMPILE_GIB['cold']} GiB that a first start's "
+                                  "torch.compile leaves behind (a start that finds the compile "
+                                  "cache keeps about that much more for the KV cache)")
     prov["cuda_graph_gib"] = ("0: --enforce-eager" if eager else
                               f"modelled per layer; {'inside' if inside else 'outside'} the "
                               f"reservation in vLLM {version[0]}.{version[1]}")

@@ -96,29 +96,32 @@ def main() -> None:
     if bases:
         print(f"ACT_BASE_GIB (0.24+, eager) = {statistics.median(v for _, v in bases):.3f}  ("
               + ", ".join(f"{n} {v:+.3f}" for n, v in bases) + ")")
-    # what the compiled 0.24+ starts leave unexplained, with COMPILE_GIB at 0: the residual of
-    # the KV pool (or its tokens) against the estimate
-    import msgspec
-
+    # what the compiled 0.24+ starts leave unexplained, per compile-cache state, with the
+    # compile term at 0: the residual of the KV pool (or of its tokens) against the estimate
     import advisor.estimate as est_mod
 
-    saved, est_mod.COMPILE_GIB = est_mod.COMPILE_GIB, 0.0
+    saved = est_mod.COMPILE_GIB
+    est_mod.COMPILE_GIB = {"cold": 0.0, "warm": 0.0}
     est_mod._shared.cache_clear()
-    left = []
+    left: dict[str, list[tuple[str, float]]] = {"cold": [], "warm": []}
     for c in fit:
         if c.version < POST_024 or c.settings.enforce_eager or c.failed:
             continue
-        e = est_mod.estimate(c.model, c.ckpt, c.target, msgspec.structs.replace(c.settings))
+        e = est_mod.estimate(c.model, c.ckpt, c.target, c.settings)
         if c.measured.kv_cache_gib is not None:
-            left.append((c.name, e.kv_cache_gib - c.measured.kv_cache_gib))
+            miss = e.kv_cache_gib - c.measured.kv_cache_gib
         elif c.measured.kv_cache_tokens:
-            left.append((c.name, (e.kv_cache_tokens - c.measured.kv_cache_tokens)
-                         * e.kv_bytes_per_token / GIB))
+            miss = (e.kv_cache_tokens - c.measured.kv_cache_tokens) * e.kv_bytes_per_token / GIB
+        else:
+            continue
+        left[c.settings.compile_cache].append((c.name, miss))
     est_mod.COMPILE_GIB = saved
     est_mod._shared.cache_clear()
-    if left:
-        print(f"COMPILE_GIB (0.24+, compiled) = {statistics.median(v for _, v in left):.3f}  ("
-              + ", ".join(f"{n} {v:+.2f}" for n, v in left) + ")")
+    for state, misses in left.items():
+        if misses:
+            print(f"COMPILE_GIB[{state}] (0.24+) = "
+                  f"{max(0.0, statistics.median(v for _, v in misses)):.3f}  ("
+                  + ", ".join(f"{n} {v:+.2f}" for n, v in misses) + ")")
     if non_torch:
         print(f"NON_TORCH_GIB (0.24+, tp 1) = {statistics.median(v for _, v in non_torch):.3f}  ("
               + ", ".join(f"{n} {v:.2f}" for n, v in non_torch) + ")")

@@ -59,5 +59,17 @@ def test_the_memory_breakdown_of_recent_engines_is_read() -> None:
                  "for consumed memory (weights + non-torch), 1.46 GiB for peak activation, and 0.52 GiB "
                  "for CUDAGraph memory. Current kv cache memory in use is 9.27 GiB."]:
         assert read_figure(line, m)
-    assert (m.total_gib, m.consumed_gib, m.activation_gib, m.cuda_graph_estimate_gib) == \
+    # the last figure is the graphs as captured, not the estimate the pool was sized with
+    assert (m.total_gib, m.consumed_gib, m.activation_gib, m.cuda_graph_gib) == \
         (31.36, 11.22, 1.46, 0.52)
+    assert m.cuda_graph_estimate_gib is None
+
+
+def test_the_graph_estimate_and_the_compile_time_are_read() -> None:
+    # vLLM 0.32's own wording (gpu_worker.py) and 0.27's (rtx4090-qwen3-8b-8k-warm-v0271.log)
+    m = Measured()
+    assert read_figure("INFO [gpu_worker.py:1] CUDA graph pool memory: 0.56 GiB (actual), "
+                       "0.61 GiB (estimated), difference: 0.05 GiB (8.9%).", m)
+    assert read_figure("(EngineCore pid=894) INFO 08-28 23:30:48 [monitor.py:53] "
+                       "torch.compile took 0.30 s in total", m)
+    assert (m.cuda_graph_gib, m.cuda_graph_estimate_gib, m.compile_s) == (0.56, 0.61, 0.30)

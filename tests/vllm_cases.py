@@ -15,7 +15,7 @@ from pathlib import Path
 
 from advisor.catalog import Catalog, data_dir, load_catalog, load_gpus
 from advisor.enginelog import Measured, summarize
-from advisor.estimate import CUDA_CONTEXT_GIB, EngineSettings, Estimate, Target, estimate
+from advisor.estimate import COMPILE_WARM_S, CUDA_CONTEXT_GIB, EngineSettings, Estimate, Target, estimate
 from advisor.hardware import cuda_gib, find_gpu
 from advisor.plan import checkpoint_for
 from advisor.specs import Checkpoint, Model
@@ -254,5 +254,8 @@ def load_cases() -> list[Case]:
             kv_cache_dtype="fp8" if head.get("kv_cache_dtype") == "fp8" else "auto",
             max_num_batched_tokens=mnbt, max_num_seqs=seqs, enforce_eager=head.get("enforce_eager") == "true",
             vllm_version=version,
+            # the log says which: "torch.compile took 0.30 s" reads a cache; no line, cold
+            compile_cache="warm" if m.compile_s is not None and m.compile_s < COMPILE_WARM_S
+            else "cold",
         )
     return cases
