@@ -102,6 +102,7 @@ KV_POOL_SPREAD_GIB: list[tuple[tuple[int, int], float, str]] = [
 ]
 
 
+@lru_cache(maxsize=64)
 def kv_pool_spread_gib(version: tuple[int, int]) -> tuple[float, str]:
     return next((w, why) for since, w, why in KV_POOL_SPREAD_GIB if version >= since)
 
@@ -293,6 +294,7 @@ def cudagraph_capture_sizes(max_num_batched_tokens: int, max_num_seqs: int) -> t
     return tuple(sorted(sizes))
 
 
+@lru_cache(maxsize=1024)
 def cudagraph_counts(max_num_batched_tokens: int, max_num_seqs: int) -> tuple[int, int]:
     """Graphs captured per mode under vLLM's default FULL_AND_PIECEWISE: a piecewise graph for
     every capture size, a full one for each size a batch of decodes fills (<= max_num_seqs;
@@ -462,6 +464,7 @@ class _Account(NamedTuple):
     tokens: int
     reasons: list[str]
     seen: Measurement | None  # this host's launch that refined the pool
+    seqs: int  # max_num_seqs as vLLM resolves it
 
 
 def _account(model: Model, ckpt: Checkpoint, target: Target,
@@ -547,7 +550,7 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
         tokens = int(concurrency * max_len)
     return _Account(shared=sh, weights=weights, available=available, space=space,
                     longest=longest, max_len=max_len, concurrency=concurrency, tokens=tokens,
-                    reasons=reasons, seen=seen)
+                    reasons=reasons, seen=seen, seqs=seqs)
 
 
 def fits(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:
@@ -570,22 +573,21 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target,
     sh = a.shared
     ok = not a.reasons
     reservation, act, nontorch, graphs = sh.shown
-    _, seqs = batching(target, settings.tp, settings.max_num_batched_tokens,
-                       settings.max_num_seqs, settings.max_model_len or model.arch.native_context)
+    seqs = a.seqs
     suggested = None
     if (ok and target.engine == "vllm" and not settings.kv_cache_memory_bytes
             and settings.vllm_version >= KV_SUGGESTION_SINCE):
         suggested = suggested_kv_cache_memory_bytes(a.available, sh.graphs)
     # the figures whose source only this estimate knows; the plan adds the rest
     prov = {"kv_cache_gib": a.seen.note} if a.seen else {}
+    spread = 0
     if target.engine == "vllm" and not settings.kv_cache_memory_bytes:
         width, why = kv_pool_spread_gib(settings.vllm_version)
         prov["kv_cache_gib_range"] = f"P50 ± {width} GiB, the largest miss on {why} (bench/accuracy.py)"
+        spread = int(width * GIB)
     if settings.kv_cache_memory_bytes:
         prov["kv_cache_gib"] = ("--kv-cache-memory-bytes: the pool as given (vLLM skips the "
                                 "memory profile and gpu_memory_utilization)")
-    spread = 0 if target.engine == "vllm-cpu" or settings.kv_cache_memory_bytes else \
-        int(kv_pool_spread_gib(settings.vllm_version)[0] * GIB)
     pool = max(a.available, 0)
     low, high = max(pool - spread, 0), pool + spread
     scale = a.tokens / pool if pool else 0.0
