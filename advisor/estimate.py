@@ -256,16 +256,40 @@ def kv_layout(arch: Architecture, dtype_bytes: int, tp: int, block_size: int,
                     sliding_groups=0, window=0, in_flight_tokens=max_num_batched_tokens)
 
 
+def mm_items_profiled(arch: Architecture, max_num_batched_tokens: int, max_num_seqs: int,
+                      max_model_len: int) -> int:
+    """How many items (images) vLLM's profile run pushes through the multimodal tower at
+    once: the encoder budget, max(max_num_batched_tokens, one item's tokens), over one item's
+    tokens, at most what max_num_seqs prompts can hold (multimodal/encoder_budget.py,
+    v1/core/encoder_cache_manager.py::compute_mm_encoder_budget); 0 with no tower."""
+    per_item = arch.mm_tokens_per_item
+    if not (per_item and arch.mm_encoder_positions):
+        return 0
+    budget = max(max_num_batched_tokens, per_item)
+    per_prompt = max(1, max_model_len // per_item)
+    return max(1, min(budget // per_item, max_num_seqs * per_prompt))
+
+
 @lru_cache(maxsize=4096)
 def activation_gib(arch: Architecture, tp: int, max_num_batched_tokens: int, max_num_seqs: int,
-                   version: tuple[int, int] = INSTALLED_VLLM) -> float:
+                   version: tuple[int, int] = INSTALLED_VLLM, mm_items: int = 0) -> float:
+    """The transient peak of vLLM's profile run: the largest of the dummy forward pass over
+    max_num_batched_tokens, the dummy sampler pass over max_num_seqs sequences of logits, and,
+    for a multimodal checkpoint served with its tower, the tower's pass over `mm_items` items
+    (the same per-token shape: its MLP's two projections and the residual stream), whose
+    outputs the encoder cache keeps through the decoder's pass."""
     inter = arch.expert_intermediate_size * arch.experts_per_token if arch.experts else \
         arch.intermediate_size
     forward = max_num_batched_tokens * (FWD_INTER * inter / tp + FWD_HIDDEN * arch.hidden_size) * 2
     per_logit = next(b for since, b in SAMPLER_BYTES_PER_LOGIT if version >= since)
     sampler = max_num_seqs * arch.vocab_size * per_logit  # logits are gathered whole on each rank
+    tower = cache = 0.0
+    if mm_items:
+        tower = mm_items * arch.mm_encoder_positions * (
+            2 * arch.mm_encoder_intermediate + FWD_HIDDEN * arch.mm_encoder_hidden) * 2
+        cache = mm_items * arch.mm_tokens_per_item * arch.hidden_size * 2
     base = next(b for since, b in ACT_BASE_GIB if version >= since)
-    return base + max(forward, sampler) / GIB
+    return base + max(forward + cache, sampler + cache, tower) / GIB
 
 
 def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM,
@@ -418,7 +442,8 @@ class _Shared(NamedTuple):
 @lru_cache(maxsize=8192)
 def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_util: float,
             max_num_batched_tokens: int | None, max_num_seqs: int | None, enforce_eager: bool,
-            vllm_version: tuple[int, int], compile_cache: str = "cold") -> _Shared:
+            vllm_version: tuple[int, int], compile_cache: str = "cold",
+            mm_items: int = 0) -> _Shared:
     """Keyed on the flags it reads only, so that trying another context length or
     concurrency (the cheapest-fix search does) finds it computed."""
     d_m, d_s = default_batching(target, tp)
@@ -433,7 +458,7 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                        nontorch=0.0, graphs=0.0, requested=0, overhead=0, refusals=(),
                        graph_refusal="", shown=(round(target.ram_gib, 2), 0.0, 0.0, 0.0))
     requested = math.ceil(target.gpu_gib * GIB * gpu_mem_util)
-    act = activation_gib(arch, tp, m, s, vllm_version)
+    act = activation_gib(arch, tp, m, s, vllm_version, mm_items)
     nontorch = non_torch_gib(tp, vllm_version, enforce_eager, compile_cache)
     graphs = cuda_graph_gib(arch, enforce_eager, m, s, tp)
     in_reservation = vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
@@ -474,7 +499,9 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
                              settings.max_num_seqs, settings.max_model_len or arch.native_context)
     sh = _shared(arch, target, kv_dtype_bytes(ckpt, settings.kv_cache_dtype), settings.tp,
                  settings.gpu_mem_util, batched, seqs, settings.enforce_eager,
-                 settings.vllm_version, settings.compile_cache)
+                 settings.vllm_version, settings.compile_cache,
+                 0 if settings.text_only else mm_items_profiled(
+                     arch, batched, seqs, settings.max_model_len or arch.native_context))
     layout = sh.layout
     weights = weights_bytes_per_gpu(ckpt, settings.tp)
     cpu = target.engine == "vllm-cpu"

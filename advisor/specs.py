@@ -48,6 +48,13 @@ class Architecture(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     # Parameters outside the language model that the checkpoint still stores (a vision tower).
     extra_params: int = 0
     extra_params_note: str = ""
+    # A multimodal tower that vLLM's start-up profiles (gpu_model_runner.py::profile_run): its
+    # width, MLP width and positions per item (patches of one image), and the tokens one item
+    # becomes in the language model (config.json's vision_config and mm_tokens_per_image).
+    mm_encoder_hidden: int = 0
+    mm_encoder_intermediate: int = 0
+    mm_encoder_positions: int = 0
+    mm_tokens_per_item: int = 0
     torch_dtype: str = "bfloat16"
     source: str  # where these figures were read (the config.json's address)
 

@@ -196,6 +196,27 @@ def test_text_only_is_carried_to_the_estimators_settings() -> None:
     assert p.settings.text_only and p.estimate.fits
 
 
+def test_the_vision_tower_is_profiled_unless_served_text_only() -> None:
+    """vLLM's profile run pushes max_num_batched_tokens // 256 images (Gemma 3) through the
+    SigLIP tower before the decoder's pass; text-only serving skips it."""
+    from advisor.estimate import mm_items_profiled
+
+    catalog = load_catalog()
+    gemma = catalog.by_id("gemma-3-4b")
+    assert gemma
+    assert mm_items_profiled(gemma.arch, 2048, 256, 8192) == 8
+    assert mm_items_profiled(gemma.arch, 8192, 256, 8192) == 32
+    assert mm_items_profiled(gemma.arch, 2048, 2, 256) == 2  # two prompts of one image each
+    text_model = catalog.by_id("llama-3.1-8b")
+    assert text_model and mm_items_profiled(text_model.arch, 2048, 256, 8192) == 0
+    images = plan(model="gemma-3-4b", gpu="L4", max_model_len=8192).estimate
+    text = plan(model="gemma-3-4b", gpu="L4", max_model_len=8192, text_only=True).estimate
+    assert images.activation_gib > text.activation_gib
+    assert text.kv_cache_gib == pytest.approx(
+        images.kv_cache_gib + images.activation_gib - text.activation_gib, abs=0.02)
+    assert images.weights_gib == text.weights_gib  # the tower's weights are loaded either way
+
+
 def test_the_cpu_engine_takes_the_flag_as_its_pool_and_no_kvcache_space() -> None:
     p = plan(model="qwen2.5-0.5b", gpus=0, ram_gib=16, max_model_len=4096,
              kv_cache_memory_bytes=2 * GIB)
