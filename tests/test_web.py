@@ -203,3 +203,13 @@ def test_the_form_plans_with_the_engine_flags_and_the_launch_carries_them(client
     for label in ("--max-num-seqs", "--kv-cache-memory-bytes", "--enforce-eager",
                   "--limit-mm-per-prompt", "vllm --version"):
         assert label in blank
+
+
+@pytest.mark.parametrize("use_case", ["chat", "code", "edge"])
+def test_this_host_with_a_consumer_card_budget_answers_a_page(client: TestClient, use_case: str) -> None:  # type: ignore[type-arg]
+    """"this host" with a memory budget of 6 to 16 GiB (issue 11 found a 500 at 8 GiB: a
+    missing concurrency formatted with :g)."""
+    for budget in ("6", "8", "10", "12", "16", "7.5"):
+        page = client.post("/", data={"_csrf_token": _token(client), "use_case": use_case,
+                                      "gpu": "", "gpu_gib": budget})
+        assert page.status_code == 200, (budget, page.text[:300])
