@@ -107,10 +107,13 @@ def kv_pool_spread_gib(version: tuple[int, int]) -> tuple[float, str]:
     return next((w, why) for since, w, why in KV_POOL_SPREAD_GIB if version >= since)
 
 
-# vLLM's CPU engine (0.32) loads these checkpoints as published; fp8, bitsandbytes and GGUF
-# it does not, nor does it quantize at load (its fp8 kernels take no scales: the engine dies
-# with "_C::static_scaled_fp8_quant() expected at most 0 argument(s)"); compressed-tensors
-# only as int8 (W8A8)
+# What vLLM's CPU engine (0.32) loads, from its kernel tables (model_executor/kernels/linear):
+# weight-only AWQ, GPTQ and compressed-tensors W4A16 through CPUWNA16LinearKernel, which
+# takes 4-bit weights only (uint4, uint4b8: mixed_precision/cpu.py), so no 8-bit GPTQ; INT8
+# W8A8 through CPUInt8ScaledMMLinearKernel. fp8 quantized at load dies on the CPU build
+# ("_C::static_scaled_fp8_quant() expected at most 0 argument(s)"); published FP8 checkpoints
+# have CPU kernels in that table but none was launched here, so they are refused as well.
+# Nor does it quantize at load, or read bitsandbytes or GGUF.
 CPU_QUANTS = frozenset({"none", "awq", "gptq"})
 
 
@@ -118,16 +121,20 @@ def cpu_engine_refuses(ckpt: Checkpoint) -> str:
     """Why vLLM's CPU engine cannot load this checkpoint ("" when it can)."""
     if ckpt.at_load:
         return (f"vLLM's CPU engine does not quantize at load ({ckpt.quant}); use a published "
-                "AWQ, GPTQ or INT8 checkpoint, or the plain one")
+                "4-bit AWQ or GPTQ, an INT8 W8A8, or the plain checkpoint")
     if ckpt.quant == "compressed-tensors":
         # the catalog does not say which 8-bit scheme; RedHatAI names its FP8 repos and
         # notes so (…-FP8-dynamic, "FP8 weights"), and its INT8 ones …-quantized.w8a8
-        if ckpt.bits == 8 and "fp8" not in ckpt.repo.lower() and "fp8" not in ckpt.note.lower():
+        fp8 = "fp8" in ckpt.repo.lower() or "fp8" in ckpt.note.lower()
+        if ckpt.bits == 4 or (ckpt.bits == 8 and not fp8):
             return ""
-        return (f"vLLM's CPU engine loads compressed-tensors checkpoints only as INT8 (W8A8); "
-                f"this one is {'FP8' if ckpt.bits == 8 else f'{ckpt.bits}-bit'}")
+        return ("vLLM's CPU engine reads compressed-tensors as 4-bit W4A16 or INT8 W8A8; "
+                f"this one is {'FP8' if fp8 else f'{ckpt.bits}-bit'}")
     if ckpt.quant not in CPU_QUANTS:
         return f"vLLM's CPU engine cannot load {ckpt.quant} checkpoints"
+    if ckpt.quant != "none" and ckpt.bits != 4:
+        return (f"vLLM's CPU kernels for {ckpt.quant.upper()} take 4-bit weights only "
+                f"(CPUWNA16); this checkpoint is {ckpt.bits}-bit")
     return ""
 
 

@@ -174,7 +174,7 @@ def test_the_closed_form_longest_context_equals_vllms_binary_search() -> None:
 
 def test_the_cpu_engine_refuses_what_it_cannot_load() -> None:
     """vLLM's CPU build (0.32) dies on fp8 (`_C::static_scaled_fp8_quant() expected at most 0
-    argument(s)`), does not quantize at load, and reads compressed-tensors only as INT8."""
+    argument(s)`), does not quantize at load, and has weight-only kernels for 4 bits only."""
     from advisor.catalog import load_catalog
     from advisor.estimate import EngineSettings, Target, cpu_engine_refuses, estimate
 
@@ -186,8 +186,10 @@ def test_the_cpu_engine_refuses_what_it_cannot_load() -> None:
     for c in m.checkpoints:
         e = estimate(m, c, cpu, EngineSettings(max_model_len=4096))
         refused = cpu_engine_refuses(c)
-        loadable = c.quant in ("none", "awq", "gptq") and not c.at_load or (
-            c.quant == "compressed-tensors" and c.bits == 8 and "fp8" not in c.repo.lower())
+        loadable = not c.at_load and (
+            c.quant == "none" or (c.quant in ("awq", "gptq") and c.bits == 4)
+            or (c.quant == "compressed-tensors" and (c.bits == 4 or (
+                c.bits == 8 and "fp8" not in c.repo.lower()))))
         assert bool(refused) != loadable, c.repo
         assert e.fits == loadable, (c.repo, e.reason)
         if refused:
@@ -196,6 +198,11 @@ def test_the_cpu_engine_refuses_what_it_cannot_load() -> None:
     # the sample covers an at-load fp8, a published FP8 and an INT8 compressed-tensors one
     assert ("fp8", True, False) in seen and ("compressed-tensors", False, True) in seen
     assert ("compressed-tensors", False, False) in seen
+    # GPTQ at 8 bits has no CPU kernel (CPUWNA16 takes uint4 and uint4b8 only)
+    qwen = catalog.by_id("qwen2.5-3b")
+    assert qwen
+    int8 = next(c for c in qwen.checkpoints if c.repo == "Qwen/Qwen2.5-3B-Instruct-GPTQ-Int8")
+    assert "4-bit weights only" in estimate(qwen, int8, cpu, EngineSettings()).reason
 
 
 def test_no_cpu_ranking_offers_a_checkpoint_the_cpu_engine_cannot_load() -> None:
