@@ -140,7 +140,10 @@ def build_model(folder: Path, config: dict[str, Any] | None = None, quant: str =
             else:
                 raise ValueError(quant)
     if quant != "none":
-        c["quantization_config"] = {"quant_method": quant, "bits": 4, "group_size": group_size}
+        # as AutoAWQ (GEMM, with zero points) and AutoGPTQ (symmetric, no act-order) write it
+        c["quantization_config"] = {"quant_method": quant, "bits": 4, "group_size": group_size,
+                                    **({"zero_point": True, "version": "gemm"} if quant == "awq"
+                                       else {"desc_act": False, "sym": True})}
         c["torch_dtype"] = "float16"
     save_file(t, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(c, indent=2))
@@ -174,9 +177,10 @@ def build_tokenizer(folder: Path, vocab_size: int = 512) -> None:
     }, indent=2))
 
 
-def build_servable_model(folder: Path, **overrides: Any) -> Path:
-    """The tiny Llama (or a variant of it) with a tokenizer: something vLLM's CPU engine serves."""
-    build_model(folder, {**TINY_LLAMA, **overrides})
+def build_servable_model(folder: Path, quant: str = "none", **overrides: Any) -> Path:
+    """The tiny Llama (or a variant of it) with a tokenizer: something vLLM's CPU engine serves;
+    `quant`: plain, or its 4-bit AWQ or GPTQ layout."""
+    build_model(folder, {**TINY_LLAMA, **overrides}, quant=quant)
     build_tokenizer(folder, vocab_size=int(overrides.get("vocab_size", TINY_LLAMA["vocab_size"])))
     (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
     return folder
