@@ -104,7 +104,8 @@ def _linears(c: dict[str, Any]) -> list[tuple[str, int, int, bool]]:
 
 def build_model(folder: Path, config: dict[str, Any] | None = None, quant: str = "none",
                 group_size: int = 128, seed: int = 0) -> Path:
-    """Write a random model of `config`'s shape, plain bf16 or in a 4-bit AWQ/GPTQ layout."""
+    """Write a random model of `config`'s shape: plain bf16, or in the layout of a 4-bit AWQ or
+    GPTQ (gptq8: 8-bit GPTQ) or an llm-compressor W4A16 or INT8 W8A8 checkpoint."""
     c = dict(TINY_LLAMA if config is None else config)
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
@@ -132,16 +133,29 @@ def build_model(folder: Path, config: dict[str, Any] | None = None, quant: str =
                 t[p + name + ".qweight"] = rand(fan_in, fan_out // 8)
                 t[p + name + ".qzeros"] = rand(groups, fan_out // 8)
                 t[p + name + ".scales"] = torch.rand(groups, fan_out, generator=g).to(torch.float16)
-            elif quant == "gptq":
-                t[p + name + ".qweight"] = rand(fan_in // 8, fan_out)
-                t[p + name + ".qzeros"] = rand(groups, fan_out // 8)
+            elif quant in ("gptq", "gptq8"):
+                per_int = 8 if quant == "gptq" else 4  # weights packed in one int32
+                t[p + name + ".qweight"] = rand(fan_in // per_int, fan_out)
+                t[p + name + ".qzeros"] = rand(groups, fan_out // per_int)
                 t[p + name + ".scales"] = torch.rand(groups, fan_out, generator=g).to(torch.float16)
                 t[p + name + ".g_idx"] = torch.arange(fan_in, dtype=torch.int32) // group_size
+            elif quant == "w8a8":  # compressed-tensors int-quantized, per channel
+                t[p + name + ".weight"] = torch.randint(-127, 128, (fan_out, fan_in), generator=g,
+                                                        dtype=torch.int8)
+                t[p + name + ".weight_scale"] = (torch.rand(fan_out, 1, generator=g) * 1e-3).to(plain)
+            elif quant == "w4a16":  # compressed-tensors pack-quantized, symmetric groups
+                t[p + name + ".weight_packed"] = rand(fan_out, fan_in // 8)
+                t[p + name + ".weight_scale"] = torch.rand(fan_out, groups, generator=g).to(plain)
+                t[p + name + ".weight_shape"] = torch.tensor([fan_out, fan_in], dtype=torch.int64)
             else:
                 raise ValueError(quant)
-    if quant != "none":
+    if quant in ("w8a8", "w4a16"):
+        c["quantization_config"] = _compressed_tensors(quant, group_size)
+        c["torch_dtype"] = "float16"
+    elif quant != "none":
         # as AutoAWQ (GEMM, with zero points) and AutoGPTQ (symmetric, no act-order) write it
-        c["quantization_config"] = {"quant_method": quant, "bits": 4, "group_size": group_size,
+        c["quantization_config"] = {"quant_method": quant.rstrip("8"),
+                                    "bits": 8 if quant == "gptq8" else 4, "group_size": group_size,
                                     **({"zero_point": True, "version": "gemm"} if quant == "awq"
                                        else {"desc_act": False, "sym": True})}
         c["torch_dtype"] = "float16"
@@ -175,6 +189,25 @@ def build_tokenizer(folder: Path, vocab_size: int = 512) -> None:
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
         "model_max_length": 1_000_000, "chat_template": CHAT_TEMPLATE,
     }, indent=2))
+
+
+def _compressed_tensors(quant: str, group_size: int) -> dict[str, Any]:
+    """The quantization_config llm-compressor writes for INT8 W8A8 (RedHatAI's
+    …-quantized.w8a8) and for W4A16 (…-quantized.w4a16)."""
+    int8 = quant == "w8a8"
+    weights = {"num_bits": 8 if int8 else 4, "type": "int", "symmetric": True, "dynamic": False,
+               "strategy": "channel" if int8 else "group",
+               "group_size": None if int8 else group_size, "actorder": None,
+               "block_structure": None, "observer": "minmax", "observer_kwargs": {}}
+    inputs = {"num_bits": 8, "type": "int", "symmetric": True, "dynamic": True,
+              "strategy": "token", "group_size": None, "actorder": None,
+              "block_structure": None, "observer": None, "observer_kwargs": {}} if int8 else None
+    return {"quant_method": "compressed-tensors", "quantization_status": "compressed",
+            "format": "int-quantized" if int8 else "pack-quantized", "ignore": ["lm_head"],
+            "kv_cache_scheme": None,
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,
+                                          "input_activations": inputs,
+                                          "output_activations": None}}}
 
 
 def build_servable_model(folder: Path, quant: str = "none", **overrides: Any) -> Path:
