@@ -304,11 +304,19 @@ def mm_items_profiled(arch: Architecture, max_num_batched_tokens: int, max_num_s
 @lru_cache(maxsize=4096)
 def activation_gib(arch: Architecture, tp: int, max_num_batched_tokens: int, max_num_seqs: int,
                    version: tuple[int, int] = INSTALLED_VLLM, mm_items: int = 0) -> float:
-    """The transient peak of vLLM's profile run: the largest of the dummy forward pass over
-    max_num_batched_tokens, the dummy sampler pass over max_num_seqs sequences of logits, and,
-    for a multimodal checkpoint served with its tower, the tower's pass over `mm_items` items
-    (the same per-token shape: its MLP's two projections and the residual stream), whose
-    outputs the encoder cache keeps through the decoder's pass."""
+    """The transient peak of vLLM's profile run: its version's base and `profile_peak_gib`."""
+    base = next(b for since, b in ACT_BASE_GIB if version >= since)
+    return base + profile_peak_gib(arch, tp, max_num_batched_tokens, max_num_seqs, version,
+                                   mm_items)
+
+
+def profile_peak_gib(arch: Architecture, tp: int, max_num_batched_tokens: int,
+                     max_num_seqs: int, version: tuple[int, int], mm_items: int = 0) -> float:
+    """The largest of the dummy forward pass over max_num_batched_tokens, the dummy sampler
+    pass over max_num_seqs sequences of logits, and, for a multimodal checkpoint served with
+    its tower, the tower's pass over `mm_items` items (the same per-token shape: its MLP's two
+    projections and the residual stream), whose outputs the encoder cache keeps through the
+    decoder's pass."""
     inter = arch.expert_intermediate_size * arch.experts_per_token if arch.experts else \
         arch.intermediate_size
     forward = max_num_batched_tokens * (FWD_INTER * inter / tp + FWD_HIDDEN * arch.hidden_size) * 2
@@ -319,8 +327,7 @@ def activation_gib(arch: Architecture, tp: int, max_num_batched_tokens: int, max
         tower = mm_items * arch.mm_encoder_positions * (
             2 * arch.mm_encoder_intermediate + FWD_HIDDEN * arch.mm_encoder_hidden) * 2
         cache = mm_items * arch.mm_tokens_per_item * arch.hidden_size * 2
-    base = next(b for since, b in ACT_BASE_GIB if version >= since)
-    return base + max(forward + cache, sampler + cache, tower) / GIB
+    return max(forward + cache, sampler + cache, tower) / GIB
 
 
 def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM,
@@ -358,6 +365,12 @@ def cudagraph_counts(max_num_batched_tokens: int, max_num_seqs: int) -> tuple[in
     return len(sizes), sum(1 for n in sizes if n <= max_num_seqs)
 
 
+def graphs_after_the_first(max_num_batched_tokens: int, max_num_seqs: int) -> int:
+    """The graphs each costing the second capture's memory in vLLM's estimate: all but the
+    first of each mode."""
+    return sum(n - 1 for n in cudagraph_counts(max_num_batched_tokens, max_num_seqs) if n)
+
+
 def cuda_graph_gib(arch: Architecture, enforce_eager: bool, max_num_batched_tokens: int,
                    max_num_seqs: int, tp: int = 1) -> float:
     """vLLM's own estimate (gpu_model_runner.py::profile_cudagraph_memory): per mode, the
@@ -366,8 +379,7 @@ def cuda_graph_gib(arch: Architecture, enforce_eager: bool, max_num_batched_toke
     piece per layer: the estimate is modelled as MiB per layer and graph beyond the first."""
     if enforce_eager:
         return 0.0
-    piecewise, full = cudagraph_counts(max_num_batched_tokens, max_num_seqs)
-    graphs = sum(n - 1 for n in (piecewise, full) if n)
+    graphs = graphs_after_the_first(max_num_batched_tokens, max_num_seqs)
     per_layer = GRAPH_MIB_PER_LAYER * (GRAPH_TP_FACTOR if tp > 1 else 1.0)
     return graphs * arch.layers * per_layer / 1024
 
@@ -526,13 +538,13 @@ class _Account(NamedTuple):
 def _account(model: Model, ckpt: Checkpoint, target: Target,
              settings: EngineSettings) -> _Account:
     arch = model.arch
+    length = settings.max_model_len or arch.native_context
     batched, seqs = batching(target, settings.tp, settings.max_num_batched_tokens,
-                             settings.max_num_seqs, settings.max_model_len or arch.native_context)
+                             settings.max_num_seqs, length)
     sh = _shared(arch, target, kv_dtype_bytes(ckpt, settings.kv_cache_dtype), settings.tp,
                  settings.gpu_mem_util, batched, seqs, settings.enforce_eager,
                  settings.vllm_version, settings.compile_cache,
-                 0 if settings.text_only else mm_items_profiled(
-                     arch, batched, seqs, settings.max_model_len or arch.native_context))
+                 0 if settings.text_only else mm_items_profiled(arch, batched, seqs, length))
     layout = sh.layout
     weights = weights_bytes_per_gpu(ckpt, settings.tp)
     cpu = target.engine == "vllm-cpu"

@@ -301,7 +301,7 @@ class _Space:
         cpu = target.engine == "vllm-cpu"
         self.model, self.target, self.settings = model, target, settings
         # the checkpoints a fix may change to, biggest (least lossy) first
-        self.by_size = sorted((c for c in model.checkpoints if not cpu or _cpu_loads(c)),
+        self.by_size = sorted((c for c in model.checkpoints if not cpu or not cpu_engine_refuses(c)),
                               key=lambda c: -c.weight_bytes)
         self.tps = _tp_sizes(model, target, settings, more_gpus)
         self.helpers = _helpers(target, settings)
@@ -567,7 +567,3 @@ def _describe(space: _Space, pair: _Pair, flags: list[str]) -> str:
     if words[0].startswith(("use ", "quantize ")) and len(words) > 1:
         return f"{words[0]} with {' and '.join(words[1:])}"
     return " and ".join(words)
-
-
-def _cpu_loads(c: Checkpoint) -> bool:
-    return not cpu_engine_refuses(c)

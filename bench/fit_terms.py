@@ -29,32 +29,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from vllm_cases import load_cases  # noqa: E402
 
 from advisor.estimate import (  # noqa: E402
-    FWD_HIDDEN,
-    FWD_INTER,
     GIB,
-    SAMPLER_BYTES_PER_LOGIT,
     batching,
-    cudagraph_counts,
+    graphs_after_the_first,
+    profile_peak_gib,
 )
 
 POST_024 = (0, 24)
 
 
-def _graphs(case) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def _graphs(case) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
     s = case.settings
     batched, seqs = batching(case.target, s.tp, s.max_num_batched_tokens, s.max_num_seqs,
                              s.max_model_len or case.model.arch.native_context)
-    piecewise, full = cudagraph_counts(batched, seqs)
-    return batched, seqs, piecewise + full - (piecewise > 0) - (full > 0)  # type: ignore[return-value]
+    return batched, seqs, graphs_after_the_first(batched, seqs)
 
 
 def _transient(case, batched: int, seqs: int) -> float:  # type: ignore[no-untyped-def]
-    arch = case.model.arch
-    inter = arch.expert_intermediate_size * arch.experts_per_token if arch.experts else \
-        arch.intermediate_size
-    forward = batched * (FWD_INTER * inter / case.settings.tp + FWD_HIDDEN * arch.hidden_size) * 2
-    per_logit = next(b for since, b in SAMPLER_BYTES_PER_LOGIT if case.version >= since)
-    return max(forward, seqs * arch.vocab_size * per_logit) / GIB
+    return profile_peak_gib(case.model.arch, case.settings.tp, batched, seqs, case.version)
 
 
 def main() -> None:
