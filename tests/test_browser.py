@@ -143,3 +143,16 @@ def test_the_form_can_be_used_with_the_keyboard_alone(service: Service, browser)
     page.keyboard.press("Enter")
     page.wait_for_selector("#results")
     assert page.locator("#results tbody tr").count() > 30
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_a_results_page_does_not_scroll_sideways(service: Service, browser, width: int) -> None:  # type: ignore[no-untyped-def]
+    """The one-line JSON twin once widened every results page (by 900-2,000 px)."""
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(f"{service.url}/")
+    page.select_option("#gpu", value="RTX 4090 24GB")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert "Ranked for" in page.inner_text("body")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.close()
