@@ -304,13 +304,9 @@ class _Space:
         self.by_size = sorted((c for c in model.checkpoints if not cpu or not cpu_engine_refuses(c)),
                               key=lambda c: -c.weight_bytes)
         self.tps = _tp_sizes(model, target, settings, more_gpus)
-        self.helpers = _helpers(target, settings)
+        self.helpers, self.combos = _helpers(target, settings)
         self.auto_kv_target = target if target.cpu_kv_gib is None else \
             msgspec.structs.replace(target, cpu_kv_gib=None)
-        # every combination of helpers (none first), cheapest first, with its cost
-        self.combos = sorted(((hs, tuple(sorted((h.cost for h in hs), reverse=True)))
-                              for k in range(len(self.helpers) + 1)
-                              for hs in combinations(self.helpers, k)), key=lambda hc: hc[1])
         self.floor = min(settings.max_model_len or 0, CONTEXT_FLOOR)
         # helpers only ever help, so a pair that fails with all of them fails with any (not
         # before vLLM 0.21, where a higher utilization leaves CUDA graphs less room outside)
@@ -364,7 +360,9 @@ class _Space:
 
 
 def _cost_of(*changes: tuple[int, int] | None) -> Cost:
-    return tuple(sorted((c for c in changes if c), reverse=True))
+    present = [c for c in changes if c]
+    # most pairs change one thing or nothing: no sort to build
+    return tuple(present) if len(present) < 2 else tuple(sorted(present, reverse=True))
 
 
 def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
@@ -397,11 +395,28 @@ def find_fix(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSet
     key = (ckpt.repo, ckpt.quant, target, settings)
     if key in checks.fixes:
         return checks.fixes[key]
-    found = _search(checks, ckpt, checks.space(target, settings, more_gpus=False))
+    found = _loadable_sibling(checks, target, settings) if (
+        target.engine == "vllm-cpu" and cpu_engine_refuses(ckpt)) else None
+    if found is None:
+        found = _search(checks, ckpt, checks.space(target, settings, more_gpus=False))
     if found is None and target.engine == "vllm":
         found = _search(checks, ckpt, checks.space(target, settings, more_gpus=True))
     checks.fixes[key] = found
     return found
+
+
+def _loadable_sibling(checks: FitChecks, target: Target, settings: EngineSettings) -> Fix | None:
+    """For a checkpoint the CPU engine refuses: its biggest sibling that loads, if that fits
+    as asked. Every fix of such a refusal changes the checkpoint, so this one change, the
+    cheapest checkpoint of all, is the search's own answer, found without building the
+    search (a GPU-less host's ranking has a refusal per fp8 and 8-bit row)."""
+    loadable = [c for c in checks.model.checkpoints if not cpu_engine_refuses(c)]
+    if not loadable:
+        return None
+    biggest = max(loadable, key=lambda c: c.weight_bytes)  # the first of the biggest, as _Space
+    if not checks.fits(biggest, target, settings):
+        return None
+    return Fix(ckpt=biggest, target=target, settings=settings, text=_checkpoint_words(biggest))
 
 
 def _search(checks: FitChecks, ckpt: Checkpoint, space: _Space) -> Fix | None:
@@ -409,8 +424,10 @@ def _search(checks: FitChecks, ckpt: Checkpoint, space: _Space) -> Fix | None:
     checkpoint, more GPUs) outranks every helper, so the tries come pair by pair, the
     pair asked first, each pair's in the helpers' own order; only a tp below the one asked,
     a flag, mixes with the helpers, and then the tries are sorted."""
-    own = space.pairs(ckpt)
-    others = [p for p in space.changes if p.ckpt.weight_bytes < ckpt.weight_bytes]
+    # the CPU engine refuses such a checkpoint whatever the flags: only another one fixes it
+    refused = space.target.engine == "vllm-cpu" and bool(cpu_engine_refuses(ckpt))
+    own = () if refused else space.pairs(ckpt)
+    others = [p for p in space.changes if refused or p.ckpt.weight_bytes < ckpt.weight_bytes]
     if space.tp_below:
         return _search_sorted(checks, space, [*own, *others])
     asked = [p for p in own if not p.cost]
@@ -480,7 +497,21 @@ def _tp_sizes(model: Model, target: Target, settings: EngineSettings,
         for t in TP_SIZES if t != settings.tp and t <= target.gpus and not heads % t]
 
 
-def _helpers(target: Target, settings: EngineSettings) -> tuple[_Helper, ...]:
+Combos = tuple[tuple[tuple[_Helper, ...], Cost], ...]
+
+
+@lru_cache(maxsize=256)
+def _helpers(target: Target, settings: EngineSettings) -> tuple[tuple[_Helper, ...], Combos]:
+    """The helping flags for a request, and every combination of them (none first),
+    cheapest first, with its cost. Kept per request: every model's search uses the same."""
+    helpers = _helpers_of(target, settings)
+    combos = sorted(((hs, tuple(sorted((h.cost for h in hs), reverse=True)))
+                     for k in range(len(helpers) + 1)
+                     for hs in combinations(helpers, k)), key=lambda hc: hc[1])
+    return helpers, tuple(combos)
+
+
+def _helpers_of(target: Target, settings: EngineSettings) -> tuple[_Helper, ...]:
     helpers = []
     if target.engine == "vllm-cpu":
         if target.cpu_kv_gib is not None:
@@ -556,9 +587,7 @@ def _describe(space: _Space, pair: _Pair, flags: list[str]) -> str:
     --gpu-memory-utilization 0.95 and --max-model-len 16384"."""
     words = []
     if any(kind == CHECKPOINT for kind, _ in pair.cost):
-        c = pair.ckpt
-        how = "quantize at load with --quantization " + c.quant if c.at_load else f"use {c.repo}"
-        words.append(f"{how} ({c.label}, {c.weight_bytes / GIB:.2f} GiB of weights)")
+        words.append(_checkpoint_words(pair.ckpt))
     if pair.tp != space.settings.tp:
         given = space.target.gpus
         words.append(f"--tensor-parallel-size {pair.tp}"
@@ -567,3 +596,8 @@ def _describe(space: _Space, pair: _Pair, flags: list[str]) -> str:
     if words[0].startswith(("use ", "quantize ")) and len(words) > 1:
         return f"{words[0]} with {' and '.join(words[1:])}"
     return " and ".join(words)
+
+
+def _checkpoint_words(c: Checkpoint) -> str:
+    how = "quantize at load with --quantization " + c.quant if c.at_load else f"use {c.repo}"
+    return f"{how} ({c.label}, {c.weight_bytes / GIB:.2f} GiB of weights)"

@@ -257,3 +257,25 @@ def test_the_ranker_gives_each_refusal_the_same_fix_as_a_search_of_its_own(use_c
             fix = cheapest_fix(m, c, target, settings)
             assert (f"Cheapest change that fits: {fix}" in r.estimate.reason) if fix else \
                 "Nothing in the catalog" in r.estimate.reason, (r.repo, r.estimate.reason)
+
+
+@pytest.mark.parametrize("ram", [4, 8, 12, 24, 48])
+def test_a_cpu_refusal_gets_the_answer_of_the_full_search(ram: int) -> None:
+    """The short way for a checkpoint the CPU engine refuses (its biggest loadable sibling,
+    when that fits as asked) answers what the whole search does, for every such refusal."""
+    from advisor.estimate import cpu_engine_refuses
+    from advisor.plan import _search
+
+    target, settings = Target(engine="vllm-cpu", ram_gib=ram), EngineSettings(max_model_len=8192)
+    compared = 0
+    for m in load_catalog().models:
+        for c in m.checkpoints:
+            if not cpu_engine_refuses(c):
+                continue
+            checks = FitChecks(m)
+            full = _search(checks, c, checks.space(target, settings, more_gpus=False))
+            short = find_fix(m, c, target, settings, FitChecks(m))
+            assert (short and (short.ckpt.repo, short.ckpt.quant, short.text)) == \
+                (full and (full.ckpt.repo, full.ckpt.quant, full.text)), (m.id, c.repo, c.quant)
+            compared += 1
+    assert compared >= 30
