@@ -104,12 +104,12 @@ def ray_script(lay: Layout) -> str:
             f"RAY_PORT={RAY_PORT}",
             'case "${1:-}" in',
             "  head)",
-            '    export VLLM_HOST_IP="${VLLM_HOST_IP:?set VLLM_HOST_IP to this node\'s address}"',
+            '    export VLLM_HOST_IP="${VLLM_HOST_IP:?set VLLM_HOST_IP to the address of this node}"',
             '    ray start --head --port="$RAY_PORT" --node-ip-address="$VLLM_HOST_IP"',
             "    ;;",
             "  worker)",
-            '    export VLLM_HOST_IP="${VLLM_HOST_IP:?set VLLM_HOST_IP to this node\'s address}"',
-            '    ray start --address="${HEAD_IP:?set HEAD_IP to the head node\'s address}:$RAY_PORT" '
+            '    export VLLM_HOST_IP="${VLLM_HOST_IP:?set VLLM_HOST_IP to the address of this node}"',
+            '    ray start --address="${HEAD_IP:?set HEAD_IP to the address of the head node}:$RAY_PORT" '
             '--node-ip-address="$VLLM_HOST_IP" --block',
             "    ;;",
             "  serve)",

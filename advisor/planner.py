@@ -87,3 +87,29 @@ def request_of(options: dict[str, object]) -> ClusterRequest:
             what, at = text.rsplit(" - at `$.", 1)
             raise AdvisorError(f"--{at.rstrip('`').replace('_', '-')}: {what}") from None
         raise AdvisorError(text) from None
+
+
+class PlanAnswer(msgspec.Struct, kw_only=True):
+    """POST /api/plan's answer: the plan and its manifests (file name -> text)."""
+
+    plan: ClusterPlan
+    manifests: dict[str, str]
+
+
+def answer_for(req: ClusterRequest, catalog: Catalog, gpus: list[GpuSpec], *,
+               local_ok: bool = True) -> PlanAnswer:
+    plan = plan_for(req, catalog, gpus, local_ok=local_ok)
+    return PlanAnswer(plan=plan, manifests=manifests_of(plan))
+
+
+def form_request(form: dict[str, str]) -> tuple[ClusterRequest | None, dict[str, str]]:
+    """The /plan page's query as a request, or the message for the field that is wrong."""
+    data = {k: v.strip() for k, v in form.items() if k in ClusterRequest.__struct_fields__ and v.strip()}
+    if not data.get("model"):
+        return None, {"model": "name a catalog id (e.g. llama-3.1-70b), a listed repo or a Hub repo"}
+    try:
+        return msgspec.convert(data, ClusterRequest, strict=False), {}
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        what, _, at = text.rpartition(" - at `$.")
+        return None, {at.rstrip("`") if what else "model": what or text}
