@@ -13,10 +13,11 @@ from litestar.params import JSONBody
 from advisor import __version__
 from advisor.advice import Recommendation, estimate_for, recommend_for
 from advisor.catalog import Catalog
+from advisor.cluster import ClusterRequest
 from advisor.errors import NeedsKey
 from advisor.estimate import Estimate
 from advisor.history import Measurement
-from advisor.planner import ClusterRequest, PlanAnswer, answer_for
+from advisor.planner import PlanAnswer, answer_for
 from advisor.specs import GpuSpec, HostProfile, Model, PlanRequest
 from advisor.web.auth import allowed
 
