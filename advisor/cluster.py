@@ -202,7 +202,8 @@ def replica_requests_per_s(model: Model, ckpt: Checkpoint, shape: ClusterShape, 
                                     est.kv_bytes_per_token, stage_model.arch.layers, hw, seqs,
                                     active // split.pp, split.tp, CONTEXT_TOKENS,
                                     INSTALLED_VLLM)
-    first = ttft_s(active, split.tp * split.pp, hw, step) or 0.0
+    # prefill passes the stages in turn too: each stage's share of the compute over its tp
+    first = ttft_s(active, split.tp, hw, step) or 0.0
     return round(seqs / (first + output_tokens * step), 3)
 
 
@@ -234,7 +235,10 @@ def plan_cluster(req: ClusterRequest, model: Model, ckpt: Checkpoint,
                  shape: ClusterShape) -> ClusterPlan:
     """The smallest total of GPUs that meets the target, from the splits that start."""
     a = model.arch
-    context = min(req.max_model_len or a.native_context, 16_777_216)
+    context = req.max_model_len or a.native_context
+    if context > a.native_context:  # the estimator would refuse every split for it
+        raise AdvisorError(f"max_model_len: {context:,} is above {model.id}'s native context "
+                           f"({a.native_context:,} tokens)")
     lines = [
         f"Model: {model.name} ({ckpt.repo}, {ckpt.label}): {ckpt.weight_bytes / GIB:.2f} GiB of "
         f"weights, {a.layers} layers, {a.attention_heads} attention heads, {a.kv_heads} KV heads.",
@@ -302,7 +306,8 @@ def plan_cluster(req: ClusterRequest, model: Model, ckpt: Checkpoint,
         replicas = _placement(s, shape)[1]
         held = replicas * est.max_concurrency
         more = math.ceil(need / est.max_concurrency) - replicas
-        short = (f"the cluster holds {held:g} sequences of {context:,} with {replicas} replicas of "
+        short = (f"the cluster holds {held:g} sequences of {context:,} with {replicas} "
+                 f"replica{'s' if replicas > 1 else ''} of "
                  f"{_describe_split(s, shape)}, not the {need} asked; {more} more replica"
                  f"{'s' if more > 1 else ''} ({more * s.gpus} GPUs) would, or a shorter context, "
                  "or --kv-cache-dtype fp8")

@@ -235,3 +235,9 @@ def test_the_plan_page_puts_the_message_beside_the_field(client: TestClient) -> 
     assert r.status_code == 400 and 'id="nodes-error"' in r.text
     r = client.get("/plan", params={"model": "phi-4"})
     assert r.status_code == 400 and "gpu_gib" in r.text and 'id="model-error"' in r.text
+
+
+def test_a_context_beyond_the_models_native_one_is_refused_up_front() -> None:
+    with pytest.raises(AdvisorError, match="max_model_len: 300,000 is above llama-3.1-70b's native"):
+        plan_for(ClusterRequest(model="llama-3.1-70b", gpu="H100 80GB", gpus_per_node=8,
+                                max_model_len=300_000), CATALOG, GPUS)
