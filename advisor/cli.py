@@ -489,7 +489,8 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("--gpus-per-node", type=int, default=1, show_default=True)
 @click.option("--gpu", help="a card of the GPU table (e.g. 'H100 80GB')")
 @click.option("--gpu-gib", type=float, help="memory per GPU as CUDA reports it (default: the card's)")
-@click.option("--interconnect", type=click.Choice(["nvlink", "pcie"]), default="nvlink", show_default=True)
+@click.option("--interconnect", type=click.Choice(["nvlink", "pcie"]),
+              help="inside a node (default: NVLink assumed)")
 @click.option("--network", type=click.Choice(["infiniband", "roce", "ethernet"]), default="ethernet",
               show_default=True, help="between nodes")
 @click.option("--max-model-len", type=int, help="context (default: the model's native)")

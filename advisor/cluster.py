@@ -38,7 +38,8 @@ class ClusterRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     gpus_per_node: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     gpu: Annotated[str, msgspec.Meta(max_length=100)] | None = None  # a card of gpus.toml
     gpu_gib: Gib | None = None  # per GPU, as CUDA reports it (default: the card's)
-    interconnect: Interconnect = "nvlink"  # between the GPUs of a node
+    # between the GPUs of a node; None: NVLink assumed, and the reasoning says so
+    interconnect: Interconnect | None = None
     network: Network = "ethernet"  # between nodes
     max_model_len: Annotated[int, msgspec.Meta(ge=16, le=16_777_216)] | None = None
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
@@ -213,7 +214,8 @@ def replica_requests_per_s(model: Model, ckpt: Checkpoint, shape: ClusterShape, 
 def shape_of(req: ClusterRequest, gpu_gib: float, gpu_name: str = "",
              bandwidth_gbps: float | None = None, bf16_tflops: float | None = None) -> ClusterShape:
     return ClusterShape(nodes=req.nodes, gpus_per_node=req.gpus_per_node, gpu_name=gpu_name,
-                        gpu_gib=gpu_gib, interconnect=req.interconnect, network=req.network,
+                        gpu_gib=gpu_gib, interconnect=req.interconnect or "nvlink",
+                        network=req.network,
                         bandwidth_gbps=bandwidth_gbps, bf16_tflops=bf16_tflops)
 
 
@@ -249,6 +251,9 @@ def plan_cluster(req: ClusterRequest, model: Model, ckpt: Checkpoint,
         "Tensor-parallel sizes that divide both head counts: "
         + ", ".join(str(t) for t in (1, 2, 4, 8, 16, 32, 64) if divides_heads(model, t)) + ".",
     ]
+    if req.interconnect is None and shape.gpus_per_node > 1:
+        lines.append("Interconnect not given: NVLink assumed between the GPUs of a node (give "
+                     "interconnect pcie for cards without it, such as L4, L40S or RTX).")
     if shape.interconnect == "pcie":
         lines.append("No NVLink: pipeline stages instead of tensor parallelism inside a node "
                      "(vLLM's docs: less communication over PCIe).")
