@@ -241,3 +241,12 @@ def test_a_context_beyond_the_models_native_one_is_refused_up_front() -> None:
     with pytest.raises(AdvisorError, match="max_model_len: 300,000 is above llama-3.1-70b's native"):
         plan_for(ClusterRequest(model="llama-3.1-70b", gpu="H100 80GB", gpus_per_node=8,
                                 max_model_len=300_000), CATALOG, GPUS)
+
+
+def test_nvlink_is_assumed_only_when_not_given_and_the_plan_says_so() -> None:
+    assumed = plan_for(ClusterRequest(model="phi-4", gpu="L4", gpus_per_node=2), CATALOG, GPUS)
+    assert any("NVLink assumed" in line for line in assumed.reasoning)
+    given = plan_for(ClusterRequest(model="phi-4", gpu="L4", gpus_per_node=2, interconnect="pcie"),
+                     CATALOG, GPUS)
+    assert not any("NVLink assumed" in line for line in given.reasoning)
+    assert given.layout is not None and (given.layout.tp, given.layout.pp) == (1, 2)

@@ -280,3 +280,13 @@ def test_the_large_models_ship_beside_the_catalog_not_in_it() -> None:
     ranked = {m.id for m in load_catalog().models}
     large = {m.id for m in load_catalog(data_dir("catalog") / "large").models}
     assert large == {"llama-3.1-70b", "llama-3.1-405b"} and not ranked & large
+
+
+def test_a_broken_pod_template_is_rejected_by_kubernetes_validate() -> None:
+    lws = _lws()
+    template = pod_template(lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"], "leader")
+    template["template"]["spec"]["containers"][0]["resources"]["limitz"] = {}
+    assert errors_of(template)
+    template = pod_template(lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"], "leader")
+    template["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "8080"
+    assert errors_of(template)
