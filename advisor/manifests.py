@@ -54,9 +54,15 @@ FORMATS: dict[str, str] = {
 }
 
 
+def served_names(lay: Layout) -> list[str]:
+    """The names clients ask for: the catalog id and the repo, as the advisor's own /v1
+    answers to both (vLLM takes several names after --served-model-name)."""
+    return [lay.served_name] + ([lay.repo] if lay.repo != lay.served_name else [])
+
+
 def vllm_flags(lay: Layout, port: int = PORT) -> list[str]:
-    """The flags of `vllm serve` for one replica of the layout."""
-    flags = ["--served-model-name", lay.served_name, lay.repo,
+    """The flags of `vllm serve REPO` for one replica of the layout (the repo not among them)."""
+    flags = ["--served-model-name", *served_names(lay),
              "--tensor-parallel-size", str(lay.tp), "--pipeline-parallel-size", str(lay.pp),
              "--max-model-len", str(lay.max_model_len),
              "--gpu-memory-utilization", f"{lay.gpu_mem_util:g}", "--port", str(port)]
@@ -70,9 +76,7 @@ def vllm_flags(lay: Layout, port: int = PORT) -> list[str]:
 
 
 def _serve_line(lay: Layout, port: int = PORT) -> str:
-    f = vllm_flags(lay, port)
-    return "vllm serve " + shlex.quote(lay.repo) + " " + shlex.join(
-        [x for x in f if x != lay.repo])
+    return "vllm serve " + shlex.quote(lay.repo) + " " + shlex.join(vllm_flags(lay, port))
 
 
 def _header(lay: Layout, what: str) -> str:
@@ -166,7 +170,7 @@ def lws_objects(lay: Layout) -> list[dict[str, Any]]:
     gpus = {"nvidia.com/gpu": str(lay.gpus_per_pod)}
     mounts, volumes = _dshm()
     serve = "python3 -m vllm.entrypoints.openai.api_server --model " + shlex.join(
-        [lay.repo] + [x for x in vllm_flags(lay, LWS_PORT) if x != lay.repo])
+        [lay.repo, *vllm_flags(lay, LWS_PORT)])
     if lay.nodes_per_replica > 1:
         leader_cmd = f"bash {MULTI_NODE_SCRIPT} leader --ray_cluster_size=$(LWS_GROUP_SIZE); {serve}"
     else:
@@ -238,7 +242,7 @@ def helm_values(lay: Layout) -> dict[str, Any]:
     and replicaCount workers, pp across them), one entry per replica."""
     cpu = CPUS_PER_GPU * lay.gpus_per_pod
     memory = f"{math.ceil(_pod_weights_gib(lay)) + HOST_MEMORY_MARGIN_GIB}Gi"
-    extra = ["--served-model-name", lay.served_name]
+    extra = ["--served-model-name", *served_names(lay)]
     if lay.pp > 1:  # the chart's Deployment template has no pipelineParallelSize; the flag does
         extra += ["--pipeline-parallel-size", str(lay.pp)]
     if lay.at_load_quantization:

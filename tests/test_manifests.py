@@ -156,6 +156,8 @@ def test_the_ray_script_is_bash_and_serves_the_layout(case: str) -> None:
     serve = next(line for line in text.splitlines() if "exec vllm serve" in line)
     words = shlex.split(serve.split("exec ", 1)[1].replace("$((8000 + n))", "8000"))
     assert words[:3] == ["vllm", "serve", lay.repo]
+    names = words[words.index("--served-model-name") + 1:words.index("--tensor-parallel-size")]
+    assert names == [lay.served_name, lay.repo]  # as the advisor's own /v1 answers to both
     assert words[words.index("--tensor-parallel-size") + 1] == str(lay.tp)
     assert words[words.index("--pipeline-parallel-size") + 1] == str(lay.pp)
     assert ("--distributed-executor-backend" in words) == (lay.nodes_per_replica > 1)

@@ -11,7 +11,7 @@ case "${1:-}" in
     devices=(0,1)
     if [ "$n" -lt 0 ] || [ "$n" -ge 1 ]; then echo "replica: 0 to 0" >&2; exit 2; fi
     export CUDA_VISIBLE_DEVICES="${devices[$n]}"
-    exec vllm serve microsoft/phi-4 --served-model-name phi-4 --tensor-parallel-size 1 --pipeline-parallel-size 2 --max-model-len 16384 --gpu-memory-utilization 0.9 --port $((8000 + n))
+    exec vllm serve microsoft/phi-4 --served-model-name phi-4 microsoft/phi-4 --tensor-parallel-size 1 --pipeline-parallel-size 2 --max-model-len 16384 --gpu-memory-utilization 0.9 --port $((8000 + n))
     ;;
   *)
     echo "usage: $0 serve [N]" >&2

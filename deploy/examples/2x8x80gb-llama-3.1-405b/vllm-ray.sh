@@ -19,7 +19,7 @@ case "${1:-}" in
     ray start --address="${HEAD_IP:?set HEAD_IP to the address of the head node}:$RAY_PORT" --node-ip-address="$VLLM_HOST_IP" --block
     ;;
   serve)
-    exec vllm serve meta-llama/Llama-3.1-405B-Instruct --served-model-name llama-3.1-405b --tensor-parallel-size 8 --pipeline-parallel-size 2 --max-model-len 131072 --gpu-memory-utilization 0.9 --port 8000 --distributed-executor-backend ray
+    exec vllm serve meta-llama/Llama-3.1-405B-Instruct --served-model-name llama-3.1-405b meta-llama/Llama-3.1-405B-Instruct --tensor-parallel-size 8 --pipeline-parallel-size 2 --max-model-len 131072 --gpu-memory-utilization 0.9 --port 8000 --distributed-executor-backend ray
     ;;
   *)
     echo "usage: $0 head | worker | serve" >&2

@@ -11,7 +11,7 @@ case "${1:-}" in
     devices=(0,1,2,3,4,5,6,7)
     if [ "$n" -lt 0 ] || [ "$n" -ge 1 ]; then echo "replica: 0 to 0" >&2; exit 2; fi
     export CUDA_VISIBLE_DEVICES="${devices[$n]}"
-    exec vllm serve meta-llama/Llama-3.1-70B-Instruct --served-model-name llama-3.1-70b --tensor-parallel-size 8 --pipeline-parallel-size 1 --max-model-len 131072 --gpu-memory-utilization 0.9 --port $((8000 + n))
+    exec vllm serve meta-llama/Llama-3.1-70B-Instruct --served-model-name llama-3.1-70b meta-llama/Llama-3.1-70B-Instruct --tensor-parallel-size 8 --pipeline-parallel-size 1 --max-model-len 131072 --gpu-memory-utilization 0.9 --port $((8000 + n))
     ;;
   *)
     echo "usage: $0 serve [N]" >&2
