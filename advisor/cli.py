@@ -483,5 +483,48 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+@cli.command("plan")
+@click.argument("model")
+@click.option("--nodes", type=int, default=1, show_default=True)
+@click.option("--gpus-per-node", type=int, default=1, show_default=True)
+@click.option("--gpu", help="a card of the GPU table (e.g. 'H100 80GB')")
+@click.option("--gpu-gib", type=float, help="memory per GPU as CUDA reports it (default: the card's)")
+@click.option("--interconnect", type=click.Choice(["nvlink", "pcie"]),
+              help="inside a node (default: NVLink assumed)")
+@click.option("--network", type=click.Choice(["infiniband", "roce", "ethernet"]), default="ethernet",
+              show_default=True, help="between nodes")
+@click.option("--max-model-len", type=int, help="context (default: the model's native)")
+@click.option("--concurrency", type=int, default=1, show_default=True)
+@click.option("--requests-per-s", type=float)
+@click.option("--output-tokens", type=int, default=256, show_default=True)
+@click.option("--quant")
+@click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), default="auto", show_default=True)
+@click.option("--gpu-mem-util", type=float, default=0.9, show_default=True)
+@click.option("--name", help="of the deployment (Kubernetes objects)")
+@click.option("--format", "fmt", type=click.Choice(["ray", "lws", "helm", "rayservice"]),
+              help="print this manifest")
+@click.option("--out", type=click.Path(path_type=Path), help="write every manifest and plan.json here")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def plan_cmd(model: str, fmt: str | None, out: Path | None, as_json: bool, **options: Any) -> None:
+    """Lay MODEL out over a cluster (tp, pp, replicas) and emit its deployments (docs/cluster.md)."""
+    from advisor.catalog import load_gpus
+    from advisor.cluster import plan_text
+    from advisor.planner import manifests_of, plan_for, request_of, write_manifests
+
+    result = plan_for(request_of({"model": model, **options}), _catalog(), load_gpus())
+    if out is not None:
+        for path in write_manifests(result, out):
+            click.echo(f"wrote {path}", err=True)
+    if as_json:
+        _json(result)
+    elif fmt and result.fits:
+        click.echo("".join(manifests_of(result, [fmt]).values()), nl=False)
+    elif out is None or not result.fits:
+        click.echo(plan_text(result))
+    if not result.fits:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="advisor")

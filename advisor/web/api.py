@@ -13,9 +13,11 @@ from litestar.params import JSONBody
 from advisor import __version__
 from advisor.advice import Recommendation, estimate_for, recommend_for
 from advisor.catalog import Catalog
+from advisor.cluster import ClusterRequest
 from advisor.errors import NeedsKey
 from advisor.estimate import Estimate
 from advisor.history import Measurement
+from advisor.planner import PlanAnswer, answer_for
 from advisor.specs import GpuSpec, HostProfile, Model, PlanRequest
 from advisor.web.auth import allowed
 
@@ -60,3 +62,15 @@ def recommend(data: JSONBody[PlanRequest], catalog: NamedDependency[Catalog],
               host_history: NamedDependency[tuple[Measurement, ...]]) -> Recommendation:
     """Every checkpoint of the catalog ranked for `use_case`, best first, with reasons."""
     return recommend_for(data, catalog, profiler(), gpu_table, history=host_history)
+
+
+@post("/api/plan", sync_to_thread=True, tags=["plan"], status_code=200)
+def plan(request: Request[Any, Any, Any], data: JSONBody[ClusterRequest],
+         catalog: NamedDependency[Catalog], gpu_table: NamedDependency[list[GpuSpec]]) -> PlanAnswer:
+    """A model laid out over a cluster (tp, pp, replicas) with its deployments: vLLM with Ray,
+    LeaderWorkerSet, production-stack values, KubeRay RayService (docs/cluster.md)."""
+    try:
+        return answer_for(data, catalog, gpu_table,
+                          local_ok=allowed(request.scope, request.app.state.api_key))
+    except NeedsKey as exc:
+        raise NotAuthorizedException(str(exc)) from None

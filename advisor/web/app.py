@@ -90,7 +90,8 @@ def create_app(
         return state.supervisor.history()  # type: ignore[no-any-return]
 
     return Litestar(
-        route_handlers=[api.healthz, api.profile, api.models, api.estimate, api.recommend,
+        route_handlers=[api.healthz, api.profile, api.models, api.estimate, api.recommend, api.plan,
+                        pages.plan_page,
                         deployments.launch, deployments.deployments, deployments.deployment,
                         deployments.stop, deployments.logs, deployments.metrics,
                         proxy.v1, events.events, pages.home, pages.recommend_page,

@@ -153,6 +153,25 @@ def models_page(catalog: NamedDependency[Catalog]) -> Template:
     return Template("models.html", context={"models": catalog.models}, headers=_twin("/api/models"))
 
 
+@get("/plan", sync_to_thread=True, include_in_schema=False)
+def plan_page(request: Request[Any, Any, Any], catalog: NamedDependency[Catalog],
+              gpu_table: NamedDependency[list[GpuSpec]]) -> Template:
+    """A cluster layout and its manifests (a GET form: it changes nothing). Twin: POST /api/plan."""
+    from advisor.planner import answer_for, form_request
+
+    form = dict(request.query_params)
+    req, errors = form_request(form) if form else (None, {})
+    answer, status = None, 400 if errors else 200
+    if req is not None:
+        try:
+            answer = answer_for(req, catalog, gpu_table, local_ok=signed_in(request))
+        except AdvisorError as exc:
+            errors, status = {"model": str(exc)}, 400
+    return Template("plan.html", status_code=status, headers=_twin("/api/plan"), context={
+        "form": form, "errors": errors, "answer": answer, "gpus": gpu_table,
+        "signed_in": signed_in(request)})
+
+
 # ----------------------------------------------------------------- signing in
 
 
