@@ -112,6 +112,7 @@ class Evidence:
     priors: dict[str, float] = field(default_factory=dict)  # use case → lower quartile
     evidenced: dict[str, int] = field(default_factory=dict)  # use case → models with evidence
     names: dict[str, str] = field(default_factory=dict)  # model id → name
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)  # use case → model → 0–1
 
     def used(self, model: Model, w: UseCaseWeights) -> list[tuple[Score, EvidenceSet, float]]:
         """The model's figures that count for the use case: (score, its set, the set's weight)."""
@@ -127,11 +128,6 @@ class Evidence:
         return out
 
 
-def _raw_quality(used: list[tuple[Score, EvidenceSet, float]]) -> float:
-    total = sum(weight for _, _, weight in used)
-    return sum(weight * es.normalised(s.value) for s, es, weight in used) / total
-
-
 def _lower_quartile(values: list[float]) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -142,9 +138,43 @@ def _lower_quartile(values: list[float]) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+FIT_ROUNDS = 200
+
+
+def _fit(obs: list[tuple[str, str, float, float]], pull: float,
+         target: float | dict[str, float]) -> dict[str, float]:
+    """Least squares over the use case's figures: normalised figure ≈ model quality + set
+    offset. The offset absorbs what a set's best and its company make of the scale, so two
+    models are compared only through the sets they share, directly or by a chain of shared
+    rivals. Each quality is pulled toward `target` with weight `pull`; offsets average zero,
+    so qualities keep the level of the figures. obs: (model, set, normalised figure, weight)."""
+    models = sorted({o[0] for o in obs})
+    sets = sorted({o[1] for o in obs})
+    goal = target if isinstance(target, dict) else dict.fromkeys(models, target)
+    theta = dict(goal)
+    offset = dict.fromkeys(sets, 0.0)
+    for _ in range(FIT_ROUNDS):
+        num = dict.fromkeys(sets, 0.0)
+        den = dict.fromkeys(sets, 0.0)
+        for m, s, q, w in obs:
+            num[s] += w * (q - theta[m])
+            den[s] += w
+        offset = {s: num[s] / den[s] for s in sets}
+        mean = sum(offset[s] * den[s] for s in sets) / sum(den.values())
+        offset = {s: o - mean for s, o in offset.items()}
+        num = {m: pull * goal[m] for m in models}
+        den = dict.fromkeys(models, pull)
+        for m, s, q, w in obs:
+            num[m] += w * (q - offset[s])
+            den[m] += w
+        theta = {m: num[m] / den[m] for m in models}
+    return theta
+
+
 def best_scores(models: list[Model]) -> Evidence:
-    """The catalog's evidence sets, and for each use case the lower quartile of the evidenced
-    models' quality: the prior a model is pulled toward, and what one without evidence gets."""
+    """The catalog's evidence sets, and for each use case every evidenced model's quality
+    (fitted across the sets) and the prior: the lower quartile of those qualities, what a
+    model is pulled toward when it has little evidence and what it gets when it has none."""
     sets: dict[str, EvidenceSet] = {}
     for m in models:
         for s in m.scores:
@@ -154,22 +184,31 @@ def best_scores(models: list[Model]) -> Evidence:
             es.values[m.id] = s.value
     ev = Evidence(sets=sets, names={m.id: m.name for m in models})
     for use_case, w in USE_CASE_WEIGHTS.items():
-        raws = [_raw_quality(u) for m in models if (u := ev.used(m, w))]
-        ev.priors[use_case] = round(_lower_quartile(raws), 3)
-        ev.evidenced[use_case] = len(raws)
+        obs = [(m.id, es.key, es.normalised(s.value), weight)
+               for m in models for s, es, weight in ev.used(m, w)]
+        if not obs:
+            ev.priors[use_case], ev.evidenced[use_case] = 0.0, 0
+            continue
+        level = sum(q * wt for _, _, q, wt in obs) / sum(wt for *_, wt in obs)
+        # first pass: barely pulled (only to pin the scale); its lower quartile is the prior
+        first = _fit(obs, 0.01, level)
+        prior = _lower_quartile(list(first.values()))
+        fitted = _fit(obs, PRIOR_WEIGHT, prior)
+        ev.priors[use_case] = round(prior, 3)
+        ev.evidenced[use_case] = len(fitted)
+        # scaled so the best evidenced model is 1: the fit may put a model above its sets' best
+        top = max(fitted.values())
+        ev.quality[use_case] = {m: max(0.0, q / top) for m, q in fitted.items()}
     return ev
 
 
 def _quality(model: Model, use_case: str, ev: Evidence) -> tuple[float | None, str]:
-    """Quality 0–1 from the model's comparable evidence, pulled toward the use case's prior
-    by how little of it there is; None (and no text) when it has none."""
-    w = USE_CASE_WEIGHTS[use_case]
-    used = ev.used(model, w)
-    if not used:
+    """Quality 0–1 fitted from the model's comparable evidence (None, and no text, when it
+    has none), with the figures it rests on."""
+    used = ev.used(model, USE_CASE_WEIGHTS[use_case])
+    quality = ev.quality.get(use_case, {}).get(model.id)
+    if not used or quality is None:
         return None, ""
-    prior = ev.priors[use_case]
-    total = sum(weight for _, _, weight in used)
-    quality = (_raw_quality(used) * total + PRIOR_WEIGHT * prior) / (total + PRIOR_WEIGHT)
     parts = [f"{s.benchmark} {s.value:g} (best {es.best:g} of {len(es.values)} models, {s.harness})"
              for s, es, _ in sorted(used, key=lambda u: -u[2])]
     return quality, "; ".join(parts)

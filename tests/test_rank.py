@@ -108,9 +108,10 @@ def _models_in_order(results) -> list[str]:  # type: ignore[no-untyped-def]
 SEED_PICKS = [("code", "phi-4"), ("code", "qwen2.5-coder-7b"), ("chat", "gemma-2-9b"),
               ("chat", "llama-3.1-8b"), ("long-context", "mistral-nemo-12b"),
               ("long-context", "llama-3.1-8b"), ("multilingual", "qwen2.5-7b")]
-# No comparable code figure could be sourced for these two (their own cards and blogs compare
-# them with no other catalog model): they are scored with the prior, and the page says so.
-NO_CODE_EVIDENCE = {"phi-4", "qwen2.5-coder-7b"}
+# Phi-4's only comparable code figure is its card's HumanEval against Qwen2.5-14B (it wins):
+# the fit ranks it outside the first ten on an RTX 4090, and no published figure shared
+# with the models above it says they are better. A known gap of the evidence, not hidden.
+THIN_EVIDENCE = {("code", "phi-4")}
 
 
 def _seed_pick_holds(results, model: str) -> None:  # type: ignore[no-untyped-def]
@@ -128,8 +129,8 @@ def _seed_pick_holds(results, model: str) -> None:  # type: ignore[no-untyped-de
 
 
 @pytest.mark.parametrize(("use_case", "model"), [
-    pytest.param(u, m, marks=pytest.mark.xfail(strict=True, reason="no comparable code evidence sourced"))
-    if u == "code" and m in NO_CODE_EVIDENCE else (u, m) for u, m in SEED_PICKS])
+    pytest.param(u, m, marks=pytest.mark.xfail(strict=True, reason="one comparable code set only"))
+    if (u, m) in THIN_EVIDENCE else (u, m) for u, m in SEED_PICKS])
 def test_on_one_rtx_4090_each_seed_pick_is_in_the_first_ten_or_says_who_beats_it(
         use_case: str, model: str) -> None:
     _seed_pick_holds(rec(use_case=use_case, gpu="RTX 4090").results, model)
