@@ -47,7 +47,7 @@ USE_CASE_WEIGHTS: dict[str, UseCaseWeights] = {
     "long-context": UseCaseWeights({"ruler": 1.0, "infinitebench/en.mc": 0.5}, 0.3, 0.2, 0.5,
                                    "native context"),
     "multilingual": UseCaseWeights({"mgsm": 1.0, "mmmlu": 1.0, "global-mmlu-lite": 1.0,
-                                    "multilingual mmlu": 1.0, "mgsm8k (extended)": 1.0,
+                                    "multilingual mmlu": 1.0, "global mmlu": 1.0, "mgsm8k (extended)": 1.0,
                                     "okapi mmlu (translated)": 0.7, "ifeval (multilingual)": 0.7},
                                    0.4, 0.2, 0.4, "languages"),
 }
