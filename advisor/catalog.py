@@ -98,11 +98,21 @@ def _check_model(path: Path, i: int, m: Model) -> None:
         raise fail("arch.source", "the address the figures were read from")
     if m.params_b <= 0 or not m.params_source:
         raise fail("params_source", "a positive params_b and where it is stated")
+    seen: dict[str, int] = {}
     for j, s in enumerate(m.scores):
         if not s.source.strip():
             raise fail(f"scores[{j}].source", "the address where the score is published")
-        if not 0 <= s.value <= 100:
+        if not s.harness.strip() or not s.metric.strip():
+            raise fail(f"scores[{j}].harness", "who ran the evaluation (harness) and its metric")
+        if s.is_rating and not 0 < s.value < 4000:
+            raise fail(f"scores[{j}].value", "a rating between 0 and 4000")
+        if not s.is_rating and not 0 <= s.value <= 100:
             raise fail(f"scores[{j}].value", "a percentage between 0 and 100")
+        # one figure per evidence set: a second would count the model twice
+        if s.evidence_set in seen:
+            raise fail(f"scores[{j}]", f"one score per evidence set; scores[{seen[s.evidence_set]}] "
+                                       f"is already in {s.evidence_set!r}")
+        seen[s.evidence_set] = j
     if not m.checkpoints:
         raise fail("checkpoints", "at least one deployable checkpoint")
     for j, c in enumerate(m.checkpoints):

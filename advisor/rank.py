@@ -1,54 +1,65 @@
 """Rank every checkpoint of the catalog for a use case, with the reasons in plain words.
 
 The weighting of each use case is data below, documented in docs/ranking.md. A score is
-0–100: published benchmark scores for the use case (each normalised by the best in the
-catalog), the model's declared strengths, and the use case's traits (size for edge,
-context for long-context, languages for multilingual, speed for chat). Quantized
-checkpoints pay their published quality cost. Nothing that does not fit ranks above
-anything that does.
+0–100: the quality the published evidence gives the model for the use case, the model's
+declared strengths, and the use case's trait (size for edge, context for long-context,
+languages for multilingual, speed for chat). Evidence is compared only within an evidence
+set (one harness, benchmark and setting: advisor.specs.Score.evidence_set), never pooled
+across harnesses. Quantized checkpoints pay their published quality cost. Nothing that does
+not fit ranks above anything that does.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
 from advisor.estimate import EngineSettings, Estimate, Target, estimate
 from advisor.launch import command_line
 from advisor.plan import FitChecks, plan
-from advisor.specs import Checkpoint, Model
+from advisor.specs import Checkpoint, Model, Score
 
 
 @dataclass(frozen=True)
 class UseCaseWeights:
-    benchmarks: dict[str, float]  # benchmark name (case-insensitive) → weight
-    quality: float  # share of the score from benchmarks
+    benchmarks: dict[str, float]  # benchmark name (case-insensitive) → weight of each set of it
+    quality: float  # share of the score from the evidence
     strength: float  # share from the model declaring the use case a strength
     trait: float  # share from the use case's trait
     trait_name: str
+    reasoning_sets: bool = False  # whether reasoning-mode (thinking) evidence counts
 
 
 USE_CASE_WEIGHTS: dict[str, UseCaseWeights] = {
-    "code": UseCaseWeights({"humaneval": 1.0, "mbpp": 0.7, "livecodebench": 1.0, "multipl-e": 0.5},
-                           0.7, 0.2, 0.1, "speed"),
+    "code": UseCaseWeights({"humaneval": 1.0, "humaneval+": 1.0, "mbpp": 0.7, "mbpp+": 0.7,
+                            "livecodebench": 1.0, "multipl-e": 0.5}, 0.7, 0.2, 0.1, "speed", True),
     "math": UseCaseWeights({"math": 1.0, "math-500": 1.0, "gsm8k": 0.6, "aime 2024": 0.8,
-                            "aime 2025": 0.8, "aime": 0.8}, 0.7, 0.2, 0.1, "speed"),
-    "chat": UseCaseWeights({"ifeval": 1.0, "mmlu": 0.6, "mmlu-pro": 0.8, "mmlu-redux": 0.8,
-                            "arena-hard": 0.8}, 0.6, 0.15, 0.25, "speed"),
-    "edge": UseCaseWeights({"ifeval": 1.0, "mmlu": 0.6, "mmlu-pro": 0.6, "gsm8k": 0.4}, 0.3, 0.1,
-                           0.6, "small size"),
-    "long-context": UseCaseWeights({"ruler": 1.0}, 0.3, 0.2, 0.5, "native context"),
+                            "aime 2025": 0.8}, 0.7, 0.2, 0.1, "speed", True),
+    # human preference first: LMArena's ratings are what "a better chat model" means here
+    "chat": UseCaseWeights({"arena elo": 3.0, "arena-hard": 1.0, "ifeval": 0.6, "wildbench": 0.6,
+                            "mt-bench": 0.5, "mmlu-pro": 0.4, "mmlu-redux": 0.4, "mmlu": 0.3},
+                           0.6, 0.15, 0.25, "speed"),
+    "edge": UseCaseWeights({"ifeval": 1.0, "arena elo": 1.0, "arena-hard": 0.6, "mmlu": 0.6,
+                            "mmlu-pro": 0.6, "mmlu-redux": 0.6, "gsm8k": 0.4}, 0.3, 0.1, 0.6,
+                           "small size"),
+    "long-context": UseCaseWeights({"ruler": 1.0, "infinitebench/en.mc": 0.5}, 0.3, 0.2, 0.5,
+                                   "native context"),
     "multilingual": UseCaseWeights({"mgsm": 1.0, "mmmlu": 1.0, "global-mmlu-lite": 1.0,
-                                    "multilingual mmlu": 1.0}, 0.4, 0.2, 0.4, "languages"),
+                                    "multilingual mmlu": 1.0, "global mmlu": 1.0, "mgsm8k (extended)": 1.0,
+                                    "okapi mmlu (translated)": 0.7, "ifeval (multilingual)": 0.7},
+                                   0.4, 0.2, 0.4, "languages"),
 }
 
 # Quality lost to 4-bit weights: the seed article's Phi-4 figure (MATH 80.4 → ~78.2 with
-# Q4_K_M, its "1–3 % on reasoning benchmarks"). No published figure for 8-bit here: none is
-# charged, and the reasons say so.
+# Q4_K_M, within its "1–3 % degradation on reasoning benchmarks"). No published figure for
+# 8-bit here: none is charged, and the reasons say so.
 FOUR_BIT_COST = 1 - 78.2 / 80.4
 FOUR_BIT_SOURCE = "seed article (Small Language Models: Intelligence at the Edge), quantization FAQ"
+
+FULL_SET = 5  # an evidence set of this many catalog models counts fully; fewer count less
+PRIOR_WEIGHT = 0.5  # how strongly a model's quality is pulled toward the use case's prior
 
 
 class Result(msgspec.Struct, kw_only=True):
@@ -66,27 +77,175 @@ class Result(msgspec.Struct, kw_only=True):
     command: str
 
 
-def best_scores(models: list[Model]) -> dict[str, float]:
-    best: dict[str, float] = {}
+@dataclass(frozen=True)
+class EvidenceSet:
+    """The catalog models' figures from one harness, benchmark and setting."""
+
+    key: str
+    benchmark: str
+    harness: str
+    rating: bool  # an Elo-style rating rather than a percentage
+    values: dict[str, float]  # model id → figure
+
+    @property
+    def best(self) -> float:
+        return max(self.values.values())
+
+    @property
+    def size_weight(self) -> float:
+        """A set compares its models with each other: one of two says less than one of eight."""
+        return min(1.0, (len(self.values) - 1) / (FULL_SET - 1))
+
+    def normalised(self, value: float) -> float:
+        """0–1 against the set's best: a percentage as a fraction of the best; a rating as
+        twice its expected score against the best (Elo's logistic, 400 points a decade)."""
+        if self.rating:
+            return 2 / (1 + 10 ** ((self.best - value) / 400))
+        return value / self.best if self.best else 0.0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Every comparable evidence set of the catalog, and each use case's prior."""
+
+    sets: dict[str, EvidenceSet]
+    priors: dict[str, float] = field(default_factory=dict)  # use case → lower quartile
+    evidenced: dict[str, int] = field(default_factory=dict)  # use case → models with evidence
+    names: dict[str, str] = field(default_factory=dict)  # model id → name
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)  # use case → model → 0–1
+
+    def used(self, model: Model, w: UseCaseWeights) -> list[tuple[Score, EvidenceSet, float]]:
+        """The model's figures that count for the use case: (score, its set, the set's weight)."""
+        out = []
+        for s in model.scores:
+            bw = w.benchmarks.get(s.benchmark.lower())
+            es = self.sets.get(s.evidence_set)
+            if not bw or es is None or len(es.values) < 2:
+                continue
+            if s.reasoning == "on" and not w.reasoning_sets:
+                continue
+            out.append((s, es, bw * es.size_weight))
+        return out
+
+
+def _lower_quartile(values: list[float]) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    pos = (len(ordered) - 1) / 4
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+FIT_ROUNDS = 200
+
+
+def _fit(obs: list[tuple[str, str, float, float]], pull: float,
+         target: float | dict[str, float]) -> dict[str, float]:
+    """Least squares over the use case's figures: normalised figure ≈ model quality + set
+    offset. The offset absorbs what a set's best and its company make of the scale, so two
+    models are compared only through the sets they share, directly or by a chain of shared
+    rivals. Each quality is pulled toward `target` with weight `pull`; offsets average zero,
+    so qualities keep the level of the figures. obs: (model, set, normalised figure, weight)."""
+    models = sorted({o[0] for o in obs})
+    sets = sorted({o[1] for o in obs})
+    goal = target if isinstance(target, dict) else dict.fromkeys(models, target)
+    theta = dict(goal)
+    offset = dict.fromkeys(sets, 0.0)
+    for _ in range(FIT_ROUNDS):
+        num = dict.fromkeys(sets, 0.0)
+        den = dict.fromkeys(sets, 0.0)
+        for m, s, q, w in obs:
+            num[s] += w * (q - theta[m])
+            den[s] += w
+        offset = {s: num[s] / den[s] for s in sets}
+        mean = sum(offset[s] * den[s] for s in sets) / sum(den.values())
+        offset = {s: o - mean for s, o in offset.items()}
+        num = {m: pull * goal[m] for m in models}
+        den = dict.fromkeys(models, pull)
+        for m, s, q, w in obs:
+            num[m] += w * (q - offset[s])
+            den[m] += w
+        theta = {m: num[m] / den[m] for m in models}
+    return theta
+
+
+def best_scores(models: list[Model]) -> Evidence:
+    """The catalog's evidence sets, and for each use case every evidenced model's quality
+    (fitted across the sets) and the prior: the lower quartile of those qualities, what a
+    model is pulled toward when it has little evidence and what it gets when it has none."""
+    sets: dict[str, EvidenceSet] = {}
     for m in models:
         for s in m.scores:
-            key = s.benchmark.lower()
-            best[key] = max(best.get(key, 0.0), s.value)
-    return best
+            es = sets.setdefault(s.evidence_set, EvidenceSet(
+                key=s.evidence_set, benchmark=s.benchmark, harness=s.harness, rating=s.is_rating,
+                values={}))
+            es.values[m.id] = s.value
+    ev = Evidence(sets=sets, names={m.id: m.name for m in models})
+    for use_case, w in USE_CASE_WEIGHTS.items():
+        obs = [(m.id, es.key, es.normalised(s.value), weight)
+               for m in models for s, es, weight in ev.used(m, w)]
+        if not obs:
+            ev.priors[use_case], ev.evidenced[use_case] = 0.0, 0
+            continue
+        level = sum(q * wt for _, _, q, wt in obs) / sum(wt for *_, wt in obs)
+        # first pass: barely pulled (only to pin the scale); its lower quartile is the prior
+        first = _fit(obs, 0.01, level)
+        prior = _lower_quartile(list(first.values()))
+        fitted = _fit(obs, PRIOR_WEIGHT, prior)
+        ev.priors[use_case] = round(prior, 3)
+        ev.evidenced[use_case] = len(fitted)
+        # scaled so the best evidenced model is 1: the fit may put a model above its sets' best
+        top = max(fitted.values())
+        ev.quality[use_case] = {m: max(0.0, q / top) for m, q in fitted.items()}
+    return ev
 
 
-def _quality(model: Model, w: UseCaseWeights, best: dict[str, float]) -> tuple[float | None, str]:
-    total = weight = 0.0
-    used = []
-    for s in model.scores:
-        key = s.benchmark.lower()
-        if key in w.benchmarks and best.get(key):
-            total += w.benchmarks[key] * s.value / best[key]
-            weight += w.benchmarks[key]
-            used.append(f"{s.benchmark} {s.value:g}")
-    if not weight:
+def _quality(model: Model, use_case: str, ev: Evidence) -> tuple[float | None, str]:
+    """Quality 0–1 fitted from the model's comparable evidence (None, and no text, when it
+    has none), with the figures it rests on."""
+    used = ev.used(model, USE_CASE_WEIGHTS[use_case])
+    quality = ev.quality.get(use_case, {}).get(model.id)
+    if not used or quality is None:
         return None, ""
-    return total / weight, ", ".join(used)
+    parts = [f"{s.benchmark} {s.value:g} (best {es.best:g} of {len(es.values)} models, {s.harness})"
+             for s, es, _ in sorted(used, key=lambda u: -u[2])]
+    return quality, "; ".join(parts)
+
+
+def ahead_on_evidence(model: Model, use_case: str, ev: Evidence,
+                      limit: int = 5) -> list[tuple[str, str]]:
+    """The catalog models that beat this one in most of the evidence sets they share for the
+    use case, most decisive first: (model id, the published figures that say so)."""
+    w = USE_CASE_WEIGHTS[use_case]
+    mine = ev.used(model, w)
+    rivals: dict[str, list[tuple[bool, str]]] = {}
+    for s, es, _ in mine:
+        for other, value in es.values.items():
+            if other != model.id and value != s.value:
+                rivals.setdefault(other, []).append(
+                    (value > s.value, f"{s.benchmark} {value:g} vs {s.value:g} ({s.harness})"))
+    ahead = []
+    for other, duels in rivals.items():
+        wins = [text for won, text in duels if won]
+        if 2 * len(wins) > len(duels):
+            ahead.append((len(wins) - (len(duels) - len(wins)), other, wins))
+    ahead.sort(key=lambda a: (-a[0], a[1]))
+    return [(other, f"{ev.names.get(other, other)}: " + "; ".join(wins[:2]))
+            for _, other, wins in ahead[:limit]]
+
+
+def lacking_evidence(models: list[Model], ev: Evidence | None = None) -> dict[str, list[str]]:
+    """Each model's claimed use cases that no comparable evidence backs: model id → use cases."""
+    ev = ev or best_scores(models)
+    out: dict[str, list[str]] = {}
+    for m in models:
+        missing = [u for u in m.strengths if u in USE_CASE_WEIGHTS
+                   and not ev.used(m, USE_CASE_WEIGHTS[u])]
+        if missing:
+            out[m.id] = missing
+    return out
 
 
 def _trait(model: Model, w: UseCaseWeights) -> tuple[float, str] | None:
@@ -121,16 +280,21 @@ class ModelScore:
     speed_weight: float  # the trait's share when the trait is speed (0 otherwise)
 
 
-def model_score(model: Model, use_case: str, best: dict[str, float]) -> ModelScore:
+def model_score(model: Model, use_case: str, best: Evidence) -> ModelScore:
     w = USE_CASE_WEIGHTS[use_case]
     reasons: list[str] = []
-    quality, used = _quality(model, w, best)
+    quality, used = _quality(model, use_case, best)
     if quality is None:
-        # no published figure for this use case: a size prior, said plainly
-        quality = min(0.85, 0.45 + 0.1 * math.log2(max(model.params_b, 0.25) / 0.5))
-        reasons.append(f"no published {use_case} benchmark in the catalog; quality judged by size")
+        # no comparable figure: the use case's prior, said plainly, never a guess from size
+        quality = best.priors[use_case]
+        reasons.append(f"no comparable {use_case} evidence; quality taken as the lower quartile "
+                       f"({quality:.2f}) of the {best.evidenced[use_case]} models that have it")
     else:
-        reasons.append(f"{use_case} benchmarks: {used}")
+        reasons.append(f"{use_case} quality {quality:.2f} from {used}")
+    ahead = ahead_on_evidence(model, use_case, best)
+    if ahead:
+        reasons.append(f"published {use_case} evidence puts these ahead of it: "
+                       + " | ".join(text for _, text in ahead))
     strength = 1.0 if use_case in model.strengths else 0.0
     if strength:
         reasons.append(f"its authors name {use_case} among its strengths")
@@ -156,7 +320,7 @@ def score_one(model: Model, ckpt: Checkpoint, est: Estimate, part: ModelScore) -
     if ckpt.quant != "none" and ckpt.bits == 4:
         score *= 1 - FOUR_BIT_COST
         reasons.append(f"4-bit weights cost about {100 * FOUR_BIT_COST:.1f} % quality "
-                       f"({FOUR_BIT_SOURCE})")
+                       f"(MATH 80.4 → 78.2 for Phi-4 at Q4_K_M, {FOUR_BIT_SOURCE})")
     elif ckpt.quant != "none":
         reasons.append("8-bit weights: no published quality cost in the catalog; none charged")
     return round(max(0.0, min(100.0, score)), 1), reasons

@@ -60,13 +60,39 @@ class Architecture(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
 
 
 class Score(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """One published benchmark figure; never without its source."""
+    """One published benchmark figure with its source and the setting it was measured in.
 
-    benchmark: str  # e.g. "MMLU", "MATH", "HumanEval", "GSM8K", "IFEval", "MGSM", "RULER"
-    value: float  # percent, as published
+    Figures are compared only within one evidence set: the same harness (who ran it, in
+    which table or leaderboard), benchmark, metric, shots, tuning and reasoning mode.
+    """
+
+    benchmark: str  # e.g. "MMLU-Pro", "HumanEval", "IFEval", "MGSM", "RULER", "Arena Elo"
+    value: float  # percent as published; a rating (metric "Elo ...") as published
     source: str  # the address it was read from
-    setting: str = ""  # e.g. "5-shot", "0-shot CoT", "pass@1"
+    harness: str = ""  # who ran it: "Qwen2.5 blog, instruction-tuned model tables"; required
+    metric: str = ""  # "pass@1", "strict-prompt", "0-shot CoT", "Elo (elo_rating_final)"
+    shots: int | None = None  # None: the source does not say
+    tuned: Literal["instruct", "base"] = "instruct"
+    reasoning: Literal["off", "on"] = "off"  # thinking / long chain-of-thought mode
+    revision: str = ""  # a model card's revision or the date it was read, where known
+    setting: str = ""  # anything else of the setting, as the source words it
     note: str = ""
+
+    @property
+    def is_rating(self) -> bool:
+        return self.metric.lower().startswith("elo")
+
+    @property
+    def evidence_set(self) -> str:
+        """The key under which figures are comparable with each other."""
+        parts = [self.harness, self.benchmark, self.metric]
+        if self.shots is not None:
+            parts.append(f"{self.shots}-shot")
+        if self.tuned != "instruct":
+            parts.append(self.tuned)
+        if self.reasoning == "on":
+            parts.append("reasoning on")
+        return " | ".join(parts)
 
 
 class Checkpoint(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -133,3 +133,26 @@ def test_a_duplicate_id_across_files_is_refused(broken: Path) -> None:
     shutil.copy(broken / "tiny.toml", broken / "again.toml")
     with pytest.raises(CatalogError, match=r"also in"):
         load_catalog(broken)
+
+
+def test_a_score_without_its_harness_is_refused(broken: Path) -> None:
+    _replace(broken / "tiny.toml", 'harness = "example card"\n', "")
+    with pytest.raises(CatalogError, match=r"scores\[0\].harness .*who ran the evaluation"):
+        load_catalog(broken)
+
+
+def test_a_second_score_in_one_evidence_set_is_refused(broken: Path) -> None:
+    # the same benchmark, harness and setting twice would count the model twice
+    block = ('[[models.scores]]\nbenchmark = "MMLU"\nvalue = 26.0\nsource = "https://example.invalid/card"\n'
+             'harness = "example card"\nmetric = "accuracy"\n\n')
+    _replace(broken / "tiny.toml", "[[models.checkpoints]]", block + "[[models.checkpoints]]")
+    with pytest.raises(CatalogError, match=r"scores\[1\].*one score per evidence set"):
+        load_catalog(broken)
+
+
+def test_a_rating_is_accepted_outside_0_100_and_a_percentage_is_not(broken: Path) -> None:
+    _replace(broken / "tiny.toml", "value = 25.0", "value = 1180.0")
+    with pytest.raises(CatalogError, match=r"scores\[0\].value .*percentage"):
+        load_catalog(broken)
+    _replace(broken / "tiny.toml", 'metric = "accuracy"', 'metric = "Elo (elo_rating_final)"')
+    assert load_catalog(broken).models[0].scores[0].is_rating

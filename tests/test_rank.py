@@ -93,3 +93,71 @@ def test_recommend_json_follows_the_contract() -> None:
     first = data["results"][0]
     assert {"model", "repo", "quant", "score", "fits", "estimate", "reasons", "command"} <= set(first)
     assert {"weights_gib", "kv_cache_tokens", "max_concurrency", "provenance"} <= set(first["estimate"])
+
+
+# ------------------------------------------------------------- the seed article's guide
+
+def _models_in_order(results) -> list[str]:  # type: ignore[no-untyped-def]
+    order: list[str] = []
+    for r in results:
+        if r.model not in order:
+            order.append(r.model)
+    return order
+
+
+SEED_PICKS = [("code", "phi-4"), ("code", "qwen2.5-coder-7b"), ("chat", "gemma-2-9b"),
+              ("chat", "llama-3.1-8b"), ("long-context", "mistral-nemo-12b"),
+              ("long-context", "llama-3.1-8b"), ("multilingual", "qwen2.5-7b")]
+# Phi-4's only comparable code figure is its card's HumanEval against Qwen2.5-14B (it wins);
+# Qwen2.5-Coder-7B's, its report's EvalPlus table against its 1.5B sibling. Thin evidence is
+# pulled toward the prior, so both rank outside the first ten code models on an RTX 4090,
+# and no published figure shared with the models above them says those are better: a known
+# gap of the evidence, not hidden.
+THIN_EVIDENCE = {("code", "phi-4"), ("code", "qwen2.5-coder-7b")}
+
+
+def _seed_pick_holds(results, model: str) -> None:  # type: ignore[no-untyped-def]
+    order = _models_in_order(results)
+    place = order.index(model) + 1
+    if place <= 10:
+        return
+    # outside the first ten: its reasons must name models the published evidence puts ahead
+    reasons = next(r for r in results if r.model == model).reasons
+    ahead = [r for r in reasons if " evidence puts these ahead of it: " in r]
+    assert ahead, f"{model} is #{place} of {len(order)} models with no published reason: {reasons}"
+    names = {m.id: m.name for m in CATALOG.models}
+    above = order[:place - 1]
+    assert any(f"{names[m]}: " in ahead[0] for m in above), (model, place, ahead[0])
+
+
+@pytest.mark.parametrize(("use_case", "model"), [
+    pytest.param(u, m, marks=pytest.mark.xfail(strict=True, reason="one comparable code set only"))
+    if (u, m) in THIN_EVIDENCE else (u, m) for u, m in SEED_PICKS])
+def test_on_one_rtx_4090_each_seed_pick_is_in_the_first_ten_or_says_who_beats_it(
+        use_case: str, model: str) -> None:
+    _seed_pick_holds(rec(use_case=use_case, gpu="RTX 4090").results, model)
+
+
+def test_on_a_host_without_gpu_llama_3_2_3b_is_among_the_first_ten_edge_models() -> None:
+    _seed_pick_holds(rec(use_case="edge", gpus=0, ram_gib=16).results, "llama-3.2-3b")
+
+
+def _kendall_tau(xs: list[float], ys: list[float]) -> float:
+    concordant = discordant = 0
+    for i in range(len(xs)):
+        for j in range(i + 1, len(xs)):
+            sign = (xs[i] - xs[j]) * (ys[i] - ys[j])
+            concordant += sign > 0
+            discordant += sign < 0
+    return (concordant - discordant) / max(1, concordant + discordant)
+
+
+def test_with_no_memory_limit_the_chat_order_agrees_with_human_preference_ratings() -> None:
+    # LMArena's ratings are in the catalog as evidence; the rest of the score (other evidence,
+    # strengths, speed on an H200) must not overturn their order
+    elo = {m.id: s.value for m in CATALOG.models for s in m.scores if s.is_rating}
+    assert len(elo) >= 8
+    order = _models_in_order(rec(use_case="chat", gpu="H200").results)
+    rated = [m for m in order if m in elo]
+    tau = _kendall_tau([-float(rated.index(m)) for m in elo], list(elo.values()))
+    assert tau >= 0.7, (tau, rated)

@@ -67,6 +67,8 @@ source = "https://example.invalid/config.json"
 benchmark = "MMLU"
 value = 25.0
 source = "https://example.invalid/card"
+harness = "example card"
+metric = "accuracy"
 
 [[models.checkpoints]]
 repo = "{repo}"
