@@ -320,7 +320,10 @@ def test_without_the_key_a_path_is_a_401_that_reveals_nothing(
     assert len({r.content for r in answers}) == 1  # the same answer whether or not it exists
     assert NEEDS_KEY in answers[0].json()["detail"]
     # /api/recommend with a model field says nothing either
-    recs = [anonymous.post("/api/recommend", json={"use_case": "edge", "model": name, "gpus": 0})
+    # (a RAM budget given, so the host's free memory moving between the two calls does not
+    # move the answers)
+    recs = [anonymous.post("/api/recommend", json={"use_case": "edge", "model": name, "gpus": 0,
+                                                   "ram_gib": 16})
             for name in ("/proc/self", str(tmp_path / "nothing"))]
     assert recs[0].status_code == recs[1].status_code
     assert recs[0].json()["results"] == recs[1].json()["results"]
