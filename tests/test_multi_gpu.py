@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
 import pytest
 from test_profile import FakeNvml
 
