@@ -276,3 +276,20 @@ def test_v1_routes_to_the_replica_with_the_fewest_outstanding_requests() -> None
     assert seen.count("a") == seen.count("b") == 2
     routes.remove("a")
     assert all((h := routes.take("tiny")) and h[0].id == "b" for _ in range(3))
+
+
+def test_the_cli_plans_replicas_and_stages_and_says_what_is_left() -> None:
+    from click.testing import CliRunner
+
+    from advisor.cli import cli
+
+    out = CliRunner().invoke(cli, ["estimate", "qwen2.5-14b", "--gpu", "L4", "--gpus", "2",
+                                   "--max-model-len", "8192"])
+    assert out.exit_code == 0, out.output
+    assert "on vllm, pp 2" in out.output and "pipeline parallelism over 2 GPUs" in out.output
+    assert "GPUs: 0: 20.45 of 22.16 GiB free, 1.71 left" in out.output
+    out = CliRunner().invoke(cli, ["estimate", "qwen2.5-1.5b", "--gpu", "L4", "--gpus", "2",
+                                   "--max-model-len", "4096", "--replicas", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    data = msgspec.json.decode(out.output)
+    assert data["layout"]["dp"] == 2 and data["layout"]["replicas"] == [[0], [1]]
