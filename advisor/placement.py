@@ -37,10 +37,13 @@ def tp_divides(model: Model, tp: int) -> bool:
 
 
 def choose_parallel(model: Model, target: Target, settings: EngineSettings,
-                    fits: Fits) -> tuple[EngineSettings, list[str]]:
+                    fits: Fits, fits_as_is: bool | None = None) -> tuple[EngineSettings, list[str]]:
     """The fewest GPUs of the target that hold the model, and how: tp or pp. The settings
-    unchanged where one GPU holds it or nothing on these GPUs does."""
-    if target.engine != "vllm" or target.gpus <= 1 or fits(settings):
+    unchanged where one GPU holds it or nothing on these GPUs does. `fits_as_is`: the
+    caller's answer for `settings`, where it has one."""
+    if fits_as_is is None:
+        fits_as_is = fits(settings)
+    if target.engine != "vllm" or target.gpus <= 1 or fits_as_is:
         return settings, []
     layers = model.arch.layers
     for n in range(2, target.gpus + 1):
@@ -123,16 +126,21 @@ class Placed(NamedTuple):
 
 def place(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings, *,
           replicas: int | None = None, fit_to_need: bool = False,
-          parallel_given: bool = False) -> Placed:
+          parallel_given: bool = False, known: Estimate | None = None,
+          fits: Fits | None = None) -> Placed:
     """tp or pp, data-parallel replicas, their GPUs and what is left on each GPU.
     `replicas`: as many as asked (None: as the concurrency asks); `fit_to_need`: size the
     reservation to the predicted need even on a GPU nobody else uses; `parallel_given`: the
-    request named tp or pp, which are kept."""
+    request named tp or pp, which are kept; `known`: the estimate of these very arguments,
+    where the caller has it (the ranker does), so that it is not made again; `fits`: the
+    caller's remembered answers (plan.FitChecks) for this checkpoint on this target."""
     reasons: list[str] = []
+    asked = settings
     if not parallel_given:
         settings, why = choose_parallel(
             model, target, settings,
-            lambda s: estimate(model, ckpt, target, s).fits)
+            fits or (lambda s: estimate(model, ckpt, target, s).fits),
+            known.fits if known is not None else None)
         reasons += why
     world = settings.tp * settings.pp
     order = gpu_order(target)
@@ -148,7 +156,8 @@ def place(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettin
                            f"{settings.concurrency} × {settings.max_model_len:,} tokens"
                            + (" (the GPU is shared with what already runs there)" if shared
                               else ", the rest of the GPU left to other models"))
-    one = estimate(model, ckpt, first, settings)
+    one = known if known is not None and settings == asked and first == target else \
+        estimate(model, ckpt, first, settings)
     dp, refusal = 1, ""
     if replicas:
         dp = replicas
@@ -160,7 +169,7 @@ def place(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettin
         reasons.append(f"one replica holds {one.max_concurrency:g} of the {settings.concurrency} "
                        f"sequences asked: {dp} data-parallel replicas")
     placed = [order[r * world:(r + 1) * world] for r in range(min(dp, groups))]
-    if not refusal:
+    if not refusal and target.free_by_gpu:  # GPUs alike otherwise: the first one's answer
         for r, ids in enumerate(placed[1:], start=1):
             if not estimate(model, ckpt, on_gpus(target, ids), settings).fits:
                 if replicas:

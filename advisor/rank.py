@@ -171,7 +171,8 @@ def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: 
     where one holds the model but not the concurrency asked."""
     if target.engine != "vllm" or target.gpus <= 1 or (first.fits and first.meets_request):
         return plan(model, ckpt, target, settings, first, checks), settings
-    placed = place(model, ckpt, target, settings, parallel_given=tp_given)
+    placed = place(model, ckpt, target, settings, parallel_given=tp_given, known=first,
+                   fits=lambda s: checks.fits(ckpt, target, s))
     s, layout = placed.settings, placed.layout
     on = on_gpus(target, layout.replicas[0]) if layout.replicas else target
     est = plan(model, ckpt, on, s, first if s == settings and on == target else None,
