@@ -169,6 +169,20 @@ def place(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettin
         reasons.append(f"one replica holds {one.max_concurrency:g} of the {settings.concurrency} "
                        f"sequences asked: {dp} data-parallel replicas")
     placed = [order[r * world:(r + 1) * world] for r in range(min(dp, groups))]
+    if len(placed) > 1 and target.free_by_gpu and not refusal:
+        # one utilization for every replica: where the last (least free) GPUs cannot take
+        # it, the predicted need, if that fits there
+        last = on_gpus(target, placed[-1])
+        if not estimate(model, ckpt, last, settings).fits:
+            each = math.ceil(settings.concurrency / len(placed))  # what one replica holds
+            util = need_util(model, ckpt, last,
+                             msgspec.structs.replace(settings, concurrency=each))
+            if util is not None:
+                settings = msgspec.structs.replace(settings, gpu_mem_util=util)
+                one = estimate(model, ckpt, first, settings)
+                reasons.append(f"gpu_memory_utilization {util:g} on every replica: the "
+                               f"predicted need of {each} × {settings.max_model_len:,} "
+                               f"tokens each, as GPU {placed[-1]} is shared")
     if not refusal and target.free_by_gpu:  # GPUs alike otherwise: the first one's answer
         for r, ids in enumerate(placed[1:], start=1):
             if not estimate(model, ckpt, on_gpus(target, ids), settings).fits:

@@ -5,21 +5,26 @@ its seam (a HostProfile, or NVML's surface); the real engines are in tests/test_
 
 from __future__ import annotations
 
+import asyncio
 import shlex
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from fake_engine import until_state
 from test_profile import FakeNvml
+from tinymodels import build_model
 
 from advisor.admit import admit
 from advisor.advice import plan_for, recommend_for
 from advisor.catalog import load_catalog, load_gpus
+from advisor.config import load_settings
 from advisor.estimate import EngineSettings, Target, estimate, fits
 from advisor.launch import command_line, cpu_binds, engine_argv
-from advisor.placement import tp_divides
-from advisor.plan import checkpoint_for
+from advisor.placement import place, tp_divides
+from advisor.plan import checkpoint_for, target_for
 from advisor.profile import read_host
 from advisor.routes import Routes
 from advisor.specs import (
@@ -31,6 +36,8 @@ from advisor.specs import (
     PlanRequest,
     RamInfo,
 )
+from advisor.store import Store
+from advisor.supervisor import Supervisor
 
 CATALOG = load_catalog()
 GPUS = load_gpus()
@@ -293,3 +300,90 @@ def test_the_cli_plans_replicas_and_stages_and_says_what_is_left() -> None:
     assert out.exit_code == 0, out.output
     data = msgspec.json.decode(out.output)
     assert data["layout"]["dp"] == 2 and data["layout"]["replicas"] == [[0], [1]]
+
+
+# ------------------------------------------------------------------ through the supervisor
+
+
+def _supervise(python: Path, monkeypatch: pytest.MonkeyPatch, h: HostProfile,
+               body: Callable[[Supervisor], Awaitable[None]]) -> None:
+    """A real Supervisor over a scripted engine (tests/fake_engine.py) on a faked host."""
+    monkeypatch.setenv("ADVISOR_VLLM_PYTHON", str(python))
+    monkeypatch.setenv("FAKE_ENGINE", "ok")
+
+    async def go() -> None:
+        settings = load_settings()
+        sup = Supervisor(settings, Store(settings.home / "a.db"), CATALOG, GPUS, lambda: h,
+                         start_timeout=30, grace=5, poll=0.05)
+        await sup.start()
+        try:
+            await body(sup)
+        finally:
+            await sup.shutdown(keep_engines=False)
+
+    asyncio.run(go())
+
+
+def test_two_models_share_one_gpu_each_pinned_with_its_own_utilization(
+        python: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    a, b = build_model(tmp_path / "a"), build_model(tmp_path / "b")
+
+    async def body(sup: Supervisor) -> None:
+        # sized to hold 20,000 sequences of 256 tokens (about 5 GiB of KV cache), no more
+        first = await sup.launch(PlanRequest(model=str(a), max_model_len=256, concurrency=20_000,
+                                             fit_to_need=True))
+        # the second is planned while the first still loads: its reservation is held on GPU 0
+        second = await sup.launch(PlanRequest(model=str(b), max_model_len=256, concurrency=64))
+        for d in (first, second):
+            assert d.gpus == [0] and d.env["CUDA_VISIBLE_DEVICES"] == "0"
+        util = [float(d.command[d.command.index("--gpu-memory-utilization") + 1])
+                for d in (first, second)]
+        assert 0.2 < util[0] < 0.5 and util[1] < 0.1, util  # each from its own need
+        assert "the GPU is shared" in second.predicted["layout"]["reasons"][0]  # type: ignore[index]
+        share = second.predicted["layout"]["gpus"][0]  # type: ignore[index]
+        assert share["free_gib"] == pytest.approx(22.19 - first.reserved_gib, abs=0.01)
+        assert share["left_gib"] >= 0
+        for d in (first, second):
+            assert (await until_state(sup, d.id, {"ready", "failed"})).state == "ready"
+
+    _supervise(python, monkeypatch, host([0.3]), body)
+
+
+def test_replicas_are_engines_of_their_own_each_pinned_to_its_gpu(
+        python: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    model = build_model(tmp_path / "tiny")
+
+    async def body(sup: Supervisor) -> None:
+        first = await sup.launch(PlanRequest(model=str(model), max_model_len=256, replicas=2))
+        group = sorted((d for d in sup.all() if d.replica_of == first.id), key=lambda d: d.replica)
+        assert [d.gpus for d in group] == [[1], [0]]  # the emptier GPU first
+        assert [d.env["CUDA_VISIBLE_DEVICES"] for d in group] == ["1", "0"]
+        assert all("--data-parallel-size" not in d.command for d in group)
+        for d in group:
+            assert (await until_state(sup, d.id, {"ready", "failed"})).state == "ready"
+        assert len({sup.take("tiny")[0].id for _ in range(2)}) == 2  # type: ignore[index]
+
+    _supervise(python, monkeypatch, host([6.0, 0.3]), body)
+
+
+def test_a_mixture_of_experts_runs_its_replicas_in_one_engine() -> None:
+    model = CATALOG.by_id("qwen2.5-1.5b")
+    assert model
+    moe = msgspec.structs.replace(model, arch=msgspec.structs.replace(
+        model.arch, experts=8, experts_per_token=2, expert_intermediate_size=1024))
+    ckpt = checkpoint_for(moe, None)
+    assert ckpt
+    h = host([0.3, 0.3])
+    target = target_for(PlanRequest(), h, GPUS, check_free=True)
+    placed = place(moe, ckpt, target, EngineSettings(max_model_len=4096), replicas=2)
+    assert placed.layout.dp == 2 and placed.layout.dp_mode == "data-parallel-size"
+
+
+def test_replicas_on_a_shared_gpu_take_the_utilization_of_their_need() -> None:
+    h = host([12.0, 0.3])  # GPU 0 has 10.49 GiB free: less than 0.9 of the card
+    p = launch_plan(h, model="qwen2.5-1.5b", max_model_len=8192, concurrency=8, replicas=2)
+    e = p.estimate
+    assert e.fits and e.meets_request and e.layout.replicas == [[1], [0]], e.reason
+    assert p.settings.gpu_mem_util < 0.45
+    assert "on every replica" in e.layout.reasons[-1]
+    assert all(g.left_gib >= 0 for g in e.layout.gpus)
