@@ -365,8 +365,16 @@ class Supervisor:
 
     async def stop(self, deployment_id: str) -> Deployment:
         """Stop a deployment. One that already ended still has anything left of its group ended
-        (a leader killed with -9 leaves its workers behind)."""
+        (a leader killed with -9 leaves its workers behind). Stopping a launch's first
+        replica stops all its replicas; a later one stops alone."""
         d = self.get(deployment_id)
+        if d.replica_of == d.id:  # the launch's first replica: the launch, all its replicas
+            for other in self.store.active():
+                if other.replica_of == d.id and other.id != d.id:
+                    await self._stop_one(other)
+        return await self._stop_one(d)
+
+    async def _stop_one(self, d: Deployment) -> Deployment:
         if d.state not in ACTIVE_STATES:
             if d.pid and identity(d.pid) is None and group_alive(d.pid):
                 await self._end(d)

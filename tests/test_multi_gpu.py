@@ -362,6 +362,9 @@ def test_replicas_are_engines_of_their_own_each_pinned_to_its_gpu(
         for d in group:
             assert (await until_state(sup, d.id, {"ready", "failed"})).state == "ready"
         assert len({sup.take("tiny")[0].id for _ in range(2)}) == 2  # type: ignore[index]
+        await sup.stop(first.id)  # the launch: every replica
+        for d in group:
+            assert (await until_state(sup, d.id, {"stopped"})).state == "stopped"
 
     _supervise(python, monkeypatch, host([6.0, 0.3]), body)
 
