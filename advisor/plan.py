@@ -181,6 +181,8 @@ class _Memo:
         self.longest: dict[tuple[str, str, Target, EngineSettings], int] = {}
         self.spaces: dict[tuple[Target, EngineSettings, bool], _Space] = {}
         self.fixes: dict[tuple[str, str, Target, EngineSettings], Fix | None] = {}
+        # the ranker's layouts over several GPUs (advisor.placement), by the same key
+        self.placed: dict[tuple[str, str, Target, EngineSettings], object] = {}
 
 
 @lru_cache(maxsize=1024)
@@ -210,6 +212,7 @@ class FitChecks:
         memo = memo or _Memo()
         self._fits, self._longest, self._spaces = memo.fits, memo.longest, memo.spaces
         self.fixes = memo.fixes
+        self.placed = memo.placed
 
     @classmethod
     def kept(cls, model: Model, target: Target, settings: EngineSettings) -> FitChecks:

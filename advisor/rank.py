@@ -17,7 +17,7 @@ import msgspec
 
 from advisor.estimate import EngineSettings, Estimate, Target, estimate
 from advisor.launch import command_line
-from advisor.placement import on_gpus, place, with_layout
+from advisor.placement import Placed, on_gpus, place, with_layout
 from advisor.plan import FitChecks, plan
 from advisor.specs import Checkpoint, Model
 
@@ -171,8 +171,12 @@ def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: 
     where one holds the model but not the concurrency asked."""
     if target.engine != "vllm" or target.gpus <= 1 or (first.fits and first.meets_request):
         return plan(model, ckpt, target, settings, first, checks), settings
-    placed = place(model, ckpt, target, settings, parallel_given=tp_given, known=first,
-                   fits=lambda s: checks.fits(ckpt, target, s))
+    key = (ckpt.repo, ckpt.quant + ("|tp-given" if tp_given else ""), target, settings)
+    placed = checks.placed.get(key)
+    if not isinstance(placed, Placed):  # a request seen before finds its layouts made
+        placed = checks.placed[key] = place(model, ckpt, target, settings,
+                                            parallel_given=tp_given, known=first,
+                                            fits=lambda s: checks.fits(ckpt, target, s))
     s, layout = placed.settings, placed.layout
     on = on_gpus(target, layout.replicas[0]) if layout.replicas else target
     est = plan(model, ckpt, on, s, first if s == settings and on == target else None,
