@@ -69,7 +69,8 @@ def render_profile(host: HostProfile) -> str:
                  f"{g.temperature_c} °C" if g.temperature_c is not None else "",
                  f"{g.power_draw_w:.0f}/{g.power_limit_w:.0f} W"
                  if g.power_draw_w is not None and g.power_limit_w else "",
-                 f"{len(g.processes)} processes" if g.processes else ""]
+                 f"{len(g.processes)} processes" if g.processes else "",
+                 "NVLink" if g.nvlink else "no NVLink" if g.nvlink is False else ""]
         if any(extra):
             lines.append("       " + ", ".join(e for e in extra if e))
     if not host.gpus:
