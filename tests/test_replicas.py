@@ -169,5 +169,6 @@ def test_v1_shares_the_load_between_the_replicas(
         assert r.status_code == 200
     time.sleep(1.5)  # the metrics are shared for 1.5 s
     counts = [_served(svc, d["id"]) - b for d, b in zip(replicas, before, strict=True)]
+    print(f"requests served per replica (engine /metrics): {counts}")  # shown with -s
     assert sum(counts) == 12, counts
     assert min(counts) >= 4, counts  # each engine says it served its share
