@@ -16,7 +16,7 @@ from advisor.catalog import Catalog
 from advisor.errors import AdvisorError
 from advisor.estimate import CPU_PROCESS_OVERHEAD_GIB
 from advisor.history import Measurement
-from advisor.specs import Deployment, GpuSpec, HostProfile, PlanRequest
+from advisor.specs import Deployment, GpuInfo, GpuSpec, HostProfile, PlanRequest
 
 GIB = 2**30
 
@@ -27,12 +27,19 @@ class Refused(AdvisorError):
 
 def admit(req: PlanRequest, host: HostProfile, active: list[Deployment], catalog: Catalog,
           gpus: list[GpuSpec], history: tuple[Measurement, ...], hf_cache: Path) -> Plan:
-    held = sum(d.reserved_gib for d in active if d.state in ("pending", "starting"))
+    loading = [d for d in active if d.state in ("pending", "starting")]
+    held = sum(d.reserved_gib for d in loading)
     if req.gpus == 0 or not host.gpus:
         budget = host.ram.available_gib - held
         req = msgspec.structs.replace(req, gpus=0, ram_gib=min(req.ram_gib or budget, budget))
     else:
-        free = [msgspec.structs.replace(g, memory_free_gib=g.memory_free_gib - held) for g in host.gpus]
+        # per GPU: a launch pinned to GPUs holds its reservation on each of them; one
+        # recorded without its GPUs (an older record, the CPU engine's RAM) on every GPU
+        def on(g: GpuInfo) -> float:
+            return sum(d.reserved_gib for d in loading
+                       if d.engine != "vllm-cpu" and (not d.gpus or g.index in d.gpus))
+        free = [msgspec.structs.replace(g, memory_free_gib=g.memory_free_gib - on(g))
+                for g in host.gpus]
         host = msgspec.structs.replace(host, gpus=free)
     chosen = plan_for(req, catalog, host, gpus, check_free=True, history=history)
     if not chosen.estimate.fits:

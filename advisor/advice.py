@@ -10,6 +10,7 @@ from advisor.errors import AdvisorError
 from advisor.estimate import EngineSettings, Estimate, Target
 from advisor.hfmeta import resolve
 from advisor.history import Measurement
+from advisor.placement import on_gpus, place, with_layout
 from advisor.plan import checkpoint_for, plan, settings_for, target_for
 from advisor.rank import Result, recommend
 from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
@@ -50,8 +51,17 @@ def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[G
                       "fp8 and bitsandbytes can also quantize the plain one at load)")
     target = target_for(req, host, gpus, check_free=check_free, history=history)
     settings = settings_for(req)
-    return Plan(model=model, ckpt=ckpt, target=target, settings=settings,
-                estimate=plan(model, ckpt, target, settings))
+    if target.engine != "vllm":
+        return Plan(model=model, ckpt=ckpt, target=target, settings=settings,
+                    estimate=plan(model, ckpt, target, settings))
+    # on GPUs: tp or pp, replicas, and which GPUs; the estimate is the first replica's
+    placed = place(model, ckpt, target, settings, replicas=req.replicas,
+                   fit_to_need=req.fit_to_need,
+                   parallel_given=req.tp is not None or req.pp is not None)
+    settings, layout = placed.settings, placed.layout
+    first = on_gpus(target, layout.replicas[0]) if layout.replicas else target
+    est = with_layout(plan(model, ckpt, first, settings), layout, settings, placed.refusal)
+    return Plan(model=model, ckpt=ckpt, target=first, settings=settings, estimate=est)
 
 
 def estimate_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],

@@ -69,7 +69,8 @@ def render_profile(host: HostProfile) -> str:
                  f"{g.temperature_c} °C" if g.temperature_c is not None else "",
                  f"{g.power_draw_w:.0f}/{g.power_limit_w:.0f} W"
                  if g.power_draw_w is not None and g.power_limit_w else "",
-                 f"{len(g.processes)} processes" if g.processes else ""]
+                 f"{len(g.processes)} processes" if g.processes else "",
+                 "NVLink" if g.nvlink else "no NVLink" if g.nvlink is False else ""]
         if any(extra):
             lines.append("       " + ", ".join(e for e in extra if e))
     if not host.gpus:
@@ -156,6 +157,12 @@ def plan_options(fn: F) -> F:
                      help="vLLM's gpu_memory_utilization"),
         click.option("--max-model-len", type=int, help="context length (default: the longest that fits)"),
         click.option("--tp", type=int, help="tensor-parallel size"),
+        click.option("--pp", type=int, help="pipeline-parallel size (default: as docs/gpus.md plans)"),
+        click.option("--replicas", type=int,
+                     help="data-parallel replicas (default: as many as --concurrency needs)"),
+        click.option("--fit-to-need", is_flag=True, default=None,
+                     help="gpu_memory_utilization from the predicted need, leaving the rest of "
+                          "the GPU to other models"),
         click.option("--kv-cache-dtype", type=click.Choice(["auto", "fp8"]), default="auto",
                      show_default=True),
         click.option("--max-num-batched-tokens", type=int),
@@ -247,7 +254,7 @@ def _verdict_text(verdict: str, fits: bool) -> str:
 
 def render_estimate(e: Any) -> str:
     lines = [f"{e.model}  {e.repo}  [{e.quant}, {e.dtype}]  on {e.engine}"
-             + (f", tp {e.tp}" if e.tp > 1 else ""),
+             + (f", tp {e.tp}" if e.tp > 1 else "") + (f", pp {e.pp}" if e.pp > 1 else ""),
              f"  {_verdict_text(e.verdict, e.fits)}" + (f": {e.reason}" if e.reason else "")]
     lines.append(f"  weights {e.weights_gib:.2f} GiB, activation {e.activation_gib:.2f}, non-torch "
                  f"{e.non_torch_gib:.2f}, CUDA graphs {e.cuda_graph_gib:.2f}, of {e.reservation_gib:.2f}"
@@ -270,6 +277,13 @@ def render_estimate(e: Any) -> str:
     if e.decode_tokens_per_s:
         lines.append(f"  about {e.decode_tokens_per_s:g} tokens/s for one stream"
                      + (f", first token in {e.ttft_s:.3f} s" if e.ttft_s else "") + " (estimates)")
+    if e.layout and (len(e.layout.gpus) > 1 or e.layout.reasons):  # docs/gpus.md
+        lay = e.layout
+        lines += [f"  {why}" for why in lay.reasons]
+        lines.append("  GPUs: " + "; ".join(
+            f"{g.index}: {g.planned_gib:.2f} of {g.free_gib:.2f} GiB free, {g.left_gib:.2f} left"
+            + (f" (replica {g.replica + 1})" if lay.dp > 1 and g.planned_gib else "")
+            for g in lay.gpus))
     return "\n".join(lines)
 
 

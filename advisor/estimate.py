@@ -28,7 +28,7 @@ from typing import Literal, NamedTuple
 import msgspec
 
 from advisor.history import Measurement, find
-from advisor.specs import Architecture, Checkpoint, Model
+from advisor.specs import Architecture, Checkpoint, Layout, Model
 
 GIB = 2**30
 INSTALLED_VLLM = (0, 32)
@@ -61,7 +61,9 @@ FWD_INTER, FWD_HIDDEN = 3.0, 4.0
 # the planner's table (v0.11 recipe) 0.13–0.14 and 0.54 GiB.
 # From 0.24 the NCCL buffers come before vLLM's first snapshot (gpu_worker.py::init_device),
 # and the fit split's 0.26 breakdowns print 0.05–0.08 GiB at tp 1 (bench/fit_terms.py); no fit
-# log of 0.24+ runs tp > 1, so that keeps the 0.19 figure.
+# log of 0.24+ runs tp > 1, so that keeps the 0.19 figure. The tp > 1 figure stands for any
+# world of more than one GPU per replica (tp × pp): pipeline stages open NCCL communicators
+# too; no published log of pp alone was found to fit it on.
 NON_TORCH_GIB: list[tuple[tuple[int, int], tuple[float, float]]] = [
     ((0, 24), (0.065, 2.07)),
     ((0, 19), (0.25, 2.07)),
@@ -151,6 +153,10 @@ class Target(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True):
     gpu_gib: float = 0.0  # CUDA's total per GPU
     gpus: int = 0
     free_gib: float | None = None  # free per GPU now (a launch checks against it)
+    # free GiB now on each GPU of this host, by NVML index: a plan takes the tp × pp GPUs with
+    # the most free (free_gib is then ignored); () where the plan is not for this host now
+    free_by_gpu: tuple[tuple[int, float], ...] = ()
+    nvlink: bool | None = None  # the GPUs are NVLinked (None: unknown, planned as not)
     bandwidth_gbps: float | None = None  # memory bandwidth per GPU, GB/s
     bf16_tflops: float | None = None  # dense bf16 tensor throughput per GPU
     ram_gib: float = 0.0  # the CPU engine's budget
@@ -164,6 +170,7 @@ class EngineSettings(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True)
     gpu_mem_util: float = 0.9
     max_model_len: int | None = None  # None: the longest that fits, capped at native
     tp: int = 1
+    pp: int = 1  # pipeline stages: each GPU holds about 1/pp of the layers
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     max_num_batched_tokens: int | None = None
     max_num_seqs: int | None = None
@@ -223,6 +230,10 @@ class Estimate(msgspec.Struct, kw_only=True):
     kv_cache_tokens_range: list[int] = []
     verdict: str = ""
     provenance: dict[str, str] = {}
+    pp: int = 1
+    # where it runs on this host's GPUs (advisor.layout): the GPUs of each replica and what
+    # is left on each; None where the plan is not placed on GPUs
+    layout: Layout | None = None
 
 
 # ----------------------------------------------------------------- pieces
@@ -427,8 +438,26 @@ def suggested_kv_cache_memory_bytes(available: int, graphs_gib: float) -> int:
     return available - int(graphs_gib * GIB) - KV_SUGGESTION_BUFFER
 
 
-def weights_bytes_per_gpu(ckpt: Checkpoint, tp: int) -> int:
-    return math.ceil(ckpt.weight_bytes / tp)
+def weights_bytes_per_gpu(ckpt: Checkpoint, tp: int, pp: int = 1) -> int:
+    """An even split over tp ranks and pp stages. vLLM's stages split the layers evenly
+    (distributed/utils.py::get_pp_indices), the embeddings going with the first and the LM
+    head with the last, so the largest stage may hold up to one vocabulary matrix more."""
+    return math.ceil(ckpt.weight_bytes / (tp * pp))
+
+
+def stage_arch(arch: Architecture, pp: int) -> Architecture:
+    """The layers one pipeline stage holds (the most of any stage): its KV cache and CUDA
+    graphs are per layer."""
+    return arch if pp <= 1 else msgspec.structs.replace(arch, layers=math.ceil(arch.layers / pp))
+
+
+def free_on(target: Target, gpus: int) -> float | None:
+    """Free GiB on each of the GPUs a plan of `gpus` GPUs takes: the `gpus` with the most
+    free of this host's (budgets never pooled: the least of those), or the target's figure."""
+    if not target.free_by_gpu:
+        return target.free_gib
+    free = sorted((f for _, f in target.free_by_gpu), reverse=True)
+    return free[min(gpus, len(free)) - 1]
 
 
 def _gib(n: float) -> float:
@@ -486,9 +515,10 @@ class _Shared(NamedTuple):
 def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_util: float,
             max_num_batched_tokens: int | None, max_num_seqs: int | None, enforce_eager: bool,
             vllm_version: tuple[int, int], compile_cache: str = "cold",
-            mm_items: int = 0) -> _Shared:
+            mm_items: int = 0, pp: int = 1) -> _Shared:
     """Keyed on the flags it reads only, so that trying another context length or
     concurrency (the cheapest-fix search does) finds it computed."""
+    whole, arch = arch, stage_arch(arch, pp)
     d_m, d_s = default_batching(target, tp)
     m = max_num_batched_tokens or d_m
     s = max_num_seqs or d_s
@@ -502,7 +532,7 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                        graph_refusal="", shown=(round(target.ram_gib, 2), 0.0, 0.0, 0.0))
     requested = math.ceil(target.gpu_gib * GIB * gpu_mem_util)
     act = activation_gib(arch, tp, m, s, vllm_version, mm_items)
-    nontorch = non_torch_gib(tp, vllm_version, enforce_eager, compile_cache)
+    nontorch = non_torch_gib(tp * pp, vllm_version, enforce_eager, compile_cache)
     graphs = cuda_graph_gib(arch, enforce_eager, m, s, tp)
     in_reservation = vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
     overhead = int((act + nontorch + (graphs if in_reservation else 0)) * GIB)
@@ -514,7 +544,7 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                              f"{_gib(outside):.2f} GiB is left")
     return _Shared(block=block, batched=m, layout=layout, kv_per_token=per_token, act=act,
                    nontorch=nontorch, graphs=graphs, requested=requested, overhead=overhead,
-                   refusals=tuple(_gpu_refusals(arch, target, tp, gpu_mem_util, requested)),
+                   refusals=tuple(_gpu_refusals(whole, target, tp, gpu_mem_util, requested, pp)),
                    graph_refusal=graph_refusal,
                    shown=(_gib(requested), round(act, 2), round(nontorch, 2), round(graphs, 2)))
 
@@ -544,9 +574,10 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
     sh = _shared(arch, target, kv_dtype_bytes(ckpt, settings.kv_cache_dtype), settings.tp,
                  settings.gpu_mem_util, batched, seqs, settings.enforce_eager,
                  settings.vllm_version, settings.compile_cache,
-                 0 if settings.text_only else mm_items_profiled(arch, batched, seqs, length))
+                 0 if settings.text_only else mm_items_profiled(arch, batched, seqs, length),
+                 settings.pp)
     layout = sh.layout
-    weights = weights_bytes_per_gpu(ckpt, settings.tp)
+    weights = weights_bytes_per_gpu(ckpt, settings.tp, settings.pp)
     cpu = target.engine == "vllm-cpu"
     space: int | None = None
     seen: Measurement | None = None
@@ -579,7 +610,8 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
         available = settings.kv_cache_memory_bytes
         reasons = list(sh.refusals)
         held = weights + int((sh.act + sh.nontorch + sh.graphs) * GIB) + available
-        card = target.free_gib if target.free_gib is not None else target.gpu_gib
+        free = free_on(target, settings.tp * settings.pp)
+        card = free if free is not None else target.gpu_gib
         room = int((card - CUDA_CONTEXT_GIB) * GIB)
         if held > room:
             reasons.append(f"--kv-cache-memory-bytes {available:,} ({_gib(available):.2f} GiB) "
@@ -672,7 +704,8 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target,
         kv_cache_gib_range=[_gib(low), _gib(high)],
         kv_cache_tokens_range=[int(low * scale), int(high * scale)], verdict=verdict,
         model=model.id, repo=ckpt.repo, quant=ckpt.quant, dtype=ckpt.dtype, engine=target.engine,
-        tp=settings.tp, gpu_mem_util=settings.gpu_mem_util, reservation_gib=reservation,
+        tp=settings.tp, pp=settings.pp, gpu_mem_util=settings.gpu_mem_util,
+        reservation_gib=reservation,
         weights_gib=_gib(a.weights), activation_gib=act, non_torch_gib=nontorch,
         cuda_graph_gib=graphs,
         kv_cache_gib=_gib(max(a.available, 0)), kv_bytes_per_token=sh.kv_per_token,
@@ -709,16 +742,22 @@ def estimate_provenance(engine: str, block: int, batched: int, version: tuple[in
 
 
 def _gpu_refusals(arch: Architecture, target: Target, tp: int, gpu_mem_util: float,
-                  requested: int) -> list[str]:
+                  requested: int, pp: int = 1) -> list[str]:
     out = []
-    if tp > max(target.gpus, 1):
+    if pp > 1 and tp * pp > max(target.gpus, 1):
+        out.append(f"tensor parallel size {tp} × pipeline parallel size {pp} needs {tp * pp} "
+                   f"GPUs; {target.gpus} planned")
+    elif tp > max(target.gpus, 1):
         out.append(f"tensor parallel size {tp} needs {tp} GPUs; {target.gpus} planned")
     if arch.attention_heads % tp:
         out.append(f"{arch.attention_heads} attention heads do not divide across {tp} GPUs")
     elif tp > arch.kv_heads and tp % arch.kv_heads:
         out.append(f"{arch.kv_heads} KV heads cannot be replicated evenly across {tp} GPUs")
-    if target.free_gib is not None and (target.free_gib - CUDA_CONTEXT_GIB) * GIB < requested:
-        out.append(f"only {target.free_gib:.2f} GiB is free on the GPU, below the "
+    if pp > arch.layers:
+        out.append(f"{arch.layers} layers cannot make {pp} pipeline stages")
+    free = free_on(target, tp * pp)
+    if free is not None and (free - CUDA_CONTEXT_GIB) * GIB < requested:
+        out.append(f"only {free:.2f} GiB is free on the GPU, below the "
                    f"{_gib(requested):.2f} GiB that gpu_memory_utilization {gpu_mem_util} "
                    f"reserves (plus {CUDA_CONTEXT_GIB} GiB for the CUDA context)")
     return out

@@ -17,7 +17,8 @@ def engine_argv(ckpt: Checkpoint, est: Estimate, settings: EngineSettings, *,
                 uds: str | None = None, served_names: list[str] | None = None,
                 api_key: str | None = None,
                 trust_remote_code: bool = False,
-                console_script: bool = False) -> tuple[list[str], dict[str, str]]:
+                console_script: bool = False, gpus: list[int] | None = None,
+                data_parallel: int = 1) -> tuple[list[str], dict[str, str]]:
     """The engine's command and the environment it needs, with every flag of the plan.
 
     `console_script` gives `vllm serve REPO …` (GPU hosts); otherwise the module form that
@@ -26,6 +27,10 @@ def engine_argv(ckpt: Checkpoint, est: Estimate, settings: EngineSettings, *,
     the supervisor's way to keep every engine route, not only /v1, behind the advisor.
     `api_key` on argv is visible to every local user in `ps`; the supervisor passes the key
     as VLLM_API_KEY in the environment instead and leaves this None.
+    `gpus`: the GPUs the engine may see (CUDA_VISIBLE_DEVICES, NVML's indexes; CUDA numbers
+    them from 0 inside the engine); `data_parallel`: --data-parallel-size for one engine
+    that runs every replica itself (mixture-of-experts models; dense replicas are engines
+    of their own, each with its GPUs).
     """
     argv = [*_head(ckpt.repo, python, console_script)]
     if uds:
@@ -34,14 +39,37 @@ def engine_argv(ckpt: Checkpoint, est: Estimate, settings: EngineSettings, *,
         argv += ["--host", host]
         if port is not None:
             argv += ["--port", str(port)]
-    argv += _flags(est, settings, ckpt)
+    argv += _flags(est, settings, ckpt, data_parallel)
     if served_names:
         argv += ["--served-model-name", *served_names]
     if api_key:
         argv += ["--api-key", api_key]
     if trust_remote_code:
         argv.append("--trust-remote-code")
-    return argv, _env(est)
+    env = _env(est)
+    if gpus is not None:
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        env["CUDA_VISIBLE_DEVICES"] = visible_devices(gpus)
+    return argv, env
+
+
+def visible_devices(gpus: list[int]) -> str:
+    """CUDA_VISIBLE_DEVICES for these GPUs. NVML's indexes are the PCI bus order, CUDA's
+    default is fastest first, so the engine is told to count as NVML does
+    (CUDA_DEVICE_ORDER=PCI_BUS_ID, set beside it by `pinned_env`)."""
+    return ",".join(str(i) for i in gpus)
+
+
+def pinned_env(est: Estimate) -> dict[str, str]:
+    """The pinning a plan's command carries: the GPUs of all its replicas where they are
+    not simply the first ones (an engine then sees only those)."""
+    lay = est.layout
+    if est.engine != "vllm" or lay is None or not lay.replicas:
+        return {}
+    ids = [i for r in lay.replicas for i in r]
+    if ids == list(range(len(ids))):
+        return {}
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": visible_devices(ids)}
 
 
 def command_line(ckpt: Checkpoint, est: Estimate, settings: EngineSettings) -> str:
@@ -49,9 +77,11 @@ def command_line(ckpt: Checkpoint, est: Estimate, settings: EngineSettings) -> s
     The same words as engine_argv's; the ranker writes one per checkpoint, so the parts
     that repeat between checkpoints are quoted once."""
     gpu = est.engine == "vllm"
-    env = [f"{k}={shlex.quote(v)}" for k, v in _env(est).items()]
+    env = [f"{k}={shlex.quote(v)}" for k, v in {**pinned_env(est), **_env(est)}.items()]
+    # the replicas of one pasted line: vLLM's own --data-parallel-size balances them
+    dp = est.layout.dp if gpu and est.layout else 1
     return " ".join([*env, _head_line(ckpt.repo, gpu), "--host 127.0.0.1",
-                     *_flags_line(_flag_key(est, settings, ckpt))])
+                     *_flags_line(_flag_key(est, settings, ckpt, dp))])
 
 
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
@@ -104,18 +134,20 @@ def _env(est: Estimate) -> dict[str, str]:
 TEXT_ONLY_LIMITS = '{"image":0,"video":0,"audio":0}'
 
 _FlagKey = tuple[str, int | None, float, int, str, str | None, int | None, int | None, bool,
-                 int | None, bool]
+                 int | None, bool, int, int]
 
 
-def _flag_key(est: Estimate, settings: EngineSettings, ckpt: Checkpoint) -> _FlagKey:
+def _flag_key(est: Estimate, settings: EngineSettings, ckpt: Checkpoint,
+              dp: int = 1) -> _FlagKey:
     return (est.engine, est.max_model_len, settings.gpu_mem_util, settings.tp,
             settings.kv_cache_dtype, ckpt.quant if ckpt.at_load else None,
             settings.max_num_batched_tokens, settings.max_num_seqs, settings.enforce_eager,
-            settings.kv_cache_memory_bytes, settings.text_only)
+            settings.kv_cache_memory_bytes, settings.text_only, settings.pp, dp)
 
 
-def _flags(est: Estimate, settings: EngineSettings, ckpt: Checkpoint) -> list[str]:
-    return list(_plan_flags(*_flag_key(est, settings, ckpt)))
+def _flags(est: Estimate, settings: EngineSettings, ckpt: Checkpoint,
+           dp: int = 1) -> list[str]:
+    return list(_plan_flags(*_flag_key(est, settings, ckpt, dp)))
 
 
 @lru_cache(maxsize=1024)
@@ -123,7 +155,7 @@ def _plan_flags(engine: str, max_model_len: int | None, gpu_mem_util: float, tp:
                 kv_cache_dtype: str, quantization: str | None,
                 max_num_batched_tokens: int | None, max_num_seqs: int | None,
                 enforce_eager: bool, kv_cache_memory_bytes: int | None,
-                text_only: bool) -> tuple[str, ...]:
+                text_only: bool, pp: int = 1, dp: int = 1) -> tuple[str, ...]:
     """The flags a plan sets, in the order the engine's command lists them."""
     flags: list[str] = []
     if max_model_len:
@@ -132,6 +164,10 @@ def _plan_flags(engine: str, max_model_len: int | None, gpu_mem_util: float, tp:
         flags += ["--gpu-memory-utilization", f"{gpu_mem_util:g}"]
     if tp > 1:
         flags += ["--tensor-parallel-size", str(tp)]
+    if pp > 1:
+        flags += ["--pipeline-parallel-size", str(pp)]
+    if dp > 1:
+        flags += ["--data-parallel-size", str(dp)]
     if kv_cache_dtype != "auto":
         flags += ["--kv-cache-dtype", kv_cache_dtype]
     if quantization:
@@ -154,3 +190,33 @@ def _plan_flags(engine: str, max_model_len: int | None, gpu_mem_util: float, tp:
 def _flags_line(key: _FlagKey) -> tuple[str, ...]:
     flags = _plan_flags(*key)
     return (shlex.join(flags),) if flags else ()
+
+
+def cpu_binds(nodes: list[list[int]], tp: int) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for tp ranks on the CPU engine, one group per rank joined
+    by "|" (vLLM's CPU docs: docs.vllm.ai/en/latest/getting_started/installation/cpu.html):
+    one NUMA node each where there are enough, else the allowed cores split evenly.
+    `nodes`: the cores this process may use, by NUMA node. "" where tp is 1 (vLLM's
+    "auto" stands) or there are fewer cores than ranks."""
+    if tp <= 1:
+        return ""
+    if len(nodes) >= tp:
+        groups = nodes[:tp]
+    else:
+        cores = sorted(c for n in nodes for c in n)
+        if len(cores) < tp:
+            return ""
+        size = len(cores) // tp
+        groups = [cores[r * size:(r + 1) * size] for r in range(tp)]
+    return "|".join(_ranges(g) for g in groups)
+
+
+def _ranges(cores: list[int]) -> str:
+    """0,1,2,3,6 as vLLM reads a group: "0-3,6"."""
+    runs: list[list[int]] = []
+    for c in sorted(cores):
+        if runs and runs[-1][1] == c - 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)

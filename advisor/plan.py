@@ -26,6 +26,7 @@ from advisor.estimate import (
     estimate,
     estimate_provenance,
     fits,
+    free_on,
     longest_fitting,
     weights_bytes_per_gpu,
 )
@@ -62,14 +63,26 @@ def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
         gib = host_gpu.memory_cuda_gib
     else:
         raise AdvisorError("gpu_gib: no GPU on this host; give gpu_gib or gpu, or gpus 0 for the CPU")
-    count = req.gpus or (len(host.gpus) if host_gpu else 1)
+    # the GPUs this host may give the plan: those named (gpu_ids), else all of them
+    mine = [g for g in host.gpus if req.gpu_ids is None or g.index in req.gpu_ids]
+    if host_gpu and req.gpu_ids is not None and len(mine) < len(set(req.gpu_ids)):
+        have = ", ".join(str(g.index) for g in host.gpus)
+        raise AdvisorError(f"gpu_ids: this host has GPUs {have}; {sorted(req.gpu_ids)} asked")
+    count = req.gpus or (len(mine) if host_gpu else 1)
     bandwidth = (host_gpu.memory_bandwidth_gbps if host_gpu else None) or (
         spec.bandwidth_gbps if spec else None)
     free = None
+    by_gpu: tuple[tuple[int, float], ...] = ()
     if check_free and host_gpu:
-        free = min(g.memory_free_gib for g in host.gpus[:count])
+        # each GPU on its own: a plan takes the GPUs with the most free (estimate.free_on),
+        # so a busy first GPU does not refuse a host whose second is empty
+        by_gpu = tuple((g.index, g.memory_free_gib) for g in mine[:count])
+        free = min(f for _, f in by_gpu)
+    # NVLink only where every GPU planned on reports it; unknown is planned as none
+    nvlink = all(g.nvlink for g in mine[:count]) if host_gpu and mine else None
     name = host_gpu.name if host_gpu else spec.name if spec else ""
     return Target(engine="vllm", gpu_name=name, gpu_gib=gib, gpus=count, free_gib=free,
+                  free_by_gpu=by_gpu, nvlink=nvlink,
                   bandwidth_gbps=bandwidth, bf16_tflops=(spec.bf16_tflops or None) if spec else None,
                   history=tuple(m for m in history if m.gpu_name == name) if host_gpu else ())
 
@@ -90,7 +103,8 @@ def settings_for(req: PlanRequest, tp: int | None = None) -> EngineSettings:
         raise AdvisorError("kv_cache_memory_bytes: give it or cpu_kv_gib, not both (on the CPU "
                            "engine VLLM_CPU_KVCACHE_SPACE overrides --kv-cache-memory-bytes)")
     return EngineSettings(gpu_mem_util=req.gpu_mem_util, max_model_len=req.max_model_len,
-                          tp=tp or req.tp or 1, kv_cache_dtype=req.kv_cache_dtype,
+                          tp=tp or req.tp or 1, pp=req.pp or 1,
+                          kv_cache_dtype=req.kv_cache_dtype,
                           max_num_batched_tokens=req.max_num_batched_tokens,
                           max_num_seqs=req.max_num_seqs, enforce_eager=req.enforce_eager,
                           concurrency=req.concurrency, vllm_version=version,
@@ -123,7 +137,10 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     if target.engine != "vllm" or not target.bandwidth_gbps:
         return e
     e.decode_tokens_per_s, e.decode_tokens_per_s_at_concurrency, e.ttft_s = predict(
-        weights_bytes_per_gpu(ckpt, settings.tp), e.kv_bytes_per_token, model.arch.layers,
+        # a token passes the pp stages one after another: each step reads the weights and KV
+        # of every stage, as one GPU of a tp-only plan does
+        weights_bytes_per_gpu(ckpt, settings.tp), e.kv_bytes_per_token * settings.pp,
+        model.arch.layers,
         active_param_count(model.arch), settings.tp, settings.concurrency,
         Roofline(bandwidth_gbps=target.bandwidth_gbps, bf16_tflops=target.bf16_tflops),
         settings.vllm_version)
@@ -164,6 +181,8 @@ class _Memo:
         self.longest: dict[tuple[str, str, Target, EngineSettings], int] = {}
         self.spaces: dict[tuple[Target, EngineSettings, bool], _Space] = {}
         self.fixes: dict[tuple[str, str, Target, EngineSettings], Fix | None] = {}
+        # the ranker's layouts over several GPUs (advisor.placement), by the same key
+        self.placed: dict[tuple[str, str, Target, EngineSettings], object] = {}
 
 
 @lru_cache(maxsize=1024)
@@ -193,6 +212,7 @@ class FitChecks:
         memo = memo or _Memo()
         self._fits, self._longest, self._spaces = memo.fits, memo.longest, memo.spaces
         self.fixes = memo.fixes
+        self.placed = memo.placed
 
     @classmethod
     def kept(cls, model: Model, target: Target, settings: EngineSettings) -> FitChecks:
@@ -518,8 +538,9 @@ def _helpers_of(target: Target, settings: EngineSettings) -> tuple[_Helper, ...]
             helpers.append(_Helper(cost=(FLAG, 0), words="", auto_kv_space=True))
     else:
         util, why = UTIL_CEILING, ""
-        if target.free_gib is not None:
-            usable = math.floor((target.free_gib - CUDA_CONTEXT_GIB) / target.gpu_gib * 100) / 100
+        free = free_on(target, settings.tp * settings.pp)
+        if free is not None:
+            usable = math.floor((free - CUDA_CONTEXT_GIB) / target.gpu_gib * 100) / 100
             if usable < util:
                 util, why = usable, " (what is free now)"
         if util != settings.gpu_mem_util and util > 0.05:

@@ -78,6 +78,29 @@ def group_alive(pgid: int) -> bool:
     return bool(group_members(pgid))
 
 
+def numa_cores() -> list[list[int]]:
+    """The cores this process may run on, by NUMA node (/sys/devices/system/node), each
+    node's in order; one group of them all where the kernel shows no nodes."""
+    allowed = os.sched_getaffinity(0)
+    nodes: list[list[int]] = []
+    for node in sorted(Path("/sys/devices/system/node").glob("node[0-9]*"),
+                       key=lambda p: int(p.name[4:])):
+        try:
+            listed = (node / "cpulist").read_text().strip()
+        except OSError:
+            continue
+        cores = [c for part in listed.split(",") if part
+                 for c in _span(part) if c in allowed]
+        if cores:
+            nodes.append(cores)
+    return nodes or [sorted(allowed)]
+
+
+def _span(part: str) -> range:
+    first, _, last = part.partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
 def spawn(argv: list[str], *, env: Mapping[str, str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
     """Start `argv` as the leader of a new session, its output appended to `log_path` (0600)."""
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

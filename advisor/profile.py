@@ -77,6 +77,10 @@ def _gpu(nvml: ModuleType, index: int, driver: str | None, cuda: str | None) -> 
     bus = read("memory bus width", lambda: nvml.nvmlDeviceGetMemoryBusWidth(h))
     clock = read("memory clock", lambda: nvml.nvmlDeviceGetMaxClockInfo(h, nvml.NVML_CLOCK_MEM))
     mig = read("MIG mode", lambda: nvml.nvmlDeviceGetMigMode(h))
+    nvlink = _nvlink(nvml, h)
+    if nvlink is None:
+        notes.append(f"GPU {index}: NVLink state unknown (NVML answers for no link); "
+                     "planned as no NVLink")
     procs: list[GpuProcess] = []
     for kind, call in (("compute", "nvmlDeviceGetComputeRunningProcesses"),
                        ("graphics", "nvmlDeviceGetGraphicsRunningProcesses")):
@@ -109,9 +113,28 @@ def _gpu(nvml: ModuleType, index: int, driver: str | None, cuda: str | None) -> 
         # double data rate: two transfers per clock, bus width in bits
         memory_bandwidth_gbps=round(clock * 2 * bus / 8 / 1000, 1) if bus and clock else None,
         mig_mode=bool(mig[0]) if mig else None,
+        nvlink=nvlink,
         processes=procs,
         notes=notes,
     )
+
+
+def _nvlink(nvml: ModuleType, h: Any) -> bool | None:
+    """Whether any NVLink of the GPU is active (nvmlDeviceGetNvLinkState per link, up to
+    NVML_NVLINK_MAX_LINKS); False when links answer and none is active, None when no link
+    answers (a card without NVLink says Not Supported, as does an old driver)."""
+    answered = False
+    for link in range(int(getattr(nvml, "NVML_NVLINK_MAX_LINKS", 18))):
+        try:
+            state = nvml.nvmlDeviceGetNvLinkState(h, link)
+        except nvml.NVMLError:
+            continue
+        except (AttributeError, TypeError):  # a binding without the call
+            return None
+        answered = True
+        if state == getattr(nvml, "NVML_FEATURE_ENABLED", 1):
+            return True
+    return False if answered else None
 
 
 def _process_name(pid: int) -> str:

@@ -18,6 +18,7 @@ import msgspec
 
 from advisor.estimate import EngineSettings, Estimate, Target, estimate
 from advisor.launch import command_line
+from advisor.placement import Placed, on_gpus, place, with_layout
 from advisor.plan import FitChecks, plan
 from advisor.specs import Checkpoint, Model, Score
 
@@ -329,15 +330,22 @@ def score_one(model: Model, ckpt: Checkpoint, est: Estimate, part: ModelScore) -
 def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
                       tp_given: bool, first: Estimate,
                       checks: FitChecks) -> tuple[Estimate, EngineSettings]:
-    """With no --tp, the fewest GPUs that hold the model (as a user would try)."""
-    if not first.fits and not tp_given and target.engine == "vllm":
-        for tp in (2, 4, 8):
-            if tp > target.gpus or model.arch.attention_heads % tp:
-                continue
-            s = msgspec.structs.replace(settings, tp=tp)
-            if checks.fits(ckpt, target, s):
-                return plan(model, ckpt, target, s), s
-    return plan(model, ckpt, target, settings, first, checks), settings
+    """On several GPUs, the layout of advisor.placement: with no --tp the fewest GPUs that
+    hold the model (tp where NVLinked and the heads divide, pp otherwise), and replicas
+    where one holds the model but not the concurrency asked."""
+    if target.engine != "vllm" or target.gpus <= 1 or (first.fits and first.meets_request):
+        return plan(model, ckpt, target, settings, first, checks), settings
+    key = (ckpt.repo, ckpt.quant + ("|tp-given" if tp_given else ""), target, settings)
+    placed = checks.placed.get(key)
+    if not isinstance(placed, Placed):  # a request seen before finds its layouts made
+        placed = checks.placed[key] = place(model, ckpt, target, settings,
+                                            parallel_given=tp_given, known=first,
+                                            fits=lambda s: checks.fits(ckpt, target, s))
+    s, layout = placed.settings, placed.layout
+    on = on_gpus(target, layout.replicas[0]) if layout.replicas else target
+    est = plan(model, ckpt, on, s, first if s == settings and on == target else None,
+               checks if on == target else None)
+    return with_layout(est, layout, s, placed.refusal), s
 
 
 def recommend(models: list[Model], use_case: str, target: Target, settings: EngineSettings,
@@ -355,6 +363,8 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
         for c, first in zip(m.checkpoints, bare, strict=True):
             est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, first, checks)
             score, reasons = score_one(m, c, est, part)
+            if est.layout:  # how it spreads over the GPUs, said
+                reasons += est.layout.reasons
             if not est.fits:
                 reasons.insert(0, f"does not fit: {est.reason}")
             elif not est.meets_request:

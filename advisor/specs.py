@@ -187,6 +187,9 @@ class GpuInfo(msgspec.Struct, kw_only=True):
     memory_clock_mhz: int | None = None
     memory_bandwidth_gbps: float | None = None  # GB/s, from bus width and memory clock
     mig_mode: bool | None = None
+    # any NVLink of this GPU active (NVML nvmlDeviceGetNvLinkState); None: NVML could not say,
+    # which the planner reads as no NVLink
+    nvlink: bool | None = None
     processes: list[GpuProcess] = []
     notes: list[str] = []
 
@@ -276,6 +279,40 @@ class PlanRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # a multimodal model served for text only: --limit-mm-per-prompt with every modality at 0,
     # so vLLM skips its vision/audio tower and the encoder's profiling pass
     text_only: bool = False
+    # several GPUs of one host (docs/gpus.md): pipeline stages, data-parallel replicas, and
+    # which GPUs (NVML indexes) a launch may take; None: the planner chooses
+    pp: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    # gpu_memory_utilization from the predicted need of max_model_len × concurrency, so that
+    # another model can share the GPU (a GPU already shared gets it without asking)
+    fit_to_need: bool = False
+    gpu_ids: Annotated[list[Annotated[int, msgspec.Meta(ge=0, le=63)]],
+                       msgspec.Meta(max_length=64)] | None = None
+
+
+class GpuShare(msgspec.Struct, kw_only=True):
+    """One GPU of a plan: what is free on it now, what the plan takes, what is left."""
+
+    index: int  # NVML's index, as CUDA_VISIBLE_DEVICES names it
+    free_gib: float
+    planned_gib: float  # the reservation (or the exact figures with --kv-cache-memory-bytes)
+    left_gib: float
+    replica: int = 0
+
+
+class Layout(msgspec.Struct, kw_only=True):
+    """How a plan spreads over the GPUs of one host: tp × pp GPUs per replica, dp replicas."""
+
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    # how the replicas run: one engine per replica behind the advisor's /v1 ("engines"), or
+    # one engine with --data-parallel-size ("data-parallel-size", mixture-of-experts models)
+    dp_mode: Literal["engines", "data-parallel-size"] = "engines"
+    replicas: list[list[int]] = []  # the GPU indexes of each replica
+    gpus: list[GpuShare] = []  # every GPU the plan looked at, with what is left on it
+    nvlink: bool | None = None
+    reasons: list[str] = []
 
 
 # --------------------------------------------------------------------------- deployments
@@ -311,6 +348,9 @@ class Deployment(msgspec.Struct, kw_only=True):
     reserved_gib: float = 0.0  # memory this launch holds against others (GPU, or RAM on CPU)
     engine: str = "vllm"
     gpu_name: str = ""  # the GPU it was planned for, as NVML names it ("" on the CPU engine)
+    gpus: list[int] = []  # the GPUs it is pinned to (CUDA_VISIBLE_DEVICES), NVML's indexes
+    replica_of: str = ""  # the first replica's id, for every replica of one launch
+    replica: int = 0  # this one's rank among them
     created_at: float = 0.0
     started_at: float | None = None
     ready_at: float | None = None

@@ -39,9 +39,19 @@ from advisor.errors import AdvisorError
 from advisor.estimate import INSTALLED_VLLM
 from advisor.history import Measurement, from_deployments
 from advisor.home import socket_dir
-from advisor.launch import engine_argv
+from advisor.launch import cpu_binds, engine_argv
 from advisor.probes import EngineProbe
-from advisor.procs import Child, Spawner, end_group, group_alive, group_members, identity, is_same, spawn
+from advisor.procs import (
+    Child,
+    Spawner,
+    end_group,
+    group_alive,
+    group_members,
+    identity,
+    is_same,
+    numa_cores,
+    spawn,
+)
 from advisor.routes import Routes
 from advisor.specs import ACTIVE_STATES, Deployment, GpuSpec, HostProfile, PlanRequest
 from advisor.store import Store, StoreUnavailable
@@ -164,6 +174,14 @@ class Supervisor:
         """The ready engine that serves `model_name`, and its own API key."""
         return self.routes.route(model_name)
 
+    def take(self, model_name: str) -> tuple[Deployment, str] | None:
+        """`route`, balanced over the replicas that serve the name (least outstanding
+        requests); the caller says `done` when the engine has answered."""
+        return self.routes.take(model_name)
+
+    def done(self, deployment_id: str) -> None:
+        self.routes.done(deployment_id)
+
     def ready(self) -> list[tuple[Deployment, str]]:
         return self.routes.ready()
 
@@ -175,25 +193,62 @@ class Supervisor:
             host = await asyncio.to_thread(self.profiler)
             chosen = await asyncio.to_thread(admit, req, host, self.store.active(), self.catalog,
                                              self.gpus, self.history(), self.settings.hf_cache)
-            d = self._record(req, chosen)
-            self._save(d)  # StoreUnavailable here: nothing has been started
-            return await self._start_engine(d)
+            records = self._records(req, chosen)
+            for d in records:
+                self._save(d)  # StoreUnavailable here: nothing has been started
+            started: list[Deployment] = []
+            for d in records:
+                try:
+                    started.append(await self._start_engine(d))
+                except LaunchFailed:
+                    for rest in records[len(started) + 1:]:  # never left pending
+                        rest.state, rest.stopped_at = "failed", self.clock()
+                        rest.cause = "another replica of this launch could not be started"
+                        rest.fix = "launch it again"
+                        with contextlib.suppress(StoreUnavailable):
+                            self._save(rest)
+                    raise
+            return started[0]
 
-    def _record(self, req: PlanRequest, chosen: Plan) -> Deployment:
+    def _records(self, req: PlanRequest, chosen: Plan) -> list[Deployment]:
+        """One record per engine: one, or one per replica where the replicas are engines
+        of their own behind /v1 (advisor.placement), each pinned to its GPUs."""
+        lay = chosen.estimate.layout
+        if chosen.estimate.engine != "vllm" or lay is None or not lay.replicas:
+            return [self._record(req, chosen)]
+        if lay.dp_mode == "data-parallel-size":  # one engine runs every rank
+            return [self._record(req, chosen, gpus=[i for r in lay.replicas for i in r],
+                                 data_parallel=lay.dp)]
+        first = self._record(req, chosen, gpus=lay.replicas[0])
+        rest = [self._record(req, chosen, gpus=ids, replica=r, replica_of=first.id)
+                for r, ids in enumerate(lay.replicas[1:], start=1)]
+        if rest:
+            first.replica_of = first.id
+        return [first, *rest]
+
+    def _record(self, req: PlanRequest, chosen: Plan, *, gpus: list[int] | None = None,
+                replica: int = 0, replica_of: str = "", data_parallel: int = 1) -> Deployment:
         model, ckpt, est = chosen.model, chosen.ckpt, chosen.estimate
         dep_id = secrets.token_hex(4)
         sock = self.run_dir / f"{dep_id}.sock"
         names = served_names(model.id, ckpt.repo)
         argv, env = engine_argv(ckpt, est, chosen.settings, python=self.settings.vllm_python,
-                                uds=str(sock), served_names=names)
+                                uds=str(sock), served_names=names, gpus=gpus,
+                                data_parallel=data_parallel)
         if est.engine == "vllm-cpu" and "--enforce-eager" not in argv:
             argv.append("--enforce-eager")  # the CPU engine has no CUDA graphs; compiling costs minutes
+        if est.engine == "vllm-cpu" and est.tp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            # one rank per NUMA node or core group: vLLM's "auto" binds by NUMA node only
+            binds = cpu_binds(numa_cores(), est.tp)
+            if binds:
+                env["VLLM_CPU_OMP_THREADS_BIND"] = binds
         now = self.clock()
         return Deployment(id=dep_id, model=model.id, repo=ckpt.repo, quant=ckpt.quant, state="pending",
                           endpoint="/v1", served_names=names, command=argv, env=env, socket=str(sock),
                           request=msgspec.to_builtins(req), predicted=msgspec.to_builtins(est),
                           log_path=str(self.logs / f"{dep_id}.log"), reserved_gib=reserved_gib(chosen),
-                          engine=est.engine, gpu_name=chosen.target.gpu_name, created_at=now)
+                          engine=est.engine, gpu_name=chosen.target.gpu_name, created_at=now,
+                          gpus=gpus or [], replica=replica, replica_of=replica_of)
 
     async def _start_engine(self, d: Deployment) -> Deployment:
         key = new_engine_key()
@@ -310,8 +365,16 @@ class Supervisor:
 
     async def stop(self, deployment_id: str) -> Deployment:
         """Stop a deployment. One that already ended still has anything left of its group ended
-        (a leader killed with -9 leaves its workers behind)."""
+        (a leader killed with -9 leaves its workers behind). Stopping a launch's first
+        replica stops all its replicas; a later one stops alone."""
         d = self.get(deployment_id)
+        if d.replica_of == d.id:  # the launch's first replica: the launch, all its replicas
+            for other in self.store.active():
+                if other.replica_of == d.id and other.id != d.id:
+                    await self._stop_one(other)
+        return await self._stop_one(d)
+
+    async def _stop_one(self, d: Deployment) -> Deployment:
         if d.state not in ACTIVE_STATES:
             if d.pid and identity(d.pid) is None and group_alive(d.pid):
                 await self._end(d)

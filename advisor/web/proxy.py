@@ -4,7 +4,8 @@ aiohttp rather than httpx for this one hop: on the same 1-token completion httpx
 client added about 3 ms over calling the engine directly, aiohttp 1.3 ms
 (bench/supervisor.py --engine fake).
 
-Requests are routed by their `model` (each engine serves its catalog id and its repo id)
+Requests are routed by their `model` (each engine serves its catalog id and its repo id),
+over a launch's replicas to the one with the fewest requests outstanding (advisor.routes),
 and passed through untouched, streaming included; the engine's own key is added on the
 way. It is a raw ASGI mount rather than a routed handler: it is on the path of every
 token, and routing, dependency injection and body parsing would cost more than the hop.
@@ -188,12 +189,20 @@ async def v1(scope: HTTPScope, receive: Receive, send: Any) -> None:
     if not name:
         await _reply(send, 400, _error("model: name the model to call (GET /v1/models lists them)"))
         return
-    hit = supervisor.route(str(name))
+    hit = supervisor.take(str(name))  # outstanding on that engine until its answer ends
     if hit is None:
         await _reply(send, 404, _error(f"model: no ready engine serves {name!r} "
                                        "(GET /v1/models lists them)"))
         return
     deployment, key = hit
+    try:
+        await _pass_on(scope, receive, send, deployment, key, path, query, body)
+    finally:
+        supervisor.done(deployment.id)
+
+
+async def _pass_on(scope: HTTPScope, receive: Receive, send: Any, deployment: Deployment,
+                   key: str, path: str, query: str, body: bytes) -> None:
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k not in _HOP}
     headers["authorization"] = f"Bearer {key}"
     session, url = await _upstream(deployment, f"/v1{path}" + (f"?{query}" if query else ""))

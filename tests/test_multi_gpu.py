@@ -1,0 +1,392 @@
+"""Several GPUs on one host: per-GPU budgets, tp against pp, data-parallel replicas, pinning,
+two models on one GPU, and /v1's balance over replicas. Fast: the host profile is faked at
+its seam (a HostProfile, or NVML's surface); the real engines are in tests/test_replicas.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from fake_engine import until_state
+from test_profile import FakeNvml
+from tinymodels import build_model
+
+from advisor.admit import admit
+from advisor.advice import plan_for, recommend_for
+from advisor.catalog import load_catalog, load_gpus
+from advisor.config import load_settings
+from advisor.estimate import EngineSettings, Target, estimate, fits
+from advisor.launch import command_line, cpu_binds, engine_argv
+from advisor.placement import place, tp_divides
+from advisor.plan import checkpoint_for, target_for
+from advisor.profile import read_host
+from advisor.routes import Routes
+from advisor.specs import (
+    CpuInfo,
+    Deployment,
+    DiskInfo,
+    GpuInfo,
+    HostProfile,
+    PlanRequest,
+    RamInfo,
+)
+from advisor.store import Store
+from advisor.supervisor import Supervisor
+
+CATALOG = load_catalog()
+GPUS = load_gpus()
+L4 = ("NVIDIA L4", 22.49, 22.16)  # NVML's and CUDA's totals (DESIGN.md)
+
+
+def host(used: list[float], nvlink: bool | None = None,
+         card: tuple[str, float, float] = L4) -> HostProfile:
+    name, total, cuda = card
+    gpus = [GpuInfo(index=i, name=name, uuid=f"GPU-{i}", memory_total_gib=total,
+                    memory_cuda_gib=cuda, memory_used_gib=u,
+                    memory_free_gib=round(total - u, 2), nvlink=nvlink)
+            for i, u in enumerate(used)]
+    return HostProfile(gpus=gpus, cpu=CpuInfo(model="test", physical_cores=2, logical_cores=2,
+                                              architecture="x86_64"),
+                       ram=RamInfo(total_gib=64, available_gib=60),
+                       disk=DiskInfo(path="/", total_gib=100, free_gib=50),
+                       notes=[], engine="vllm")
+
+
+def launch_plan(h: HostProfile, **req: Any) -> Any:
+    return plan_for(PlanRequest(**req), CATALOG, h, GPUS, check_free=True)
+
+
+# ------------------------------------------------------------------ per-GPU budgets
+
+
+def test_a_busy_first_gpu_does_not_refuse_a_host_whose_second_is_empty() -> None:
+    h = host([20.0, 0.3])
+    p = launch_plan(h, model="qwen2.5-1.5b", max_model_len=8192)
+    assert p.estimate.fits and p.estimate.layout.replicas == [[1]]
+    # the budget the estimator had before: the least free over all GPUs, which refuses
+    model = CATALOG.by_id("qwen2.5-1.5b")
+    assert model
+    ckpt = checkpoint_for(model, None)
+    assert ckpt
+    least = Target(engine="vllm", gpu_gib=22.16, gpus=2, free_gib=min(g.memory_free_gib for g in h.gpus))
+    assert not fits(model, ckpt, least, EngineSettings(max_model_len=8192))
+    # what is left on each GPU: GPU 0 untouched, GPU 1 less the reservation and CUDA context
+    left = {g.index: g for g in p.estimate.layout.gpus}
+    assert left[0].planned_gib == 0 and left[0].left_gib == h.gpus[0].memory_free_gib
+    assert left[1].planned_gib == pytest.approx(p.estimate.reservation_gib + 0.51, abs=0.01)
+    assert left[1].left_gib == pytest.approx(h.gpus[1].memory_free_gib - left[1].planned_gib, abs=0.01)
+
+
+def test_budgets_are_not_pooled_two_half_free_gpus_do_not_hold_a_one_gpu_plan() -> None:
+    p = launch_plan(host([12.0, 12.0]), model="qwen2.5-7b", max_model_len=8192, tp=1,
+                    fit_to_need=False, gpu_mem_util=0.9)
+    assert not p.estimate.fits  # 2 × 10.5 GiB free is not 21 GiB on one GPU
+
+
+def test_a_launch_pending_on_one_gpu_holds_its_memory_on_that_gpu_only() -> None:
+    h = host([0.3, 0.3])
+    pending = Deployment(id="a", model="m", repo="r", quant="none", state="starting",
+                         reserved_gib=20.0, gpus=[1])
+    chosen = admit(PlanRequest(model="qwen2.5-1.5b", max_model_len=8192), h, [pending],
+                   CATALOG, GPUS, (), Path("/nonexistent"))
+    assert chosen.estimate.layout and chosen.estimate.layout.replicas == [[0]]
+    free = {g.index: g.free_gib for g in chosen.estimate.layout.gpus}
+    assert free[1] == pytest.approx(22.19 - 20.0, abs=0.01) and free[0] == pytest.approx(22.19, abs=0.01)
+
+
+# ------------------------------------------------------------------ tp against pp
+
+
+def test_nvlinked_gpus_get_tensor_parallelism_where_the_heads_divide() -> None:
+    e = launch_plan(host([0.3, 0.3], nvlink=True), model="qwen2.5-14b", max_model_len=8192).estimate
+    assert e.fits and (e.tp, e.pp) == (2, 1) and e.layout.replicas == [[0, 1]]
+    assert "tensor parallelism over 2 GPUs (NVLinked" in e.layout.reasons[0]
+
+
+@pytest.mark.parametrize("nvlink", [False, None])
+def test_gpus_without_nvlink_or_unknown_get_pipeline_parallelism(nvlink: bool | None) -> None:
+    p = launch_plan(host([0.3, 0.3], nvlink=nvlink), model="qwen2.5-14b", max_model_len=8192)
+    e = p.estimate
+    assert e.fits and (e.tp, e.pp) == (1, 2)
+    assert "pipeline parallelism over 2 GPUs" in e.layout.reasons[0]
+    argv, _ = engine_argv(p.ckpt, e, p.settings)
+    assert argv[argv.index("--pipeline-parallel-size") + 1] == "2"
+    assert "--tensor-parallel-size" not in argv
+    # each stage holds half the weights and its half of the layers' KV cache
+    assert e.weights_gib == pytest.approx(27.51 / 2, abs=0.01)
+
+
+def test_heads_that_do_not_divide_get_pipeline_stages_even_over_nvlink() -> None:
+    t4 = ("Tesla T4", 15.00, 14.74)
+    model = CATALOG.by_id("qwen2.5-14b")
+    assert model and not tp_divides(model, 3)  # 40 heads, 8 KV heads
+    e = launch_plan(host([0.3] * 3, nvlink=True, card=t4), model="qwen2.5-14b",
+                    max_model_len=4096).estimate
+    assert e.fits and (e.tp, e.pp) == (1, 3), e.reason
+    assert "do not divide by 3" in e.layout.reasons[0]
+
+
+def test_the_extra_non_torch_memory_of_several_gpus_is_counted_per_gpu() -> None:
+    one = launch_plan(host([0.3]), model="qwen2.5-1.5b", max_model_len=4096).estimate
+    two = launch_plan(host([0.3, 0.3]), model="qwen2.5-1.5b", max_model_len=4096, tp=2).estimate
+    pipe = launch_plan(host([0.3, 0.3]), model="qwen2.5-1.5b", max_model_len=4096, pp=2).estimate
+    # published logs: about 0.25 GiB at tp 1, about 2 GiB at tp 2 (estimate.NON_TORCH_GIB)
+    assert two.non_torch_gib - one.non_torch_gib == pytest.approx(2.07 - 0.065, abs=0.01)
+    assert pipe.non_torch_gib == two.non_torch_gib
+
+
+# ------------------------------------------------------------------ data-parallel replicas
+
+
+def test_more_concurrency_than_one_gpu_holds_gets_a_replica_per_gpu() -> None:
+    h = host([0.3, 0.3])
+    one = launch_plan(host([0.3]), model="qwen2.5-1.5b", max_model_len=32768,
+                      concurrency=30).estimate
+    assert one.fits and not one.meets_request  # one GPU holds fewer than 30 sequences
+    p = launch_plan(h, model="qwen2.5-1.5b", max_model_len=32768, concurrency=30)
+    e = p.estimate
+    assert e.fits and e.meets_request and e.layout.dp == 2 and e.layout.replicas == [[0], [1]]
+    assert e.layout.dp_mode == "engines"  # a dense model: engines of their own behind /v1
+    assert "2 data-parallel replicas" in e.layout.reasons[-1]
+    # the line to paste runs both with vLLM's own balancing
+    assert "--data-parallel-size 2" in command_line(p.ckpt, e, p.settings)
+
+
+def test_a_model_one_gpu_holds_with_the_concurrency_asked_stays_one_replica() -> None:
+    e = launch_plan(host([0.3, 0.3]), model="qwen2.5-1.5b", max_model_len=4096).estimate
+    assert e.layout.dp == 1 and e.layout.replicas == [[0]]
+
+
+def test_more_replicas_than_gpus_is_a_no_that_says_why() -> None:
+    e = launch_plan(host([0.3, 0.3]), model="qwen2.5-1.5b", max_model_len=4096,
+                    replicas=3).estimate
+    assert not e.fits and "replicas: 3 replicas of 1 GPU(s) each need 3 GPUs; 2 planned" in e.reason
+
+
+def test_the_ranker_plans_the_layout_and_says_so() -> None:
+    rec = recommend_for(PlanRequest(use_case="chat", gpu="L4", gpus=2, max_model_len=8192),
+                        CATALOG, host([0.3, 0.3]), GPUS)
+    r = next(r for r in rec.results if r.repo == "Qwen/Qwen2.5-14B-Instruct" and r.quant == "none")
+    assert r.fits and r.estimate.pp == 2  # a named GPU: NVLink unknown, planned as none
+    assert any("pipeline parallelism over 2 GPUs" in why for why in r.reasons)
+    assert "--pipeline-parallel-size 2" in r.command
+
+
+# ------------------------------------------------------------------ pinning and sharing a GPU
+
+
+def test_a_launch_is_pinned_to_its_gpus_with_per_gpu_memory_in_its_argv() -> None:
+    p = launch_plan(host([20.0, 0.3]), model="qwen2.5-1.5b", max_model_len=8192)
+    argv, env = engine_argv(p.ckpt, p.estimate, p.settings, gpus=p.estimate.layout.replicas[0])
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert argv[argv.index("--gpu-memory-utilization") + 1] == "0.9"
+    words = shlex.split(command_line(p.ckpt, p.estimate, p.settings))
+    assert words[:2] == ["CUDA_DEVICE_ORDER=PCI_BUS_ID", "CUDA_VISIBLE_DEVICES=1"]
+
+
+def test_a_second_model_shares_a_gpu_with_a_utilization_from_its_need() -> None:
+    # the first model, sized to its need, leaves most of the GPU
+    first = launch_plan(host([0.3]), model="qwen2.5-1.5b", max_model_len=4096,
+                        fit_to_need=True)
+    e1 = first.estimate
+    assert e1.fits and first.settings.gpu_mem_util < 0.5
+    left = e1.layout.gpus[0].left_gib
+    assert left > 10
+    # the second sees that much free: its utilization comes from its own need, and fits
+    used = 22.49 - left
+    second = launch_plan(host([used]), model="qwen2.5-0.5b", max_model_len=4096, concurrency=4)
+    e2 = second.estimate
+    assert e2.fits and e2.meets_request, e2.reason
+    assert second.settings.gpu_mem_util < 0.9
+    assert any("the GPU is shared" in why for why in e2.layout.reasons)
+    assert 0 <= e2.layout.gpus[0].left_gib < left
+    # the utilization is the least that holds the request: a hundredth less does not
+    model = CATALOG.by_id("qwen2.5-0.5b")
+    assert model
+    ckpt = checkpoint_for(model, None)
+    assert ckpt
+    less = second.settings.gpu_mem_util - 0.01
+    e = estimate(model, ckpt, second.target,
+                 msgspec.structs.replace(second.settings, gpu_mem_util=round(less, 2)))
+    assert not (e.fits and e.meets_request)
+
+
+# ------------------------------------------------------------------ NVLink, CPU tp, balance
+
+
+class NvlinkNvml(FakeNvml):
+    NVML_NVLINK_MAX_LINKS = 4
+    NVML_FEATURE_ENABLED = 1
+
+    def __init__(self, states: list[int | None]) -> None:
+        super().__init__()
+        self.states = states
+
+    def nvmlDeviceGetNvLinkState(self, h: int, link: int) -> int:
+        state = self.states[link]
+        if state is None:
+            raise self.NVMLError("Not Supported")
+        return state
+
+
+@pytest.mark.parametrize(("states", "seen"), [
+    ([0, 1, None, None], True), ([0, 0, 0, 0], False), ([None] * 4, None)])
+def test_nvlink_state_is_read_through_nvml_and_unknown_is_said(states: list[int | None],
+                                                               seen: bool | None) -> None:
+    h = read_host(nvml=NvlinkNvml(states))  # type: ignore[arg-type]
+    assert h.gpus[0].nvlink is seen
+    assert any("NVLink state unknown" in n for n in h.notes) == (seen is None)
+
+
+def test_the_fake_without_the_call_reads_as_unknown() -> None:
+    assert read_host(nvml=FakeNvml()).gpus[0].nvlink is None  # type: ignore[arg-type]
+
+
+def test_cpu_tensor_parallel_ranks_bind_one_numa_node_or_core_group_each() -> None:
+    assert cpu_binds([[0, 1, 2, 3], [4, 5, 6, 7]], 2) == "0-3|4-7"  # a node each
+    assert cpu_binds([[0, 1]], 2) == "0|1"  # this machine: one node, two cores
+    assert cpu_binds([[0, 1, 2, 3, 4, 5]], 3) == "0-1|2-3|4-5"
+    assert cpu_binds([[0]], 2) == "" and cpu_binds([[0, 1]], 1) == ""
+
+
+def _dep(dep_id: str) -> Deployment:
+    return Deployment(id=dep_id, model="tiny", repo="r", quant="none", state="ready",
+                      served_names=["tiny"])
+
+
+def test_v1_routes_to_the_replica_with_the_fewest_outstanding_requests() -> None:
+    routes = Routes()
+    for d in ("a", "b"):
+        routes.add_key(d, f"key-{d}")
+        routes.set_ready(_dep(d))
+    first = routes.take("tiny")
+    second = routes.take("tiny")
+    assert first and second and {first[0].id, second[0].id} == {"a", "b"}
+    routes.done(first[0].id)
+    third = routes.take("tiny")  # the one that answered has none outstanding
+    assert third and third[0].id == first[0].id
+    # requests one after another alternate (ties go to the one given fewest)
+    routes.done(second[0].id)
+    routes.done(third[0].id)
+    seen = []
+    for _ in range(4):
+        hit = routes.take("tiny")
+        assert hit
+        seen.append(hit[0].id)
+        routes.done(hit[0].id)
+    assert seen.count("a") == seen.count("b") == 2
+    routes.remove("a")
+    assert all((h := routes.take("tiny")) and h[0].id == "b" for _ in range(3))
+
+
+def test_the_cli_plans_replicas_and_stages_and_says_what_is_left() -> None:
+    from click.testing import CliRunner
+
+    from advisor.cli import cli
+
+    out = CliRunner().invoke(cli, ["estimate", "qwen2.5-14b", "--gpu", "L4", "--gpus", "2",
+                                   "--max-model-len", "8192"])
+    assert out.exit_code == 0, out.output
+    assert "on vllm, pp 2" in out.output and "pipeline parallelism over 2 GPUs" in out.output
+    assert "GPUs: 0: 20.45 of 22.16 GiB free, 1.71 left" in out.output
+    out = CliRunner().invoke(cli, ["estimate", "qwen2.5-1.5b", "--gpu", "L4", "--gpus", "2",
+                                   "--max-model-len", "4096", "--replicas", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    data = msgspec.json.decode(out.output)
+    assert data["layout"]["dp"] == 2 and data["layout"]["replicas"] == [[0], [1]]
+
+
+# ------------------------------------------------------------------ through the supervisor
+
+
+def _supervise(python: Path, monkeypatch: pytest.MonkeyPatch, h: HostProfile,
+               body: Callable[[Supervisor], Awaitable[None]]) -> None:
+    """A real Supervisor over a scripted engine (tests/fake_engine.py) on a faked host."""
+    monkeypatch.setenv("ADVISOR_VLLM_PYTHON", str(python))
+    monkeypatch.setenv("FAKE_ENGINE", "ok")
+
+    async def go() -> None:
+        settings = load_settings()
+        sup = Supervisor(settings, Store(settings.home / "a.db"), CATALOG, GPUS, lambda: h,
+                         start_timeout=30, grace=5, poll=0.05)
+        await sup.start()
+        try:
+            await body(sup)
+        finally:
+            await sup.shutdown(keep_engines=False)
+
+    asyncio.run(go())
+
+
+def test_two_models_share_one_gpu_each_pinned_with_its_own_utilization(
+        python: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    a, b = build_model(tmp_path / "a"), build_model(tmp_path / "b")
+
+    async def body(sup: Supervisor) -> None:
+        # sized to hold 20,000 sequences of 256 tokens (about 5 GiB of KV cache), no more
+        first = await sup.launch(PlanRequest(model=str(a), max_model_len=256, concurrency=20_000,
+                                             fit_to_need=True))
+        # the second is planned while the first still loads: its reservation is held on GPU 0
+        second = await sup.launch(PlanRequest(model=str(b), max_model_len=256, concurrency=64))
+        for d in (first, second):
+            assert d.gpus == [0] and d.env["CUDA_VISIBLE_DEVICES"] == "0"
+        util = [float(d.command[d.command.index("--gpu-memory-utilization") + 1])
+                for d in (first, second)]
+        assert 0.2 < util[0] < 0.5 and util[1] < 0.1, util  # each from its own need
+        assert "the GPU is shared" in second.predicted["layout"]["reasons"][0]  # type: ignore[index]
+        share = second.predicted["layout"]["gpus"][0]  # type: ignore[index]
+        assert share["free_gib"] == pytest.approx(22.19 - first.reserved_gib, abs=0.01)
+        assert share["left_gib"] >= 0
+        for d in (first, second):
+            assert (await until_state(sup, d.id, {"ready", "failed"})).state == "ready"
+
+    _supervise(python, monkeypatch, host([0.3]), body)
+
+
+def test_replicas_are_engines_of_their_own_each_pinned_to_its_gpu(
+        python: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    model = build_model(tmp_path / "tiny")
+
+    async def body(sup: Supervisor) -> None:
+        first = await sup.launch(PlanRequest(model=str(model), max_model_len=256, replicas=2))
+        group = sorted((d for d in sup.all() if d.replica_of == first.id), key=lambda d: d.replica)
+        assert [d.gpus for d in group] == [[1], [0]]  # the emptier GPU first
+        assert [d.env["CUDA_VISIBLE_DEVICES"] for d in group] == ["1", "0"]
+        assert all("--data-parallel-size" not in d.command for d in group)
+        for d in group:
+            assert (await until_state(sup, d.id, {"ready", "failed"})).state == "ready"
+        assert len({sup.take("tiny")[0].id for _ in range(2)}) == 2  # type: ignore[index]
+        await sup.stop(first.id)  # the launch: every replica
+        for d in group:
+            assert (await until_state(sup, d.id, {"stopped"})).state == "stopped"
+
+    _supervise(python, monkeypatch, host([6.0, 0.3]), body)
+
+
+def test_a_mixture_of_experts_runs_its_replicas_in_one_engine() -> None:
+    model = CATALOG.by_id("qwen2.5-1.5b")
+    assert model
+    moe = msgspec.structs.replace(model, arch=msgspec.structs.replace(
+        model.arch, experts=8, experts_per_token=2, expert_intermediate_size=1024))
+    ckpt = checkpoint_for(moe, None)
+    assert ckpt
+    h = host([0.3, 0.3])
+    target = target_for(PlanRequest(), h, GPUS, check_free=True)
+    placed = place(moe, ckpt, target, EngineSettings(max_model_len=4096), replicas=2)
+    assert placed.layout.dp == 2 and placed.layout.dp_mode == "data-parallel-size"
+
+
+def test_replicas_on_a_shared_gpu_take_the_utilization_of_their_need() -> None:
+    h = host([12.0, 0.3])  # GPU 0 has 10.49 GiB free: less than 0.9 of the card
+    p = launch_plan(h, model="qwen2.5-1.5b", max_model_len=8192, concurrency=8, replicas=2)
+    e = p.estimate
+    assert e.fits and e.meets_request and e.layout.replicas == [[1], [0]], e.reason
+    assert p.settings.gpu_mem_util < 0.45
+    assert "on every replica" in e.layout.reasons[-1]
+    assert all(g.left_gib >= 0 for g in e.layout.gpus)
