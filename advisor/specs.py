@@ -162,6 +162,10 @@ class GpuInfo(msgspec.Struct, kw_only=True):
     memory_bandwidth_gbps: float | None = None  # GB/s, from bus width and memory clock
     mig_mode: bool | None = None
     processes: list[GpuProcess] = []
+    # NVML's used memory that no listed process owns (the driver's own, another container's
+    # processes that NVML cannot name, or memory a dead process leaked); None: not every
+    # process's figure could be read
+    memory_unowned_gib: float | None = None
     notes: list[str] = []
 
 
