@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from advisor.cost import ApiPrice, ApiPrices
 from advisor.errors import CatalogError
 from advisor.specs import QUANTS, USE_CASES, CatalogFile, Checkpoint, GpuSpec, GpuTable, Model
 from advisor.weights import checkpoint_bytes, describe_computation
@@ -168,5 +169,18 @@ def load_gpus(directory: Path | None = None) -> list[GpuSpec]:
         raise CatalogError(f"hardware/gpus.toml: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"hardware/gpus.toml: not valid TOML: {exc}") from None
+    except msgspec.ValidationError as exc:
+        raise CatalogError(_where(path, exc)) from None
+
+
+def load_api_prices(directory: Path | None = None) -> list[ApiPrice]:
+    """Published API prices (catalog/pricing/api_prices.toml), each with its source."""
+    path = (directory or data_dir("catalog")) / "pricing" / "api_prices.toml"
+    try:
+        return msgspec.convert(tomllib.loads(path.read_text(encoding="utf-8")), ApiPrices).price
+    except OSError as exc:
+        raise CatalogError(f"pricing/api_prices.toml: cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"pricing/api_prices.toml: not valid TOML: {exc}") from None
     except msgspec.ValidationError as exc:
         raise CatalogError(_where(path, exc)) from None

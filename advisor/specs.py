@@ -294,3 +294,57 @@ class Deployment(msgspec.Struct, kw_only=True):
     ready_at: float | None = None
     stopped_at: float | None = None
     engine_ready_at: float | None = None  # when the engine's own log said it was serving
+    # the load tests run against it, oldest first (the store keeps them in a table of their
+    # own, so a watch saving the record cannot drop one)
+    benches: list[BenchResult] = []
+
+
+class BenchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A bounded load test of a ready deployment; omitted lengths and concurrency come
+    from its plan."""
+
+    num_prompts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 200
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] | None = None
+    input_len: Annotated[int, msgspec.Meta(ge=1, le=32768)] | None = None
+    output_len: Annotated[int, msgspec.Meta(ge=1, le=8192)] | None = None
+
+
+class BenchResult(msgspec.Struct, kw_only=True):
+    """What vLLM's benchmark client (`vllm bench serve`) measured against one deployment,
+    with the KV-cache peak read from the engine's /metrics and, on a GPU, the energy."""
+
+    at: float  # when it finished
+    client: str  # the client and its version, e.g. "vllm bench serve 0.32.0"
+    num_prompts: int
+    concurrency: int
+    input_len: int
+    output_len: int
+    completed: int
+    failed: int
+    duration_s: float
+    output_tokens: int
+    decode_tokens_per_s: float  # all streams together (the client's output_throughput)
+    decode_tokens_per_s_per_stream: float | None  # 1000 / mean time per output token
+    ttft_p50_ms: float | None = None
+    ttft_p95_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    itl_p50_ms: float | None = None
+    itl_p95_ms: float | None = None
+    itl_p99_ms: float | None = None
+    kv_cache_peak_pct: float | None = None  # vllm:kv_cache_usage_perc, highest sample, in %
+    energy_j: float | None = None  # GPUs of the plan, over the test
+    energy_source: str = ""  # "NVML energy counter", "NVML power samples", or why none
+    tokens_per_joule: float | None = None
+    result_file: str = ""  # the client's --save-result JSON, under ADVISOR_HOME
+    versus: list[Comparison] = []  # predicted against measured (advisor.proof)
+
+
+class Comparison(msgspec.Struct, kw_only=True):
+    """One figure the plan predicted beside what a load test measured."""
+
+    figure: str
+    unit: str
+    predicted: float | None
+    measured: float | None
+    ratio: float | None  # measured / predicted
+    note: str = ""

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 
 from advisor import __version__
 from advisor.advice import Recommendation, estimate_for, recommend_for
-from advisor.catalog import Catalog
+from advisor.catalog import Catalog, load_api_prices
+from advisor.config import Settings
+from advisor.cost import Cost, Prices, cost_of, throughput_of
 from advisor.errors import NeedsKey
 from advisor.estimate import Estimate
 from advisor.history import Measurement
 from advisor.specs import GpuSpec, HostProfile, Model, PlanRequest
+from advisor.supervisor import Supervisor
 from advisor.web.auth import allowed
 
 
@@ -60,3 +64,19 @@ def recommend(data: JSONBody[PlanRequest], catalog: NamedDependency[Catalog],
               host_history: NamedDependency[tuple[Measurement, ...]]) -> Recommendation:
     """Every checkpoint of the catalog ranked for `use_case`, best first, with reasons."""
     return recommend_for(data, catalog, profiler(), gpu_table, history=host_history)
+
+
+@get("/api/deployments/{deployment_id:str}/cost", sync_to_thread=False, tags=["deployments"])
+def cost(deployment_id: FromPath[str], supervisor: NamedDependency[Supervisor],
+         settings: NamedDependency[Settings],
+         kwh_price: Annotated[float | None, Parameter(ge=0, le=100)] = None,
+         card_per_hour: Annotated[float | None, Parameter(ge=0, le=10000)] = None,
+         card_price: Annotated[float | None, Parameter(ge=0, le=10_000_000)] = None,
+         card_years: Annotated[float | None, Parameter(gt=0, le=50)] = None,
+         watts: Annotated[float | None, Parameter(gt=0, le=100_000)] = None) -> Cost:
+    """A million generated tokens on this deployment, in USD, from its latest load test (or
+    the estimate, labelled so) and the prices given, beside published API prices."""
+    d = msgspec.to_builtins(supervisor.get(deployment_id))
+    prices = Prices(kwh_price=kwh_price, card_per_hour=card_per_hour, card_price=card_price,
+                    card_years=card_years, watts=watts)
+    return cost_of(throughput_of(d), prices, load_api_prices(settings.catalog_dir))
