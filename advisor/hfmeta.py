@@ -24,6 +24,7 @@ import msgspec
 
 from advisor.catalog import SIZES_FILE, Catalog, SizeRecord, load_sizes
 from advisor.errors import HubUnavailable, ModelDirError, ModelNotFound, NeedsKey
+from advisor.gguf_file import is_gguf_name, model_from_gguf
 from advisor.modelfiles import (
     Metadata,
     TensorInfo,
@@ -424,6 +425,9 @@ def resolve(name: str, catalog: Catalog, *, local_ok: bool = True) -> tuple[Mode
                            "<key>, or sign in); without it, name a catalog id or a Hub repo id")
         raise ModelNotFound(f"model: {short(name)} is not a catalog id or a Hugging Face repo id "
                             "(see `advisor models`; a local folder needs the API key)")
+    if is_gguf_name(name):  # a GGUF file, or repo:QUANT in the cache: read from its header
+        m = model_from_gguf(name, catalog)
+        return m, m.checkpoints[0]
     try:
         path = Path(name).expanduser()
     except RuntimeError:  # "~nobody": no such user

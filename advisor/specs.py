@@ -12,8 +12,9 @@ import msgspec
 UseCase = Literal["code", "math", "chat", "edge", "long-context", "multilingual"]
 USE_CASES: tuple[str, ...] = ("code", "math", "chat", "edge", "long-context", "multilingual")
 
-# vLLM's --quantization names that the catalog knows, plus "none" for the plain checkpoint.
-Quant = Literal["none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes"]
+# vLLM's --quantization names that the catalog knows, plus "none" for the plain checkpoint
+# and "gguf" for a GGUF file named by path (the catalog lists none).
+Quant = Literal["none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes", "gguf"]
 QUANTS: tuple[str, ...] = ("none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes")
 
 

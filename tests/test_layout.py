@@ -15,7 +15,7 @@ PURE = {"errors", "specs", "weights", "estimate", "speed", "plan", "hardware", "
         "launch", "history"}
 # each third-party I/O library has one home module
 HOMES = {"pynvml": "profile", "psutil": "profile", "huggingface_hub": "hfmeta", "sqlite3": "store",
-         "subprocess": "procs"}
+         "subprocess": "procs", "gguf": "gguf_file"}
 
 
 def _imports(path: Path) -> set[str]:
