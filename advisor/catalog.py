@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from advisor.article import beside
 from advisor.cost import ApiPrice, ApiPrices
 from advisor.errors import CatalogError
 from advisor.specs import QUANTS, USE_CASES, CatalogFile, Checkpoint, GpuSpec, GpuTable, Model
@@ -156,6 +157,8 @@ def load_catalog(directory: Path | None = None) -> Catalog:
                 else:
                     c.weight_bytes = checkpoint_bytes(m.arch, c)
                     c.weight_bytes_source = describe_computation(c)
+            if m.article and m.article.vram_q4:
+                m.article.ours_checkpoint, m.article.ours_card_gib, m.article.ours_note = beside(m)
             models.append(m)
     return Catalog(models=models, files=files)
 

@@ -101,6 +101,10 @@ class ArticleFigure(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     math: float | None = None
     vram_q4: str = ""
     note: str = ""
+    # filled by the loader (advisor.article), never by the file: our figure beside vram_q4
+    ours_checkpoint: str = ""
+    ours_card_gib: float | None = None
+    ours_note: str = ""
 
 
 class Model(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
