@@ -9,7 +9,7 @@ from advisor.catalog import Catalog
 from advisor.errors import AdvisorError
 from advisor.estimate import EngineSettings, Estimate, Target
 from advisor.hfmeta import resolve
-from advisor.history import Measurement
+from advisor.history import Measurement, find
 from advisor.plan import checkpoint_for, plan, settings_for, target_for
 from advisor.rank import Result, recommend
 from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
@@ -50,8 +50,16 @@ def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[G
                       "fp8 and bitsandbytes can also quantize the plain one at load)")
     target = target_for(req, host, gpus, check_free=check_free, history=history)
     settings = settings_for(req)
-    return Plan(model=model, ckpt=ckpt, target=target, settings=settings,
-                estimate=plan(model, ckpt, target, settings))
+    est = plan(model, ckpt, target, settings)
+    seen = find(target.history, ckpt.repo, ckpt.quant, target.gpu_name, settings.tp,
+                est.max_num_batched_tokens, settings.enforce_eager, settings.vllm_version)
+    if seen and seen.speed and est.decode_tokens_per_s:  # a load test here scales the roofline
+        ratio = seen.speed.ratio
+        est.decode_tokens_per_s = round(est.decode_tokens_per_s * ratio, 1)
+        if est.decode_tokens_per_s_at_concurrency:
+            est.decode_tokens_per_s_at_concurrency = round(est.decode_tokens_per_s_at_concurrency * ratio, 1)
+        est.provenance = {**est.provenance, "decode_tokens_per_s": seen.speed.note}
+    return Plan(model=model, ckpt=ckpt, target=target, settings=settings, estimate=est)
 
 
 def estimate_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],

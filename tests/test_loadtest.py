@@ -14,13 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from service import KEY, TINY, Service, free_port_range
+from test_profile import FakeNvml
 from tinymodels import build_servable_model
 
+from advisor.advice import estimate_for
+from advisor.catalog import load_catalog
+from advisor.estimate import INSTALLED_VLLM
+from advisor.history import from_deployments
 from advisor.loadtest import BenchRefused, relay, result_of, shape_of
+from advisor.profile import read_host
 from advisor.proof import compare
-from advisor.specs import BenchRequest, BenchResult, Deployment
+from advisor.specs import BenchRequest, BenchResult, Deployment, PlanRequest
 
 
 def _deployment(**kw: Any) -> Deployment:
@@ -176,3 +183,21 @@ def test_a_load_test_on_the_cpu_engine_stores_what_vllms_client_measured(
     page = svc.http.get(f"/deployments/{d['id']}").text
     assert 'id="bench-figures"' in page and "measured / predicted" in page
     assert f"{b['kv_cache_peak_pct']:.4g}" in page
+
+
+def test_a_load_test_on_this_gpu_scales_the_roofline_of_later_estimates() -> None:
+    catalog, host = load_catalog(), read_host(nvml=FakeNvml())  # type: ignore[arg-type]
+    req = PlanRequest(model="qwen2.5-0.5b", max_model_len=4096)
+    before = estimate_for(req, catalog, host, [])
+    assert before.decode_tokens_per_s and "roofline" in before.provenance["decode_tokens_per_s"]
+    launched = Deployment(
+        id="d1", model="qwen2.5-0.5b", repo=before.repo, quant=before.quant, state="stopped",
+        engine="vllm", gpu_name=host.gpus[0].name, engine_ready_at=1.0, command=["vllm"],
+        predicted=msgspec.to_builtins(before), request=msgspec.to_builtins(req),
+        measured={"kv_cache_gib": before.kv_cache_gib},
+        benches=[_bench(concurrency=1, decode_tokens_per_s_per_stream=before.decode_tokens_per_s / 2)])
+    history = from_deployments([launched], INSTALLED_VLLM)
+    assert history[0].speed is not None and history[0].speed.ratio == pytest.approx(0.5)
+    after = estimate_for(req, catalog, host, [], history=history)
+    assert after.decode_tokens_per_s == pytest.approx(before.decode_tokens_per_s / 2, abs=0.1)
+    assert "load test of deployment d1" in after.provenance["decode_tokens_per_s"]
