@@ -201,3 +201,38 @@ def test_a_load_test_on_this_gpu_scales_the_roofline_of_later_estimates() -> Non
     after = estimate_for(req, catalog, host, [], history=history)
     assert after.decode_tokens_per_s == pytest.approx(before.decode_tokens_per_s / 2, abs=0.1)
     assert "load test of deployment d1" in after.provenance["decode_tokens_per_s"]
+
+
+@pytest.mark.slow
+def test_the_dashboards_button_runs_a_load_test_and_shows_it_beside_the_plan_and_its_cost(
+        ready: tuple[Service, dict[str, Any]]) -> None:
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    svc, d = ready
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_page()
+        page.goto(f"{svc.url}/signin?next=/deployments/{d['id']}")
+        page.fill("#key", KEY)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{svc.url}/deployments/{d['id']}")
+        before = len(svc.deployment(d["id"])["benches"])
+        page.fill("#bench-n", "8")
+        page.click("#bench-run")  # with the session's CSRF token, as the chat form sends it
+        page.wait_for_function(
+            "document.querySelector('#bench-summary') && "
+            "document.querySelector('#bench-summary').textContent.includes('of 8 requests')",
+            timeout=300_000)
+        benches = svc.deployment(d["id"])["benches"]
+        assert len(benches) == before + 1 and benches[-1]["num_prompts"] == 8
+        assert "measured / predicted" in page.text_content("#bench-figures")
+        page.fill("input[name=watts]", "65")
+        page.click("#cost-form button")
+        page.wait_for_function("document.querySelector('#cost-here') && "
+                               "document.querySelector('#cost-here').textContent.includes('measured')")
+        assert "gpt-4o-mini" in page.text_content("#cost-apis")
+        browser.close()
