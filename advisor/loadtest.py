@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from advisor.errors import AdvisorError
 from advisor.estimate import INSTALLED_VLLM
-from advisor.procs import end_group, spawn
+from advisor.procs import end_group, owns_tcp_port, spawn
 from advisor.profile import EnergyMeter
 from advisor.proof import compare
 from advisor.specs import BenchRequest, BenchResult, Deployment
@@ -122,9 +122,11 @@ def result_of(raw: dict[str, Any], *, req: BenchRequest, shape: tuple[int, int, 
 
 
 @contextlib.asynccontextmanager
-async def relay(socket_path: str) -> AsyncIterator[int]:
+async def relay(socket_path: str, allow: Callable[[int], bool]) -> AsyncIterator[int]:
     """A TCP port on 127.0.0.1 that passes bytes to the engine's Unix socket, for as long as
-    the block runs; the port it listens on."""
+    the block runs; the port it listens on. Only a connection `allow` accepts (by the peer's
+    port) is passed on: the engine's socket is private (a 0700 folder), and /tokenize and
+    /metrics answer without its key, so another local user must not reach it this way."""
     async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while chunk := await src.read(65536):
@@ -137,6 +139,10 @@ async def relay(socket_path: str) -> AsyncIterator[int]:
                 dst.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if not peer or not await asyncio.to_thread(allow, int(peer[1])):
+            writer.close()
+            return
         try:
             up_r, up_w = await asyncio.open_unix_connection(socket_path)
         except OSError:
@@ -163,11 +169,13 @@ async def run(d: Deployment, key: str, req: BenchRequest, *, python: str, work_d
     stem = f"{d.id}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     result_file, log_path = f"{stem}.json", work_dir / f"{stem}.log"
     peak: float | None = None
-    async with relay(d.socket) as port:
+    client: list[int] = []  # the client's pid, once spawned: the one process the relay serves
+    async with relay(d.socket, lambda peer: bool(client) and owns_tcp_port(client[0], peer)) as port:
         argv = client_argv(python, d, port, req, shape, work_dir, result_file)
         # the client inherits HF_HOME and HF_HUB_OFFLINE, to find the tokenizer
         child = spawn(argv, env={**os.environ, "OPENAI_API_KEY": key}, log_path=log_path,
                       cwd=work_dir)
+        client.append(child.pid)
         meter.start()
         started = time.monotonic()
         try:

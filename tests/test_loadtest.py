@@ -25,6 +25,7 @@ from advisor.catalog import load_catalog
 from advisor.estimate import INSTALLED_VLLM
 from advisor.history import from_deployments
 from advisor.loadtest import BenchRefused, relay, result_of, shape_of
+from advisor.procs import owns_tcp_port
 from advisor.profile import read_host
 from advisor.proof import compare
 from advisor.specs import BenchRequest, BenchResult, Deployment, PlanRequest
@@ -56,16 +57,22 @@ def test_the_relay_passes_bytes_both_ways_to_the_engines_unix_socket(tmp_path: P
             w.close()
 
         server = await asyncio.start_unix_server(echo, sock)
-        async with relay(sock) as port:
+        async with relay(sock, lambda peer: owns_tcp_port(os.getpid(), peer)) as port:
             r, w = await asyncio.open_connection("127.0.0.1", port)
             w.write(b"hello")
             await w.drain()
             got = await r.read()
             w.close()
+        # a connection from any other process is closed unanswered
+        async with relay(sock, lambda peer: owns_tcp_port(os.getppid(), peer)) as port:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"hello")
+            refused = await r.read()
+            w.close()
         server.close()
-        return got
+        return got, refused
 
-    assert asyncio.run(main()) == b"engine:hello"
+    assert asyncio.run(main()) == (b"engine:hello", b"")
 
 
 def _bench(**kw: Any) -> BenchResult:
