@@ -14,6 +14,7 @@ The only home of the `gguf` package.
 from __future__ import annotations
 
 import os
+import struct
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,9 +85,16 @@ def read_gguf(path: Path) -> GgufFile:
     import gguf
 
     try:
-        reader = gguf.GGUFReader(path, "r")
-    except (OSError, ValueError) as exc:
+        return _read(gguf, path)
+    except ModelDirError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, IndexError, struct.error) as exc:
+        # a damaged or hostile header: the reader's own exceptions, in words
         raise ModelDirError(f"{path}: not a readable GGUF file ({exc})") from None
+
+
+def _read(gguf: Any, path: Path) -> GgufFile:
+    reader = gguf.GGUFReader(path, "r")
     arch_name = str(_field(reader, "general.architecture") or "")
 
     def num(key: str, default: int | None = None) -> int:
@@ -147,7 +155,7 @@ def model_from_gguf(name: str, catalog: Catalog, env: Mapping[str, str] | None =
     """A catalog-shaped Model for a GGUF file (a path, or repo:QUANT in the HF cache)."""
     path = Path(name).expanduser() if name.lower().endswith(".gguf") else find_cached(name, env)
     if not path.is_file():
-        raise ModelNotFound(f"model: {name!r}: no such GGUF file")
+        raise ModelNotFound(f"model: {name!r}: no such GGUF file (or not a regular file)")
     g = read_gguf(path)
     label = g.file_type.removeprefix("MOSTLY_") or "GGUF"
     bits = 16 if label in ("F16", "BF16", "ALL_F32") else 8 if label.startswith("Q8") else \
