@@ -131,3 +131,25 @@ def test_a_file_that_is_not_gguf_is_refused_in_words(tmp_path: Path) -> None:
     bad.write_bytes(b"not a gguf file at all")
     with pytest.raises(Exception, match=r"x.gguf: not a readable GGUF file"):
         read_gguf(bad)
+
+
+def test_a_damaged_header_is_refused_in_words_whatever_bytes_changed(tmp_path: Path) -> None:
+    import random
+
+    from advisor.errors import ModelDirError
+
+    good = tmp_path / "good.gguf"
+    write_gguf(good, arch="llama", layers=2, hidden=256, ffn=512, heads=4, kv_heads=2, vocab=512,
+               context=2048)
+    header = good.read_bytes()[:4096]
+    rng = random.Random(1)
+    bad = tmp_path / "bad.gguf"
+    for _ in range(60):
+        damaged = bytearray(good.read_bytes())
+        for _ in range(12):
+            damaged[rng.randrange(8, len(header))] = rng.randrange(256)
+        bad.write_bytes(bytes(damaged))
+        try:
+            read_gguf(bad)
+        except ModelDirError as exc:
+            assert "bad.gguf" in str(exc)
