@@ -3,6 +3,8 @@ against a measured vLLM log, and the CPU engine's refusal."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from advisor.advice import estimate_for
@@ -48,3 +50,60 @@ def test_a_prequantized_bnb_checkpoint_is_refused_on_the_cpu_engine_with_the_plu
     why = cpu_engine_refuses(Checkpoint(repo="unsloth/Qwen2.5-7B-Instruct-bnb-4bit",
                                         quant="bitsandbytes", bits=4))
     assert "vllm-bnb-plugin" in why and "CUDA" in why and "AWQ or GPTQ" in why
+
+
+def _bnb_folder(folder: Path) -> int:
+    """A Llama of TINY_LLAMA's shape saved as transformers saves a bnb-4bit NF4 model with
+    double quantization; returns the bytes vLLM holds of it (absmax as fp32 per block)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from tinymodels import TINY_LLAMA
+
+    c = TINY_LLAMA
+    h, inter, n, vocab = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    kv = c["num_key_value_heads"] * c["head_dim"]
+    t: dict[str, torch.Tensor] = {"model.embed_tokens.weight": torch.zeros(vocab, h, dtype=torch.bfloat16),
+                                  "lm_head.weight": torch.zeros(vocab, h, dtype=torch.bfloat16),
+                                  "model.norm.weight": torch.zeros(h, dtype=torch.bfloat16)}
+    held = 2 * (2 * vocab * h + h)
+    for i in range(n):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = torch.zeros(h, dtype=torch.bfloat16)
+        t[p + "post_attention_layernorm.weight"] = torch.zeros(h, dtype=torch.bfloat16)
+        held += 2 * 2 * h
+        for name, out, inp in (("self_attn.q_proj", h, h), ("self_attn.k_proj", kv, h),
+                               ("self_attn.v_proj", kv, h), ("self_attn.o_proj", h, h),
+                               ("mlp.gate_proj", inter, h), ("mlp.up_proj", inter, h),
+                               ("mlp.down_proj", h, inter)):
+            w, blocks = p + name + ".weight", out * inp // 64
+            t[w] = torch.zeros(out * inp // 2, 1, dtype=torch.uint8)
+            t[w + ".absmax"] = torch.zeros(blocks, dtype=torch.uint8)
+            t[w + ".nested_absmax"] = torch.zeros(-(-blocks // 256), dtype=torch.float32)
+            t[w + ".nested_quant_map"] = torch.zeros(256, dtype=torch.float32)
+            t[w + ".quant_map"] = torch.zeros(16, dtype=torch.float32)
+            t[w + ".quant_state.bitsandbytes__nf4"] = torch.zeros(120, dtype=torch.uint8)
+            held += out * inp // 2 + blocks * 4 + 16 * 4
+    folder.mkdir(parents=True)
+    save_file(t, str(folder / "model.safetensors"))
+    config = {**c, "quantization_config": {
+        "quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
+        "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": "bfloat16"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return held
+
+
+def test_a_prequantized_bnb_4bit_folder_is_estimated_as_vllm_holds_it_and_refused_on_cpu(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "tiny-bnb-4bit"
+    held = _bnb_folder(folder)
+    catalog, host = load_catalog(), read_host()
+    gpu = estimate_for(PlanRequest(model=str(folder), gpu_gib=15.0, gpus=1, max_model_len=1024),
+                       catalog, host, [])
+    assert gpu.quant == "bitsandbytes" and gpu.fits, gpu.reason
+    assert gpu.weights_gib == pytest.approx(held / GIB, abs=0.005)
+    assert "absmax as fp32" in gpu.provenance["weights_gib"]
+    cpu = estimate_for(PlanRequest(model=str(folder), gpus=0, max_model_len=1024), catalog, host, [])
+    assert not cpu.fits and "vllm-bnb-plugin" in cpu.reason
