@@ -21,10 +21,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -e '.[test]'
 	touch $@
 
+# The seed's quantization paths, out of vLLM's tree since 0.28 (bitsandbytes NF4) and 0.24
+# (GGUF); both plugins are CUDA only, so the CPU build goes without them.
+BNB_PLUGIN ?= vllm-bnb-plugin==0.0.3
+GGUF_PLUGIN ?= vllm-gguf-plugin==0.0.5
+
 # The vLLM engine: the CUDA build on a host with an NVIDIA driver, the CPU build elsewhere.
 engine:
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		$(PIP) install vllm==$(VLLM_VERSION); \
+		$(PIP) install vllm==$(VLLM_VERSION) $(BNB_PLUGIN) $(GGUF_PLUGIN); \
 	else \
 		if ls $(TORCH_WHEELS)/torch-*+cpu-*.whl >/dev/null 2>&1; then \
 			src="--find-links $(TORCH_WHEELS)"; else src="--extra-index-url $(TORCH_CPU_INDEX)"; fi; \

@@ -9,7 +9,7 @@ from advisor.catalog import Catalog
 from advisor.errors import AdvisorError
 from advisor.estimate import EngineSettings, Estimate, Target
 from advisor.hfmeta import resolve
-from advisor.history import Measurement
+from advisor.history import Measurement, find
 from advisor.placement import on_gpus, place, with_layout
 from advisor.plan import checkpoint_for, plan, settings_for, target_for
 from advisor.rank import Result, recommend
@@ -52,8 +52,8 @@ def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[G
     target = target_for(req, host, gpus, check_free=check_free, history=history)
     settings = settings_for(req)
     if target.engine != "vllm":
-        return Plan(model=model, ckpt=ckpt, target=target, settings=settings,
-                    estimate=plan(model, ckpt, target, settings))
+        est = _calibrated(plan(model, ckpt, target, settings), target, ckpt, settings)
+        return Plan(model=model, ckpt=ckpt, target=target, settings=settings, estimate=est)
     # on GPUs: tp or pp, replicas, and which GPUs; the estimate is the first replica's
     placed = place(model, ckpt, target, settings, replicas=req.replicas,
                    fit_to_need=req.fit_to_need,
@@ -61,7 +61,24 @@ def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[G
     settings, layout = placed.settings, placed.layout
     first = on_gpus(target, layout.replicas[0]) if layout.replicas else target
     est = with_layout(plan(model, ckpt, first, settings), layout, settings, placed.refusal)
+    est = _calibrated(est, first, ckpt, settings)
     return Plan(model=model, ckpt=ckpt, target=first, settings=settings, estimate=est)
+
+
+def _calibrated(est: Estimate, target: Target, ckpt: Checkpoint,
+                settings: EngineSettings) -> Estimate:
+    """The estimate with its decode speed scaled by a load test of the same checkpoint and
+    flags on this host, where one was run (and says so in its provenance)."""
+    seen = find(target.history, ckpt.repo, ckpt.quant, target.gpu_name, settings.tp,
+                est.max_num_batched_tokens, settings.enforce_eager, settings.vllm_version)
+    if seen and seen.speed and est.decode_tokens_per_s:  # a load test here scales the roofline
+        ratio = seen.speed.ratio
+        est.decode_tokens_per_s = round(est.decode_tokens_per_s * ratio, 1)
+        if est.decode_tokens_per_s_at_concurrency:
+            est.decode_tokens_per_s_at_concurrency = round(
+                est.decode_tokens_per_s_at_concurrency * ratio, 1)
+        est.provenance = {**est.provenance, "decode_tokens_per_s": seen.speed.note}
+    return est
 
 
 def estimate_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[GpuSpec],

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import msgspec
 
+from advisor.article import beside
+from advisor.cost import ApiPrice, ApiPrices
 from advisor.errors import CatalogError
 from advisor.specs import QUANTS, USE_CASES, CatalogFile, Checkpoint, GpuSpec, GpuTable, Model
 from advisor.weights import checkpoint_bytes, describe_computation
@@ -165,6 +167,8 @@ def load_catalog(directory: Path | None = None) -> Catalog:
                 else:
                     c.weight_bytes = checkpoint_bytes(m.arch, c)
                     c.weight_bytes_source = describe_computation(c)
+            if m.article and m.article.vram_q4:
+                m.article.ours_checkpoint, m.article.ours_card_gib, m.article.ours_note = beside(m)
             models.append(m)
     return Catalog(models=models, files=files)
 
@@ -178,5 +182,18 @@ def load_gpus(directory: Path | None = None) -> list[GpuSpec]:
         raise CatalogError(f"hardware/gpus.toml: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"hardware/gpus.toml: not valid TOML: {exc}") from None
+    except msgspec.ValidationError as exc:
+        raise CatalogError(_where(path, exc)) from None
+
+
+def load_api_prices(directory: Path | None = None) -> list[ApiPrice]:
+    """Published API prices (catalog/pricing/api_prices.toml), each with its source."""
+    path = (directory or data_dir("catalog")) / "pricing" / "api_prices.toml"
+    try:
+        return msgspec.convert(tomllib.loads(path.read_text(encoding="utf-8")), ApiPrices).price
+    except OSError as exc:
+        raise CatalogError(f"pricing/api_prices.toml: cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"pricing/api_prices.toml: not valid TOML: {exc}") from None
     except msgspec.ValidationError as exc:
         raise CatalogError(_where(path, exc)) from None

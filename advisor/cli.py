@@ -350,6 +350,18 @@ url_option = click.option("--url", default="http://127.0.0.1:8000", show_default
                           help="the advisor service")
 
 
+def cost_options(fn: F) -> F:
+    """What the user pays, for the cost of a million tokens (USD; each one left out is named)."""
+    for name, help_text in reversed([
+            ("--kwh-price", "electricity per kWh"),
+            ("--card-per-hour", "the machine's cost per hour"),
+            ("--card-price", "the card's price (with --card-years)"),
+            ("--card-years", "years the card is used"),
+            ("--watts", "power draw where NVML measures none")]):
+        fn = click.option(name, type=click.FloatRange(min=0), help=help_text)(fn)
+    return fn
+
+
 @cli.command()
 @click.argument("model")
 @plan_options
@@ -402,6 +414,40 @@ def stop(deployment_id: str, url: str) -> None:
     """Stop a deployment's engine (its whole process group)."""
     d = _call(url, "DELETE", f"/api/deployments/{deployment_id}").json()
     click.echo(f"{d['id']}  {d['state']}")
+
+
+@cli.command()
+@click.argument("deployment_id")
+@click.option("--requests", "num_prompts", default=200, show_default=True, type=click.IntRange(1, 1000),
+              help="requests to send (bounded)")
+@click.option("--concurrency", type=click.IntRange(1, 256), help="at once (default: the plan's)")
+@click.option("--input-len", type=click.IntRange(1, 32768), help="prompt tokens (default: from the plan)")
+@click.option("--output-len", type=click.IntRange(1, 8192), help="tokens to decode per request")
+@click.option("--show", is_flag=True, help="show the last load test and its cost; run nothing")
+@cost_options
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def bench(deployment_id: str, num_prompts: int, concurrency: int | None, input_len: int | None,
+          output_len: int | None, show: bool, url: str, as_json: bool, **prices: Any) -> None:
+    """Load-test a ready deployment with vLLM's own client (`vllm bench serve`) and show what
+    it measured beside the prediction, and what a million tokens cost against the APIs."""
+    from advisor.proof import render
+
+    if show:
+        d = _call(url, "GET", f"/api/deployments/{deployment_id}").json()
+    else:
+        body = {k: v for k, v in {"num_prompts": num_prompts, "concurrency": concurrency,
+                                  "input_len": input_len, "output_len": output_len}.items()
+                if v is not None}
+        d = _call(url, "POST", f"/api/deployments/{deployment_id}/bench", json=body,
+                  timeout=1000).json()
+    params = {k: v for k, v in prices.items() if v is not None}
+    cost = _call(url, "GET", f"/api/deployments/{deployment_id}/cost", params=params).json()
+    if as_json:
+        _json({"deployment": d, "cost": cost})
+        return
+    click.echo("\n".join(render(d, cost)))
 
 
 @cli.group()

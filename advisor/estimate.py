@@ -132,6 +132,13 @@ def cpu_engine_refuses(ckpt: Checkpoint) -> str:
             return ""
         return ("vLLM's CPU engine reads compressed-tensors as 4-bit W4A16 or INT8 W8A8; "
                 f"this one is {'FP8' if fp8 else f'{ckpt.bits}-bit'}")
+    if ckpt.quant == "gguf":
+        return ("vLLM's CPU engine cannot load GGUF: its loader moved to the vllm-gguf-plugin "
+                "package in vLLM 0.24, with CUDA kernels only" + (f"; {ckpt.note}" if ckpt.note else ""))
+    if ckpt.quant == "bitsandbytes":
+        return ("vLLM's CPU engine cannot load bitsandbytes 4-bit: its NF4 kernels are CUDA's, "
+                "in the vllm-bnb-plugin package since vLLM 0.28; use a published 4-bit AWQ or "
+                "GPTQ checkpoint, or the plain one")
     if ckpt.quant not in CPU_QUANTS:
         return f"vLLM's CPU engine cannot load {ckpt.quant} checkpoints"
     if ckpt.quant != "none" and ckpt.bits != 4:

@@ -24,6 +24,7 @@ import msgspec
 
 from advisor.catalog import SIZES_FILE, Catalog, SizeRecord, load_sizes
 from advisor.errors import HubUnavailable, ModelDirError, ModelNotFound, NeedsKey
+from advisor.gguf_file import is_gguf_name, model_from_gguf
 from advisor.modelfiles import (
     Metadata,
     TensorInfo,
@@ -36,7 +37,7 @@ from advisor.modelfiles import (
     tensors_from_header,
 )
 from advisor.specs import Architecture, Checkpoint, Model
-from advisor.weights import checkpoint_bytes, param_count
+from advisor.weights import bnb_held_bytes, checkpoint_bytes, param_count
 
 # --------------------------------------------------------------------------- the Hub, bounded
 
@@ -384,12 +385,18 @@ def model_from_metadata(meta: Metadata, repo: str, local: bool) -> Model:
         raise ModelDirError(f"{where}: quantization_config is {short(qc)}, not an object")
     quant = meta.quant if meta.quant in ("awq", "gptq", "fp8", "compressed-tensors",
                                          "bitsandbytes") else "none"
+    bits = _int(qc, "bits", f"{where} quantization_config", 16 if quant == "none" else 8)
+    held, held_source = meta.weight_bytes, f"read: safetensors headers of {meta.source}"
+    if quant == "bitsandbytes" and qc.get("load_in_4bit") is True:
+        # bitsandbytes' config says 4-bit by a flag, not "bits"; vLLM holds its absmax as fp32
+        bits = 4
+        held = bnb_held_bytes({n: (t.nbytes, math.prod(t.shape)) for n, t in meta.tensors.items()})
+        held_source += ", absmax as fp32 (vLLM dequantizes the double quantization at load)"
     ckpt = Checkpoint(repo=repo, quant=quant,  # type: ignore[arg-type]
-                      bits=_int(qc, "bits", f"{where} quantization_config", 16 if quant == "none" else 8),
+                      bits=bits,
                       # GPTQ writes -1 for "no groups": one group per channel, our 0
                       group_size=max(0, _int(qc, "group_size", f"{where} quantization_config", 0)),
-                      dtype=arch.torch_dtype, weight_bytes=meta.weight_bytes,
-                      weight_bytes_source=f"read: safetensors headers of {meta.source}")
+                      dtype=arch.torch_dtype, weight_bytes=held, weight_bytes_source=held_source)
     name = Path(repo).name if local else repo.split("/")[-1]
     return Model(id=name.lower(), name=name, repo=repo, license="unknown", released="",
                  params_b=round(param_count(arch) / 1e9, 3),
@@ -424,6 +431,9 @@ def resolve(name: str, catalog: Catalog, *, local_ok: bool = True) -> tuple[Mode
                            "<key>, or sign in); without it, name a catalog id or a Hub repo id")
         raise ModelNotFound(f"model: {short(name)} is not a catalog id or a Hugging Face repo id "
                             "(see `advisor models`; a local folder needs the API key)")
+    if is_gguf_name(name):  # a GGUF file, or repo:QUANT in the cache: read from its header
+        m = model_from_gguf(name, catalog)
+        return m, m.checkpoints[0]
     try:
         path = Path(name).expanduser()
     except RuntimeError:  # "~nobody": no such user

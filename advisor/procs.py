@@ -140,3 +140,33 @@ async def end_group(pgid: int, *, grace: float, child: subprocess.Popen[bytes] |
         with contextlib.suppress(subprocess.TimeoutExpired):
             await asyncio.to_thread(child.wait, 10)
     return not group_alive(pgid)
+
+
+def owns_tcp_port(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the TCP socket whose local port is `port` (a connection it
+    opened), from /proc/net/tcp{,6} and its file descriptors."""
+    suffix = f":{port:04X}"
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[1].endswith(suffix):
+                inodes.add(fields[9])
+    if not inodes:
+        return False
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False

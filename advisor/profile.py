@@ -92,6 +92,13 @@ def _gpu(nvml: ModuleType, index: int, driver: str | None, cuda: str | None) -> 
             used = getattr(p, "usedGpuMemory", None)
             procs.append(GpuProcess(pid=int(p.pid), name=_process_name(int(p.pid)),
                                     used_memory_gib=_gib(used) if isinstance(used, int) else None))
+    unowned = _unowned_gib(mem, procs)
+    if unowned is not None and unowned > UNOWNED_NOTE_GIB:
+        notes.append(
+            f"GPU {index}: {unowned:.2f} GiB is in use that no listed process owns (the driver, "
+            "another container's processes NVML cannot name, or memory a dead process left); "
+            "it is outside the free memory a launch is checked against, and a plan for this "
+            f"card has {max(0.0, cuda_gib - unowned):.2f} GiB of its {cuda_gib:.2f} to count on")
     return GpuInfo(
         index=index,
         name=name,
@@ -115,6 +122,7 @@ def _gpu(nvml: ModuleType, index: int, driver: str | None, cuda: str | None) -> 
         mig_mode=bool(mig[0]) if mig else None,
         nvlink=nvlink,
         processes=procs,
+        memory_unowned_gib=unowned,
         notes=notes,
     )
 
@@ -135,6 +143,19 @@ def _nvlink(nvml: ModuleType, h: Any) -> bool | None:
         if state == getattr(nvml, "NVML_FEATURE_ENABLED", 1):
             return True
     return False if answered else None
+
+
+# Up to this, used-but-unowned memory is the driver's usual share and not worth a note.
+UNOWNED_NOTE_GIB = 0.5
+
+
+def _unowned_gib(mem: Any, procs: list[GpuProcess]) -> float | None:
+    """NVML's used memory minus what its listed processes hold; None when one process's
+    figure is missing (NVML gives none under some containers and vGPUs)."""
+    if not mem or any(p.used_memory_gib is None for p in procs):
+        return None
+    owned = sum(p.used_memory_gib or 0.0 for p in procs)
+    return round(max(0.0, int(mem.used) / GIB - owned), 2)
 
 
 def _process_name(pid: int) -> str:
@@ -225,3 +246,77 @@ def read_host(nvml: ModuleType | None = None, env: Mapping[str, str] | None = No
         notes=notes,
         engine="vllm" if gpus else "vllm-cpu",
     )
+
+
+class EnergyMeter:
+    """Joules the given GPUs drew over an interval: NVML's energy counter (millijoules since
+    the driver loaded; Volta and newer), else power samples integrated over time (call
+    `sample` every fraction of a second). Opens NVML for its own lifetime."""
+
+    def __init__(self, indexes: list[int], nvml: ModuleType | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.indexes, self.clock = indexes, clock or time.monotonic
+        self.nvml: Any = nvml
+        self.handles: list[Any] = []
+        self.why = ""  # why no figure, when none
+        self.start_mj: list[int] | None = None
+        self.samples: list[tuple[float, float]] = []  # (time, watts summed over the GPUs)
+        if self.nvml is None:
+            try:
+                import pynvml
+            except ImportError:
+                self.why = "nvidia-ml-py is not installed"
+                return
+            self.nvml = pynvml
+        try:
+            self.nvml.nvmlInit()
+            self.handles = [self.nvml.nvmlDeviceGetHandleByIndex(i) for i in indexes]
+        except self.nvml.NVMLError as exc:
+            self.why = f"NVML could not be read ({exc})"
+            self.handles = []
+
+    def _energy(self) -> list[int] | None:
+        try:
+            return [int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(h)) for h in self.handles]
+        except (self.nvml.NVMLError, AttributeError):  # pre-Volta, or an older binding
+            return None
+
+    def start(self) -> None:
+        if not self.handles:
+            return
+        self.start_mj = self._energy()
+        self.sample()
+
+    def sample(self) -> None:
+        if not self.handles or self.start_mj is not None:
+            return  # the counter needs no samples
+        try:
+            watts = sum(self.nvml.nvmlDeviceGetPowerUsage(h) for h in self.handles) / 1000
+        except self.nvml.NVMLError as exc:
+            self.why = f"NVML's power draw could not be read ({exc})"
+            return
+        self.samples.append((self.clock(), watts))
+
+    def stop(self) -> tuple[float | None, str]:
+        """The joules since `start` and how they were read (or why there is no figure)."""
+        try:
+            if not self.handles:
+                return None, self.why or "no GPU"
+            if self.start_mj is not None:
+                end = self._energy()
+                if end is not None:
+                    return round(sum(e - s for e, s in zip(end, self.start_mj, strict=True)) / 1000,
+                                 1), "NVML energy counter"
+            self.sample()
+            if len(self.samples) < 2:
+                return None, self.why or "too few power samples"
+            joules = sum((t1 - t0) * (w0 + w1) / 2
+                         for (t0, w0), (t1, w1) in zip(self.samples, self.samples[1:], strict=False))
+            return round(joules, 1), f"NVML power samples ({len(self.samples)}, trapezoid)"
+        finally:
+            if self.handles:
+                with contextlib.suppress(self.nvml.NVMLError):
+                    self.nvml.nvmlShutdown()
+                self.handles = []

@@ -12,8 +12,9 @@ import msgspec
 UseCase = Literal["code", "math", "chat", "edge", "long-context", "multilingual"]
 USE_CASES: tuple[str, ...] = ("code", "math", "chat", "edge", "long-context", "multilingual")
 
-# vLLM's --quantization names that the catalog knows, plus "none" for the plain checkpoint.
-Quant = Literal["none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes"]
+# vLLM's --quantization names that the catalog knows, plus "none" for the plain checkpoint
+# and "gguf" for a GGUF file named by path (the catalog lists none).
+Quant = Literal["none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes", "gguf"]
 QUANTS: tuple[str, ...] = ("none", "awq", "gptq", "fp8", "compressed-tensors", "bitsandbytes")
 
 
@@ -126,6 +127,10 @@ class ArticleFigure(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     math: float | None = None
     vram_q4: str = ""
     note: str = ""
+    # filled by the loader (advisor.article), never by the file: our figure beside vram_q4
+    ours_checkpoint: str = ""
+    ours_card_gib: float | None = None
+    ours_note: str = ""
 
 
 class Model(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -191,6 +196,10 @@ class GpuInfo(msgspec.Struct, kw_only=True):
     # which the planner reads as no NVLink
     nvlink: bool | None = None
     processes: list[GpuProcess] = []
+    # NVML's used memory that no listed process owns (the driver's own, another container's
+    # processes that NVML cannot name, or memory a dead process leaked); None: not every
+    # process's figure could be read
+    memory_unowned_gib: float | None = None
     notes: list[str] = []
 
 
@@ -356,3 +365,57 @@ class Deployment(msgspec.Struct, kw_only=True):
     ready_at: float | None = None
     stopped_at: float | None = None
     engine_ready_at: float | None = None  # when the engine's own log said it was serving
+    # the load tests run against it, oldest first (the store keeps them in a table of their
+    # own, so a watch saving the record cannot drop one)
+    benches: list[BenchResult] = []
+
+
+class BenchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A bounded load test of a ready deployment; omitted lengths and concurrency come
+    from its plan."""
+
+    num_prompts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 200
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] | None = None
+    input_len: Annotated[int, msgspec.Meta(ge=1, le=32768)] | None = None
+    output_len: Annotated[int, msgspec.Meta(ge=1, le=8192)] | None = None
+
+
+class BenchResult(msgspec.Struct, kw_only=True):
+    """What vLLM's benchmark client (`vllm bench serve`) measured against one deployment,
+    with the KV-cache peak read from the engine's /metrics and, on a GPU, the energy."""
+
+    at: float  # when it finished
+    client: str  # the client and its version, e.g. "vllm bench serve 0.32.0"
+    num_prompts: int
+    concurrency: int
+    input_len: int
+    output_len: int
+    completed: int
+    failed: int
+    duration_s: float
+    output_tokens: int
+    decode_tokens_per_s: float  # all streams together (the client's output_throughput)
+    decode_tokens_per_s_per_stream: float | None  # 1000 / mean time per output token
+    ttft_p50_ms: float | None = None
+    ttft_p95_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    itl_p50_ms: float | None = None
+    itl_p95_ms: float | None = None
+    itl_p99_ms: float | None = None
+    kv_cache_peak_pct: float | None = None  # vllm:kv_cache_usage_perc, highest sample, in %
+    energy_j: float | None = None  # GPUs of the plan, over the test
+    energy_source: str = ""  # "NVML energy counter", "NVML power samples", or why none
+    tokens_per_joule: float | None = None
+    result_file: str = ""  # the client's --save-result JSON, under ADVISOR_HOME
+    versus: list[Comparison] = []  # predicted against measured (advisor.proof)
+
+
+class Comparison(msgspec.Struct, kw_only=True):
+    """One figure the plan predicted beside what a load test measured."""
+
+    figure: str
+    unit: str
+    predicted: float | None
+    measured: float | None
+    ratio: float | None  # measured / predicted
+    note: str = ""

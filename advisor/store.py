@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from advisor.errors import AdvisorError
-from advisor.specs import ACTIVE_STATES, Deployment
+from advisor.specs import ACTIVE_STATES, BenchResult, Deployment
 
 log = logging.getLogger("advisor.store")
 
@@ -41,7 +41,18 @@ def _m001_deployments(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX deployments_state ON deployments(state)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_deployments]
+def _m002_benches(db: sqlite3.Connection) -> None:
+    # load tests in a table of their own: the record is rewritten whole by every watch save
+    db.execute("""
+        CREATE TABLE benches (
+            deployment TEXT NOT NULL REFERENCES deployments(id),
+            at REAL NOT NULL,
+            record TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX benches_deployment ON benches(deployment, at)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_deployments, _m002_benches]
 
 
 class Store:
@@ -117,17 +128,46 @@ class Store:
             raise StoreUnavailable(f"could not write deployment {d.id} to {self.path} ({exc}): "
                                    "another process may hold the database, or the disk is full") from None
 
+    def save_bench(self, deployment_id: str, result: BenchResult) -> None:
+        """Keep one load test's figures beside the deployment's prediction."""
+        try:
+            with self._lock:
+                self._db.execute("INSERT INTO benches (deployment, at, record) VALUES (?, ?, ?)",
+                                 (deployment_id, result.at, msgspec.json.encode(result).decode()))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"could not write the load test of {deployment_id} to "
+                                   f"{self.path} ({exc})") from None
+
+    def _with_benches(self, out: list[Deployment]) -> list[Deployment]:
+        if not out:
+            return out
+        by_id = {d.id: d for d in out}
+        marks = ",".join("?" * len(by_id))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT deployment, record FROM benches WHERE deployment IN ({marks}) ORDER BY at",
+                list(by_id)).fetchall()
+        for d in out:
+            d.benches = []
+        for dep_id, record in rows:
+            try:
+                by_id[dep_id].benches.append(msgspec.json.decode(record, type=BenchResult))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.error("a load test of %s in %s cannot be read and is skipped: %s",
+                          dep_id, self.path, exc)
+        return out
+
     def get(self, deployment_id: str) -> Deployment | None:
         with self._lock:
             row = self._db.execute("SELECT id, record FROM deployments WHERE id = ?",
                                    (deployment_id,)).fetchone()
-        return next(iter(self._decode([row])), None) if row else None
+        return next(iter(self._with_benches(self._decode([row]))), None) if row else None
 
     def all(self) -> list[Deployment]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, record FROM deployments ORDER BY created_at DESC").fetchall()
-        return self._decode(rows)
+        return self._with_benches(self._decode(rows))
 
     def active(self) -> list[Deployment]:
         marks = ",".join("?" * len(ACTIVE_STATES))

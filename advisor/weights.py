@@ -143,3 +143,25 @@ def describe_computation(ckpt: Checkpoint) -> str:
     if ckpt.group_size:
         layout += f", group {ckpt.group_size}"
     return f"computed: {ckpt.quant} tensor layout ({layout}), other tensors in {ckpt.dtype}"
+
+
+# The quantization state bitsandbytes saves beside each 4-bit weight (Params4bit.quant_state
+# as_dict(packed=True)): `absmax` is one uint8 per block of 64 when double-quantized,
+# `nested_absmax` and `nested_quant_map` quantize it, `quant_map` is the NF4 code book and
+# `quant_state.bitsandbytes__nf4` the rest, packed into bytes.
+BNB_STATE_SUFFIXES = (".absmax", ".nested_absmax", ".nested_quant_map", ".quant_map",
+                      ".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4")
+
+
+def bnb_held_bytes(tensors: dict[str, tuple[int, int]]) -> int:
+    """What vLLM holds of a pre-quantized bitsandbytes 4-bit checkpoint, from its tensors'
+    {name: (bytes, elements)}: every tensor as stored, except that each double-quantized
+    `absmax` becomes one fp32 per block and its nested state goes, as the loader's
+    _dequantize_dq does (vllm-bnb-plugin, bitsandbytes_loader.py). The NF4 code book stays."""
+    held = 0
+    for name, (nbytes, elements) in tensors.items():
+        if name.endswith(".absmax"):
+            held += elements * 4
+        elif name.endswith(".quant_map") or not name.endswith(BNB_STATE_SUFFIXES):
+            held += nbytes
+    return held

@@ -11,10 +11,11 @@ PKG = Path(__file__).resolve().parent.parent / "advisor"
 
 # no I/O, only each other
 PURE = {"errors", "specs", "weights", "estimate", "speed", "plan", "hardware", "enginelog", "rank",
+        "cost", "proof", "article",
         "launch", "history", "cluster", "manifests", "placement"}
 # each third-party I/O library has one home module
 HOMES = {"pynvml": "profile", "psutil": "profile", "huggingface_hub": "hfmeta", "sqlite3": "store",
-         "subprocess": "procs"}
+         "subprocess": "procs", "gguf": "gguf_file"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 
 from advisor import __version__
 from advisor.advice import Recommendation, estimate_for, recommend_for
-from advisor.catalog import Catalog
+from advisor.catalog import Catalog, load_api_prices
 from advisor.cluster import ClusterRequest
+from advisor.config import Settings
+from advisor.cost import Cost, Prices, cost_of, throughput_of
 from advisor.errors import NeedsKey
 from advisor.estimate import Estimate
 from advisor.history import Measurement
 from advisor.planner import PlanAnswer, answer_for
 from advisor.specs import GpuSpec, HostProfile, Model, PlanRequest
+from advisor.supervisor import Supervisor
 from advisor.web.auth import allowed
 
 
@@ -74,3 +78,19 @@ def plan(request: Request[Any, Any, Any], data: JSONBody[ClusterRequest],
                           local_ok=allowed(request.scope, request.app.state.api_key))
     except NeedsKey as exc:
         raise NotAuthorizedException(str(exc)) from None
+
+
+@get("/api/deployments/{deployment_id:str}/cost", sync_to_thread=False, tags=["deployments"])
+def cost(deployment_id: FromPath[str], supervisor: NamedDependency[Supervisor],
+         settings: NamedDependency[Settings],
+         kwh_price: Annotated[float | None, Parameter(ge=0, le=100)] = None,
+         card_per_hour: Annotated[float | None, Parameter(ge=0, le=10000)] = None,
+         card_price: Annotated[float | None, Parameter(ge=0, le=10_000_000)] = None,
+         card_years: Annotated[float | None, Parameter(gt=0, le=50)] = None,
+         watts: Annotated[float | None, Parameter(gt=0, le=100_000)] = None) -> Cost:
+    """A million generated tokens on this deployment, in USD, from its latest load test (or
+    the estimate, labelled so) and the prices given, beside published API prices."""
+    d = msgspec.to_builtins(supervisor.get(deployment_id))
+    prices = Prices(kwh_price=kwh_price, card_per_hour=card_per_hour, card_price=card_price,
+                    card_years=card_years, watts=watts)
+    return cost_of(throughput_of(d), prices, load_api_prices(settings.catalog_dir))

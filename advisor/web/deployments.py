@@ -8,7 +8,8 @@ from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
-from advisor.specs import Deployment, PlanRequest
+from advisor.loadtest import bench_deployment
+from advisor.specs import BenchRequest, Deployment, PlanRequest
 from advisor.supervisor import Supervisor
 from advisor.web.auth import require_key
 
@@ -50,3 +51,13 @@ def logs(deployment_id: FromPath[str], supervisor: NamedDependency[Supervisor],
 async def metrics(deployment_id: FromPath[str], supervisor: NamedDependency[Supervisor]) -> dict[str, float]:
     """vLLM's Prometheus metrics of a ready engine, flattened (empty when not ready)."""
     return await supervisor.metrics(deployment_id)
+
+
+@post("/api/deployments/{deployment_id:str}/bench", guards=[require_key], status_code=200,
+      tags=["deployments"])
+async def bench(deployment_id: FromPath[str], data: JSONBody[BenchRequest],
+                supervisor: NamedDependency[Supervisor]) -> Deployment:
+    """A bounded load test of a ready engine with vLLM's own client (`vllm bench serve`): the
+    deployment with its figures in `benches`; 422 when it is not ready or one is running.
+    Never run unless asked: it loads the engine (and a shared GPU) for its length."""
+    return await bench_deployment(supervisor, deployment_id, data)
