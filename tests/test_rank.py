@@ -111,9 +111,10 @@ SEED_PICKS = [("code", "phi-4"), ("code", "qwen2.5-coder-7b"), ("chat", "gemma-2
 # Phi-4's only comparable code figure is its card's HumanEval against Qwen2.5-14B (it wins).
 # Thin evidence is pulled toward the prior, so it ranks outside the first ten code models on
 # an RTX 4090, and no published figure shared with the models above it says those are better:
-# a known gap of the evidence, not hidden. (None of EvalPlus's, Aider's or the LiveCodeBench
-# leaderboard's files here rates Phi-4 with other catalog models.) Qwen2.5-Coder-7B has Aider's
-# code-editing leaderboard with Llama 3.1 8B and 3.2 3B besides its report's table, and passes.
+# a known gap of the evidence, not hidden. (EvalPlus's leaderboard file, last updated 2024-12,
+# and Aider's leaderboards do not list Phi-4; the LiveCodeBench leaderboard publishes only
+# per-problem results.) Qwen2.5-Coder-7B has Aider's code-editing leaderboard with Llama 3.1 8B
+# and 3.2 3B besides its report's table, and passes.
 THIN_EVIDENCE = {("code", "phi-4")}
 
 
