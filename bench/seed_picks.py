@@ -35,6 +35,7 @@ def main() -> None:
     print(f"edge (no GPU, 16 GiB): llama-3.2-3b -> #{ranked.index('llama-3.2-3b') + 1} of {len(ranked)}")
 
     elo = {m.id: s.value for m in catalog.models for s in m.scores if s.is_rating}
+    snapshots = {s.harness for m in catalog.models for s in m.scores if s.is_rating}
     rated = [m for m in order(use_case="chat", gpu="H200") if m in elo]
     by_elo = sorted(elo, key=lambda m: -elo[m])
     pairs = [(a, b) for i, a in enumerate(by_elo) for b in by_elo[i + 1:]]
@@ -43,7 +44,8 @@ def main() -> None:
     n = len(rated)
     d2 = sum((rated.index(m) - by_elo.index(m)) ** 2 for m in rated)
     rho = 1 - 6 * d2 / (n * (n * n - 1))
-    print(f"chat (H200) vs LMArena Elo, {n} rated models: Kendall tau {tau:.3f}, Spearman rho {rho:.3f}")
+    print(f"chat (H200) vs {' + '.join(sorted(snapshots))}, {n} rated models: "
+          f"Kendall tau {tau:.3f}, Spearman rho {rho:.3f}")
     print("  ours:   " + " > ".join(rated))
     print("  LMArena: " + " > ".join(by_elo))
 

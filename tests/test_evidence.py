@@ -87,6 +87,13 @@ def test_a_rating_counts_by_its_expected_score_against_the_best() -> None:
     assert pct.normalised(60.0) == pytest.approx(0.75)
 
 
+def test_every_rating_comes_from_one_leaderboard_snapshot() -> None:
+    # Elo ratings of two snapshots are not on one scale: a later snapshot's 1200 is not an
+    # earlier one's, so every catalog rating must come from the same one
+    snapshots = {s.evidence_set for m in CATALOG.models for s in m.scores if s.is_rating}
+    assert len(snapshots) == 1, snapshots
+
+
 def test_every_claimed_use_case_has_comparable_evidence_or_the_model_is_listed_as_lacking_it() -> None:
     lacking = lacking_evidence(CATALOG.models)
     doc = (ROOT / "docs" / "ranking.md").read_text()

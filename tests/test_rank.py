@@ -108,12 +108,14 @@ def _models_in_order(results) -> list[str]:  # type: ignore[no-untyped-def]
 SEED_PICKS = [("code", "phi-4"), ("code", "qwen2.5-coder-7b"), ("chat", "gemma-2-9b"),
               ("chat", "llama-3.1-8b"), ("long-context", "mistral-nemo-12b"),
               ("long-context", "llama-3.1-8b"), ("multilingual", "qwen2.5-7b")]
-# Phi-4's only comparable code figure is its card's HumanEval against Qwen2.5-14B (it wins);
-# Qwen2.5-Coder-7B's, its report's EvalPlus table against its 1.5B sibling. Thin evidence is
-# pulled toward the prior, so both rank outside the first ten code models on an RTX 4090,
-# and no published figure shared with the models above them says those are better: a known
-# gap of the evidence, not hidden.
-THIN_EVIDENCE = {("code", "phi-4"), ("code", "qwen2.5-coder-7b")}
+# Phi-4's only comparable code figure is its card's HumanEval against Qwen2.5-14B (it wins).
+# Thin evidence is pulled toward the prior, so it ranks outside the first ten code models on
+# an RTX 4090, and no published figure shared with the models above it says those are better:
+# a known gap of the evidence, not hidden. (EvalPlus's leaderboard file, last updated 2024-12,
+# and Aider's leaderboards do not list Phi-4; the LiveCodeBench leaderboard publishes only
+# per-problem results.) Qwen2.5-Coder-7B has Aider's code-editing leaderboard with Llama 3.1 8B
+# and 3.2 3B besides its report's table, and passes.
+THIN_EVIDENCE = {("code", "phi-4")}
 
 
 def _seed_pick_holds(results, model: str) -> None:  # type: ignore[no-untyped-def]
@@ -156,7 +158,7 @@ def test_with_no_memory_limit_the_chat_order_agrees_with_human_preference_rating
     # LMArena's ratings are in the catalog as evidence; the rest of the score (other evidence,
     # strengths, speed on an H200) must not overturn their order
     elo = {m.id: s.value for m in CATALOG.models for s in m.scores if s.is_rating}
-    assert len(elo) >= 8
+    assert len(elo) >= 10  # the 2025-12-11 snapshot rates ten catalog models
     order = _models_in_order(rec(use_case="chat", gpu="H200").results)
     rated = [m for m in order if m in elo]
     tau = _kendall_tau([-float(rated.index(m)) for m in elo], list(elo.values()))
