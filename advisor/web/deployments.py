@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
+
+import msgspec
 
 from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
+from advisor.enginelog import is_probe, phase_spans
 from advisor.specs import Deployment, PlanRequest
 from advisor.supervisor import Supervisor
 from advisor.web.auth import require_key
@@ -41,9 +45,33 @@ async def stop(deployment_id: FromPath[str], supervisor: NamedDependency[Supervi
 @get("/api/deployments/{deployment_id:str}/logs", guards=[require_key], sync_to_thread=True,
      media_type="text/plain", tags=["deployments"])
 def logs(deployment_id: FromPath[str], supervisor: NamedDependency[Supervisor],
-         lines: Annotated[int, Parameter(ge=1, le=10000)] = 200) -> str:
-    """The engine's log tail (it can name the engine's own key, hence the guard)."""
-    return supervisor.log_tail(deployment_id, lines)
+         lines: Annotated[int, Parameter(ge=1, le=10000)] = 200, probes: bool = True) -> str:
+    """The engine's log tail (it can name the engine's own key, hence the guard);
+    `probes=false` leaves out the advisor's own /health and /metrics calls in its access log."""
+    if probes:
+        return supervisor.log_tail(deployment_id, lines)
+    kept = [x for x in supervisor.log_tail(deployment_id, 10000).splitlines() if not is_probe(x)]
+    return "\n".join(kept[-lines:]) + "\n"
+
+
+class Phase(msgspec.Struct, kw_only=True):
+    phase: str
+    started_s: float
+    took_s: float | None
+
+
+@get("/api/deployments/{deployment_id:str}/phases", sync_to_thread=True, tags=["deployments"])
+def phases(deployment_id: FromPath[str], supervisor: NamedDependency[Supervisor]) -> list[Phase]:
+    """The start-up phases the engine's log shows so far, each with when it began and how
+    long it took (seconds, by the log's own timestamps)."""
+    d = supervisor.get(deployment_id)
+    try:
+        with Path(d.log_path).open("rb") as fh:
+            text = fh.read(16 * 2**20).decode(errors="replace")
+    except OSError:
+        return []
+    return [Phase(phase=s.phase, started_s=s.started_s, took_s=s.took_s)
+            for s in phase_spans(text.splitlines())]
 
 
 @get("/api/deployments/{deployment_id:str}/metrics", tags=["deployments"])
