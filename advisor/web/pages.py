@@ -266,8 +266,10 @@ def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
 
 
 @get("/models", sync_to_thread=False, include_in_schema=False)
-def models_page(catalog: NamedDependency[Catalog]) -> Template:
-    return Template("models.html", context={"models": catalog.models}, headers=_twin("/api/models"))
+def models_page(request: Request[Any, Any, Any], catalog: NamedDependency[Catalog]) -> Template:
+    return Template("models.html", headers=_twin("/api/models"), context={
+        "models": catalog.models, "use_cases": USE_CASES, "signed_in": signed_in(request),
+        "licenses": sorted({m.license for m in catalog.models})})
 
 
 # ----------------------------------------------------------------- signing in
@@ -415,7 +417,8 @@ async def favicon() -> Redirect:
 def deployments_page(request: Request[Any, Any, Any],
                      supervisor: NamedDependency[Supervisor]) -> Template:
     return Template("deployments.html", headers=_twin("/api/deployments"), context={
-        "deployments": supervisor.all(), "signed_in": signed_in(request)})
+        "deployments": supervisor.all(), "signed_in": signed_in(request),
+        "base_url": f"{request.base_url}".rstrip("/") + "/v1"})
 
 
 @get("/deployments/{deployment_id:str}", sync_to_thread=False, include_in_schema=False)
@@ -433,4 +436,8 @@ async def stop_page(request: Request[Any, Any, Any], deployment_id: FromPath[str
     if not signed_in(request):
         return Redirect(f"/signin?next=/deployments/{deployment_id}", status_code=303)
     await supervisor.stop(deployment_id)
-    return Redirect(f"/deployments/{deployment_id}", status_code=303)
+    back = request.headers.get("referer", "")
+    # from the list, back to the list; else to the deployment's page
+    from_list = back.split("?")[0].endswith("/deployments")
+    target = "/deployments" if from_list else f"/deployments/{deployment_id}"
+    return Redirect(target, status_code=303)
