@@ -43,6 +43,9 @@ NUMBERS: dict[str, Callable[[str], float | int]] = {
     "kv_cache_memory_bytes": human_readable_int}
 FLAGS = ("enforce_eager", "text_only")  # checkboxes
 TEXTS = ("vllm_version",)
+# the fields the form shows, each with its error beside it
+FORM_FIELDS = ("use_case", "gpu", "gpu_gib", "gpus", "max_model_len", "concurrency", "model",
+               "max_num_seqs", "kv_cache_memory_bytes", "vllm_version", "enforce_eager", "text_only")
 # what the launch button carries over from the form
 CARRIED = ("gpu", *NUMBERS, *FLAGS, *TEXTS)
 
@@ -196,7 +199,7 @@ def _home_context(host: HostProfile, catalog: Catalog, gpus: list[GpuSpec],
             "gpu_table": [(g.name, cuda_gib(g), g.bandwidth_gbps) for g in gpus],
             "form": form, "default_budget": budget, "signed_in": signed_in(request),
             "here": _here(request, form),
-            "errors": {}, "results": None, "own": None}
+            "errors": {}, "stray_errors": {}, "results": None, "own": None}
 
 
 def _here(request: Request[Any, Any, Any], form: dict[str, str]) -> str:
@@ -260,6 +263,8 @@ def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
             errors[field if field in (*CARRIED, "model", "use_case") else "form"] = str(exc)
             needs_key = isinstance(exc, NeedsKey)
     ctx["errors"] = errors
+    # an error of a field the form has no place for (ram_gib, a schema path) shows on top
+    ctx["stray_errors"] = {k: v for k, v in errors.items() if k not in FORM_FIELDS}
     ctx["request_json"] = msgspec.json.encode(req).decode() if req else ""
     return Template("index.html", context=ctx, headers=_twin("/api/recommend"),
                     status_code=401 if needs_key else 400 if errors else 200)
