@@ -27,7 +27,8 @@ NUMBER_TEXT = st.one_of(
     st.text(max_size=12))
 FIELDS = {
     "use_case": st.one_of(st.sampled_from(USE_CASES), st.text(max_size=10)),
-    "gpu": st.one_of(st.just(""), st.sampled_from(["RTX 4090 24GB", "T4 16GB", "H100 80GB"]), st.text(max_size=12)),
+    "gpu": st.one_of(st.just(""), st.sampled_from(["RTX 4090 24GB", "T4 16GB", "H100 80GB"]),
+                     st.text(max_size=12)),
     "gpu_gib": NUMBER_TEXT, "gpus": NUMBER_TEXT, "max_model_len": NUMBER_TEXT,
     "concurrency": NUMBER_TEXT, "max_num_seqs": NUMBER_TEXT, "kv_cache_memory_bytes": NUMBER_TEXT,
     "model": st.one_of(st.just(""), st.sampled_from(["qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B-Instruct",
