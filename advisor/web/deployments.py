@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from advisor.enginelog import is_probe, phase_spans
 from advisor.specs import Deployment, PlanRequest
@@ -44,7 +44,8 @@ async def stop(deployment_id: FromPath[str], supervisor: NamedDependency[Supervi
 @get("/api/deployments/{deployment_id:str}/logs", guards=[require_key], sync_to_thread=True,
      media_type="text/plain", tags=["deployments"])
 def logs(deployment_id: FromPath[str], supervisor: NamedDependency[Supervisor],
-         lines: Annotated[int, Parameter(ge=1, le=10000)] = 200, probes: bool = True) -> str:
+         lines: Annotated[int, Parameter(ge=1, le=10000)] = 200,
+         probes: FromQuery[bool] = True) -> str:
     """The engine's log tail (it can name the engine's own key, hence the guard);
     `probes=false` leaves out the advisor's own /health and /metrics calls in its access log."""
     if probes:
