@@ -6,6 +6,8 @@
   const ENDED = ['stopped', 'failed', 'lost'];
   const csrf = () => (document.cookie.split('; ').find(c => c.startsWith('csrftoken=')) || '').split('=').slice(1).join('=');
   let state = D.state;
+  // as the server writes them: 3.2×, and 1× (never 1.0× beside 1×)
+  const times = x => Math.abs(x - Math.round(x)) < 0.05 ? `${Math.round(x)}×` : `${x.toFixed(1)}×`;
   const fmt = s => s < 60 ? `${Math.round(s)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 
   function tick() {
@@ -51,7 +53,7 @@
              {stroke: getComputedStyle(document.body).color, size: 44, label: unit, labelSize: 14}],
       series: [{}, {label: name, stroke: '#4a6fa5', width: 1.5}],
     }, data, box);
-    if (plot) plot.root.setAttribute('aria-label', `${name} over time, in ${unit}`);
+    if (plot) { plot.root.setAttribute('role', 'img'); plot.root.setAttribute('aria-label', `${name} over time, in ${unit}`); }
     return charts[name] = {box, data, plot, unit};
   }
   function record(name, value, unit) {
@@ -83,7 +85,9 @@
     $('cause').textContent = d.cause || ''; $('fix').textContent = d.fix ? 'Fix: ' + d.fix : '';
     $('elapsed').dataset.end = d.ready_at || d.stopped_at || '';
     document.querySelectorAll('[data-measured]').forEach(td => {
-      const v = d.measured[td.dataset.measured]; if (v !== undefined) td.textContent = v;
+      const k = td.dataset.measured, v = d.measured[k];
+      if (v === undefined) return;
+      td.textContent = k === 'max_concurrency' ? times(v) : (['kv_cache_tokens', 'max_model_len'].includes(k) ? Math.round(v).toLocaleString('en') : v);
     });
     if (ENDED.includes(d.state) && $('stop-form')) $('stop-form').remove();
     if (ENDED.includes(d.state)) es.close();
