@@ -117,7 +117,7 @@ _FAILURES: list[tuple[re.Pattern[str], str]] = [
      "unsupported_architecture"),
     (re.compile(r"Address already in use|\[Errno 98\]"), "port_taken"),
     # no network for a download: huggingface_hub's offline and connection errors
-    (re.compile(r"couldn't connect to 'https://huggingface\.co'|LocalEntryNotFoundError"
+    (re.compile(r"couldn't connect to 'https://huggingface\.co'|LocalEntryNotFoundError:"
                 r"|outgoing traffic has been disabled|Temporary failure in name "
                 r"resolution|Network is unreachable|Max retries exceeded with url"), "offline"),
     # argparse's own refusal of the command line (exit code 2): the line names the flag

@@ -20,6 +20,18 @@
   const NAMES = {initializing: 'initializing', downloading: 'downloading', loading_weights: 'loading weights',
     profiling: 'profiling memory', allocating_kv_cache: 'allocating the KV cache', capturing_graphs: 'capturing CUDA graphs',
     compiling: 'compiling', ready: 'ready'};
+  // while a Hub model downloads: the bytes so far, from the Hugging Face cache
+  async function refreshDownload() {
+    if (ENDED.includes(state) || state === 'ready') return;
+    const r = await fetch(`/api/deployments/${ID}/download`);
+    if (!r.ok) return;
+    const d = await r.json(), li = document.querySelector('#phases li[data-phase=downloading], #phases li[data-phase=initializing]');
+    if (d.local || !li || !d.bytes) return;
+    const gib = b => (b / 2 ** 30).toFixed(2);
+    li.textContent += ` · ${gib(d.bytes)}${d.expected_bytes ? ' of ' + gib(d.expected_bytes) : ''} GiB downloaded`;
+  }
+  setInterval(() => { if (!ENDED.includes(state) && state !== 'ready') refreshPhases().then(refreshDownload); }, 3000);
+
   async function refreshPhases() {
     const r = await fetch(`/api/deployments/${ID}/phases`);
     if (!r.ok) return;
@@ -48,7 +60,8 @@
     const data = [[], []];
     const plot = typeof uPlot === 'undefined' ? null : new uPlot({
       width, height: 120, legend: {show: false}, cursor: {show: false},
-      scales: {x: {time: true}, y: {range: (u, lo, hi) => [0, Math.max(hi, 1)]}},
+      // the last two minutes, whatever has been seen of them
+      scales: {x: {time: true, range: (u, lo, hi) => [hi - 120, hi]}, y: {range: (u, lo, hi) => [0, Math.max(hi, 1)]}},
       axes: [{stroke: getComputedStyle(document.body).color, size: 30},
              {stroke: getComputedStyle(document.body).color, size: 44, label: unit, labelSize: 14}],
       series: [{}, {label: name, stroke: '#4a6fa5', width: 1.5}],

@@ -65,7 +65,6 @@ def test_recommend_launch_watch_chat_and_stop(service: Service, browser, tmp_pat
     page.fill("#gpus", "0")
     page.fill("#max_model_len", "256")
     page.fill("#model", str(model))
-    shot(page, "form")
     page.click("form[action='/'] button[type=submit]")
     assert page.locator("#results > tbody").count() > 30
     assert page.locator("#results > tbody.fit").count() > 0
@@ -114,6 +113,8 @@ def test_recommend_launch_watch_chat_and_stop(service: Service, browser, tmp_pat
     bad = [(v["id"], [n["target"] for n in v["nodes"]]) for v in Axe().run(page).response["violations"]
            if v["impact"] in ("serious", "critical")]
     assert bad == []
+    page.set_viewport_size({"width": 1280, "height": 1300})
+    page.evaluate("document.querySelector('.cards').scrollIntoView()")
     shot(page, "chat")
     # the list is live, with the endpoint and a Stop that stops
     page.goto(f"{service.url}/deployments")

@@ -64,6 +64,9 @@ def test_results_are_one_row_per_model_with_the_others_behind_a_disclosure(servi
     page.goto(service.url + RTX)
     groups = page.locator("#results > tbody")
     assert groups.count() == len(first_of) < len(ranked)
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.evaluate("document.getElementById('res-h').scrollIntoView()")
+    shot(page, "results")
     # each model's chosen checkpoint is its first in rank order; the rest in its disclosure
     names = page.eval_on_selector_all("#results > tbody > tr.row td.model > span.muted",
                                       "els => els.map(e => e.textContent)")
@@ -73,11 +76,11 @@ def test_results_are_one_row_per_model_with_the_others_behind_a_disclosure(servi
         assert not others.locator("table").is_visible()
         others.locator("summary").click()
         assert others.locator("table tbody tr").count() >= 1
+        assert no_sideways_scroll(page), "an open disclosure does not widen the page"
     # the top ten first, the rest a click away
     assert visible_groups(page) == 10
     page.click("#show-all")
     assert visible_groups(page) == page.locator("#results > tbody.fit").count()
-    shot(page, "results")
     page.close()
 
 
@@ -300,3 +303,26 @@ def test_axe_finds_nothing_serious_and_no_page_scrolls_sideways(service: Service
         assert bad == [], (path, bad)
         assert no_sideways_scroll(page), path
     page.close()
+
+
+def test_a_failed_launch_names_its_cause_in_one_sentence_above_the_log(service: Service, browser) -> None:  # type: ignore[no-untyped-def]
+    """A Hub model with the Hub out of reach (the service runs with HF_HUB_OFFLINE=1): the
+    confirmation warns, and the real CPU engine's failure is one sentence, not a traceback."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(service.url + "/signin?next="
+              + "/launch%3Fmodel%3Dsmollm2-360m%26gpus%3D0%26max_model_len%3D512")
+    page.fill("#key", KEY)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/launch\?"))
+    assert "The Hub is unreachable" in page.inner_text("#launch-hub")
+    page.click("#launch-start")
+    page.wait_for_url(re.compile(r"/deployments/[0-9a-f]+$"))
+    page.wait_for_function("document.getElementById('state').textContent === 'failed'", timeout=300_000)
+    cause = page.inner_text("#cause")
+    assert cause.startswith("The model could not be downloaded: the Hugging Face Hub cannot be reached.")
+    assert "huggingface.co" in page.inner_text("#fix")
+    above = page.evaluate("document.getElementById('cause').getBoundingClientRect().top < "
+                          "document.getElementById('log').getBoundingClientRect().top")
+    assert above
+    context.close()

@@ -76,3 +76,10 @@ def test_the_advisors_own_probes_are_told_apart_from_the_engines_lines() -> None
     assert is_probe('(APIServer pid=1) INFO:     - "GET /metrics HTTP/1.1" 200 OK')
     assert not is_probe('INFO:     - "POST /v1/chat/completions HTTP/1.1" 200 OK')
     assert not any(is_probe(x) for x in lines(CPU_LOG) if "Route:" in x)
+
+
+def test_a_real_offline_launch_is_named_by_its_error_line_not_the_traceback() -> None:
+    tail = lines(DATA / "cpu_engine_logs" / "smollm2-360m-offline-FAILED-v0320-cpu.log")[-400:]
+    cause, _ = failure_of(tail, 1)
+    assert cause.startswith("The model could not be downloaded")
+    assert "outgoing traffic has been disabled" in cause and "raise " not in cause

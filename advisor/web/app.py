@@ -96,6 +96,7 @@ def create_app(
         route_handlers=[api.healthz, api.profile, api.models, api.estimate, api.recommend,
                         deployments.launch, deployments.deployments, deployments.deployment,
                         deployments.stop, deployments.logs, deployments.metrics, deployments.phases,
+                        deployments.download,
                         proxy.v1, events.events, pages.home, pages.recommend_page,
                         pages.models_page, pages.signin_page, pages.signin, pages.signout,
                         pages.launch_page, pages.deployments_page, pages.dashboard, pages.stop_page,

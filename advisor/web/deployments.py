@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from litestar import Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
+from advisor.config import Settings
 from advisor.enginelog import is_probe, phase_spans
 from advisor.specs import Deployment, PlanRequest
 from advisor.supervisor import Supervisor
@@ -78,3 +80,28 @@ def phases(deployment_id: FromPath[str], supervisor: NamedDependency[Supervisor]
 async def metrics(deployment_id: FromPath[str], supervisor: NamedDependency[Supervisor]) -> dict[str, float]:
     """vLLM's Prometheus metrics of a ready engine, flattened (empty when not ready)."""
     return await supervisor.metrics(deployment_id)
+
+
+class Download(msgspec.Struct, kw_only=True):
+    bytes: int  # in the Hugging Face cache so far, partial files included
+    expected_bytes: int | None  # the checkpoint's weights, as planned
+    local: bool  # a local folder: nothing to download
+
+
+@get("/api/deployments/{deployment_id:str}/download", sync_to_thread=True, tags=["deployments"])
+def download(deployment_id: FromPath[str], supervisor: NamedDependency[Supervisor],
+             settings: NamedDependency[Settings]) -> Download:
+    """How far the model's download has come: the bytes of its folder in the Hugging Face
+    cache (the `.incomplete` files huggingface_hub writes included)."""
+    d = supervisor.get(deployment_id)
+    weights = d.predicted.get("weights_gib")
+    expected = int(weights * 2**30) if isinstance(weights, int | float) else None
+    if Path(d.repo).is_dir():
+        return Download(bytes=0, expected_bytes=expected, local=True)
+    folder = settings.hf_cache / ("models--" + d.repo.replace("/", "--"))
+    total = 0
+    for f in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if f.is_file() and not f.is_symlink():
+                total += f.stat().st_size
+    return Download(bytes=total, expected_bytes=expected, local=False)
