@@ -130,6 +130,7 @@ def create_app(
 
 def _add_filters(engine: JinjaTemplateEngine) -> None:
     engine.engine.filters.update(pages.FILTERS)
+    engine.engine.globals["launchable"] = pages.launchable
 
 
 def _wants_html(request: Request[Any, Any, Any]) -> bool:

@@ -27,6 +27,7 @@ from advisor.advice import estimate_for, plan_for, recommend_for
 from advisor.catalog import Catalog
 from advisor.config import Settings
 from advisor.errors import AdvisorError, NeedsKey
+from advisor.estimate import Estimate
 from advisor.hardware import cuda_gib
 from advisor.history import Measurement
 from advisor.launch import command_line, human_readable_int
@@ -151,7 +152,7 @@ class Group(msgspec.Struct, kw_only=True):
     others: list[Result]
     license: str
     quants: list[str]
-    launchable: bool  # this host can run exactly the row's plan
+    launchable: bool  # the form plans for this host (each row's engine checked too)
 
 
 def group_results(results: list[Result], catalog: Catalog, launchable: bool) -> list[Group]:
@@ -166,20 +167,23 @@ def group_results(results: list[Result], catalog: Catalog, launchable: bool) -> 
 
 
 def runs_here(form: dict[str, str], host: HostProfile, gpus: list[GpuSpec]) -> bool:
-    """Whether the plan the form asks for is a plan for this very host: a GPU it names is
-    one this host has, and the engine it plans (GPUs or CPU) is the one this host runs. A
-    plan for an RTX 4090 on a GPU-less host has no Launch button: what would start there
-    is another plan."""
-    cpu_plan = form.get("gpus", "").strip() == "0" or (not host.gpus and not form.get("gpu"))
-    if cpu_plan:
+    """Whether the form plans for this very host: a GPU it names is one this host has, and
+    a CPU plan (0 GPUs) is asked only of a host that runs the CPU engine. A plan for an RTX
+    4090 on a GPU-less host has no Launch button: what would start there is another plan.
+    (Each row's engine is checked against the host's too: `launchable`.)"""
+    if form.get("gpus", "").strip() == "0":
         return host.engine == "vllm-cpu"
-    if not host.gpus:
-        return False
     if form.get("gpu"):
         spec = next((g for g in gpus if g.name == form["gpu"]), None)
         return spec is not None and any(m.lower() in g.name.lower()
                                         for g in host.gpus for m in spec.match)
     return True
+
+
+def launchable(r: Result | Estimate, here: bool, host: HostProfile) -> bool:
+    """A row this host can start as shown: planned for it, on the engine it runs."""
+    est = r.estimate if isinstance(r, Result) else r
+    return here and est.fits and est.engine == host.engine
 
 
 _BARE_PYTHON = re.compile(r"(^|\s)python(?= -m )")
@@ -254,6 +258,7 @@ def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
             ctx["groups"] = group_results(ctx["results"], catalog, here)
             ctx["quants"] = sorted({r.quant for r in ctx["results"]})
             ctx["own_launchable"] = here
+            ctx["any_launchable"] = any(launchable(r, here, host) for r in ctx["results"])
             if req.model:
                 # a local folder only for a signed-in browser: the answer says whether a path exists
                 ctx["own"] = estimate_for(req, catalog, host, gpu_table, history=history,
@@ -370,6 +375,9 @@ def _confirm(data: dict[str, str], settings: Settings, host: HostProfile, catalo
         return ctx
     est = chosen.estimate
     ctx["plan"] = chosen
+    if est.engine != host.engine:
+        ctx["error"] = f"This host runs {host.engine}; the plan is for {est.engine}."
+        return ctx
     ctx["command"] = shown_command(command_line(chosen.ckpt, est, chosen.settings),
                                    settings.vllm_python)
     ctx["same"] = not ctx["shown"] or ctx["shown"] == ctx["command"]
