@@ -106,6 +106,17 @@ def test_recommend_launch_watch_chat_and_stop(service: Service, browser, tmp_pat
     turns = page.locator("#chat-log .turn")
     assert turns.count() == 4 and "And once more" in turns.nth(2).inner_text()
     assert turns.nth(3).locator("span").inner_text().strip(), "a streamed reply appears"
+    # a long reply stopped half-way: the button ends the stream, the turn says so
+    page.fill("#chat-max", "150")
+    page.fill("#chat-in", "Tell me a long story")
+    page.click("#chat-send")
+    page.wait_for_function("document.querySelectorAll('#chat-log .turn').length === 6 && "
+                           "document.querySelector('#chat-log .turn:last-child span').textContent.length > 0",
+                           timeout=60_000)
+    page.click("#chat-stop")
+    page.wait_for_function("document.getElementById('chat-log').dataset.done === '1'", timeout=30_000)
+    assert "(stopped)" in turns.nth(5).inner_text()
+    assert not page.is_disabled("#chat-send") and page.is_disabled("#chat-stop")
     # tokens/s is a rate over a window: not 0.0 after replies that ended between two polls
     page.wait_for_function("+document.getElementById('metrics').dataset.tps > 0", timeout=30_000)
     assert page.locator("#series .uplot .u-axis").count() >= 2, "charts have axes"
