@@ -48,14 +48,23 @@ class Failure:
 
 
 PHASES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"Downloading|Fetching \d+ files|download", re.I), "downloading"),
+    # the first lines of any start: before them a launch shows the bare state
+    (re.compile(r"vLLM API server version|Initializing a V1 LLM engine|non-default args"),
+     "initializing"),
+    # huggingface_hub's "Fetching 4 files", vLLM's own download lines; never the engine
+    # config's `download_dir=None`, which every start prints
+    (re.compile(r"\bDownloading\b|Fetching \d+ files|Downloaded .* in [0-9.]+ ?s"), "downloading"),
     (re.compile(r"Starting to load model|Loading weights|Loading safetensors"), "loading_weights"),
     (re.compile(r"Memory profiling|profile_run|Model loading took"), "profiling"),
     (re.compile(r"KV cache size|Available KV cache memory|for KV cache on node"),
      "allocating_kv_cache"),
     (re.compile(r"Capturing CUDA graph|Capturing cudagraphs|Graph capturing"), "capturing_graphs"),
-    (re.compile(r"torch\.compile|Compiling a graph|Dynamo bytecode transform"), "compiling"),
+    # torch.compile at work: not the lines that say it is off ("disabling torch.compile",
+    # "compilation was disabled"), nor the config dump that names compilation_config
+    (re.compile(r"Dynamo bytecode transform|Compiling a graph|Start compiling|"
+                r"for vLLM's torch\.compile|torch\.compile take"), "compiling"),
 ]
+_NOT_A_PHASE = re.compile(r"disabl|compilation_config=|download_dir=")
 READY = re.compile(r"Application startup complete|Uvicorn running on")
 
 _FIGURES: list[tuple[re.Pattern[str], str]] = [
@@ -107,6 +116,10 @@ _FAILURES: list[tuple[re.Pattern[str], str]] = [
                 r"|No model architectures are specified"),
      "unsupported_architecture"),
     (re.compile(r"Address already in use|\[Errno 98\]"), "port_taken"),
+    # no network for a download: huggingface_hub's offline and connection errors
+    (re.compile(r"couldn't connect to 'https://huggingface\.co'|LocalEntryNotFoundError:"
+                r"|outgoing traffic has been disabled|Temporary failure in name "
+                r"resolution|Network is unreachable|Max retries exceeded with url"), "offline"),
     # argparse's own refusal of the command line (exit code 2): the line names the flag
     (re.compile(r": error: (?:argument |unrecognized arguments|the following arguments)"),
      "bad_argument"),
@@ -177,6 +190,8 @@ def read_phase(line: str) -> str | None:
     """The start-up phase a line announces, 'ready' when serving, or None."""
     if READY.search(line):
         return "ready"
+    if _NOT_A_PHASE.search(line):
+        return None
     for pattern, phase in PHASES:
         if pattern.search(line):
             return phase
@@ -201,3 +216,53 @@ def summarize(lines: list[str]) -> LogSummary:
         if phase and (not out.phases or out.phases[-1] != phase):
             out.phases.append(phase)
     return out
+
+
+# "INFO 12-02 04:25:48 [core.py:133] …": vLLM's month-day and time on every line it logs
+_STAMP = re.compile(r"\b(?:INFO|WARNING|ERROR|DEBUG) (\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)")
+
+
+def stamp_s(line: str) -> int | None:
+    """The line's time as seconds into its year (vLLM prints no year), or None."""
+    m = _STAMP.search(line)
+    if not m:
+        return None
+    month, day, h, mi, sec = (int(x) for x in m.groups())
+    return (((month * 31 + day) * 24 + h) * 60 + mi) * 60 + sec
+
+
+@dataclass
+class PhaseSpan:
+    phase: str
+    started_s: float  # seconds after the log's first timestamped line
+    took_s: float | None  # None for the phase still running
+
+
+def phase_spans(lines: list[str]) -> list[PhaseSpan]:
+    """The start-up phases in order, each with when it began and how long it took, by the
+    timestamps vLLM prints. A phase seen again later (a second compile) is a new span."""
+    spans: list[PhaseSpan] = []
+    first = last = None
+    for line in lines:
+        t = stamp_s(line)
+        if t is not None:
+            first = t if first is None else first
+            last = t
+        phase = read_phase(line)
+        if phase and (not spans or spans[-1].phase != phase) and first is not None:
+            at = float((t if t is not None else last or first) - first)
+            if spans:
+                spans[-1].took_s = at - spans[-1].started_s
+            spans.append(PhaseSpan(phase=phase, started_s=at, took_s=None))
+        if phase == "ready":
+            spans[-1].took_s = 0.0
+            break
+    return spans
+
+
+# the advisor's own probes of the engine, which fill its access log every second
+_PROBE = re.compile(r'"(?:GET|HEAD) /(?:health|metrics|v1/models|ping|version)\b[^"]*" \d{3}')
+
+
+def is_probe(line: str) -> bool:
+    return bool(_PROBE.search(line))

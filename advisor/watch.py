@@ -29,8 +29,25 @@ FIXES = {
     "port_taken": "another process took the engine's address: launch again",
     "bad_argument": "the engine refused its command line (the cause names the flag): report it, "
                     "with the command shown on this deployment",
+    "offline": "connect this host to huggingface.co (or unset HF_HUB_OFFLINE), or download the "
+               "model elsewhere and launch its folder",
     "engine_died": "the engine crashed (see the log tail); a model the CPU engine cannot run fails "
                    "at its first request",
+}
+
+# the cause of a failed start in one sentence, before the log line that shows it
+SENTENCES = {
+    "kv_too_small": "The KV cache is too small for one request of the full context.",
+    "no_kv_memory": "No memory was left for the KV cache.",
+    "free_below_reservation": "Less GPU memory was free than the engine asked to reserve.",
+    "oom": "The engine ran out of memory.",
+    "gated": "The model is gated: its license must be accepted on Hugging Face.",
+    "missing_repo": "The model's files were not found.",
+    "unsupported_architecture": "This vLLM cannot run the model's architecture.",
+    "port_taken": "The engine's address was taken by another process.",
+    "bad_argument": "The engine refused its command line.",
+    "offline": "The model could not be downloaded: the Hugging Face Hub cannot be reached.",
+    "engine_died": "The engine crashed while starting.",
 }
 
 HEALTH_EVERY_S = 1.0  # while starting
@@ -98,7 +115,7 @@ def failure_of(tail: list[str], code: int | bool) -> tuple[str, str]:
             break
     if failure:
         fix = FIXES[failure.kind].format(suggested=failure.suggested_max_model_len or "a shorter one")
-        return failure.line, fix
+        return f"{SENTENCES[failure.kind]} The log says: {failure.line}", fix
     if isinstance(code, bool):
         return "the engine's processes are gone", "launch it again; see the log tail"
     if code < 0:

@@ -5,7 +5,9 @@ the README's screenshots in docs/screenshots/.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +49,9 @@ def fx_browser() -> Iterator[object]:
 
 
 def test_recommend_launch_watch_chat_and_stop(service: Service, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from axe_playwright_python.sync_playwright import Axe
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     model = build_servable_model(tmp_path / "tiny")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{service.url}/")
@@ -60,33 +65,80 @@ def test_recommend_launch_watch_chat_and_stop(service: Service, browser, tmp_pat
     page.fill("#gpus", "0")
     page.fill("#max_model_len", "256")
     page.fill("#model", str(model))
-    shot(page, "form")
     page.click("form[action='/'] button[type=submit]")
-    rows = page.locator("#results tbody tr")
-    assert rows.count() > 30
-    assert page.locator("#results tr.fit").count() > 0
+    assert page.locator("#results > tbody").count() > 30
+    assert page.locator("#results > tbody.fit").count() > 0
     assert "fits" in page.text_content("#own-h + p")
-    # the toggle hides what does not fit
-    misfits = page.locator("#results tr.misfit")
-    if misfits.count():
-        page.check("#toggle-misfits")
-        assert not misfits.first.is_visible()
-    shot(page, "results")
-    page.click("section[aria-labelledby=own-h] button[type=submit]")
+    # Launch… shows what will start, then starts exactly that
+    page.click("section[aria-labelledby=own-h] form[action='/launch'] button")
+    page.wait_for_url(f"{service.url}/launch?*")
+    command = page.inner_text("#launch-command").strip()
+    assert "Nothing to download: a local folder" in page.inner_text("#launch-download")
+    page.click("#launch-start")
     page.wait_for_url(f"{service.url}/deployments/*")
+    dep_id = page.url.rsplit("/", 1)[-1]
+    started = service.deployment(dep_id)["command"]
+    assert "--max-model-len 256" in command and started[started.index("--max-model-len") + 1] == "256"
+    # progress: the real phases as a list, with their times, while it starts
+    page.wait_for_selector("#phases li", timeout=180_000)
+    with contextlib.suppress(PlaywrightTimeout):  # a later phase, if it comes before ready
+        page.wait_for_selector("#phases li:nth-child(2)", timeout=120_000)
+    shot(page, "launch")
     # the dashboard reaches ready without a reload (server-sent events)
     page.wait_for_function("document.getElementById('state').textContent === 'ready'", timeout=420_000)
+    page.wait_for_function("document.querySelector('#phases li[data-phase=ready]') !== null", timeout=30_000)
+    phases = page.eval_on_selector_all("#phases li", "ls => ls.map(l => l.dataset.phase)")
+    assert phases[-1] == "ready" and "loading_weights" in phases
+    assert "compiling" not in phases and "downloading" not in phases, phases
+    assert all(re.search(r"\d+ s$", t) for t in page.eval_on_selector_all(
+        "#phases li:not([data-phase=ready])", "ls => ls.map(l => l.textContent)")), "each phase has its time"
     page.wait_for_function("document.querySelector('#metrics dd') !== null", timeout=30_000)
-    page.wait_for_function("document.querySelector('#series svg') !== null", timeout=30_000)
-    page.fill("#chat-in", "Hello there")
+    # a chat of several turns, with a system prompt, temperature and max tokens
+    assert not page.is_disabled("#chat-send")
+    page.click("#chat-settings summary")
+    page.fill("#chat-system", "You are terse.")
+    page.fill("#chat-temp", "0")
+    page.fill("#chat-max", "12")
+    for n, text in enumerate(["Hello there", "And once more"], start=1):
+        page.fill("#chat-in", text)
+        page.click("#chat-send")
+        page.wait_for_function(f"document.getElementById('chat-log').dataset.turns === '{n}'", timeout=90_000)
+    turns = page.locator("#chat-log .turn")
+    assert turns.count() == 4 and "And once more" in turns.nth(2).inner_text()
+    assert turns.nth(3).locator("span").inner_text().strip(), "a streamed reply appears"
+    # a long reply stopped half-way: the button ends the stream, the turn says so
+    page.fill("#chat-max", "150")
+    page.fill("#chat-in", "Tell me a long story")
     page.click("#chat-send")
-    page.wait_for_function("document.getElementById('chat-out').dataset.done === '1'", timeout=60_000)
-    assert page.text_content("#chat-out").strip(), "a streamed reply appears"
-    shot(page, "dashboard")
-    page.click("#stop-form button")
-    page.wait_for_function("document.getElementById('state').textContent === 'stopped'", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#chat-log .turn').length === 6 && "
+                           "document.querySelector('#chat-log .turn:last-child span').textContent.length > 0",
+                           timeout=60_000)
+    page.click("#chat-stop")
+    page.wait_for_function("document.getElementById('chat-log').dataset.done === '1'", timeout=30_000)
+    assert "(stopped)" in turns.nth(5).inner_text()
+    assert not page.is_disabled("#chat-send") and page.is_disabled("#chat-stop")
+    # tokens/s is a rate over a window: not 0.0 after replies that ended between two polls
+    page.wait_for_function("+document.getElementById('metrics').dataset.tps > 0", timeout=30_000)
+    assert page.locator("#series .uplot .u-axis").count() >= 2, "charts have axes"
+    assert "GET /health" not in page.inner_text("#log") and page.inner_text("#log").strip()
+    bad = [(v["id"], [n["target"] for n in v["nodes"]]) for v in Axe().run(page).response["violations"]
+           if v["impact"] in ("serious", "critical")]
+    assert bad == []
+    page.set_viewport_size({"width": 1280, "height": 1300})
+    page.evaluate("document.querySelector('.cards').scrollIntoView()")
+    shot(page, "chat")
+    # the list is live, with the endpoint and a Stop that stops
     page.goto(f"{service.url}/deployments")
-    assert "stopped" in page.text_content("main")
+    row = page.locator(f"#deps tr[data-id='{dep_id}']")
+    assert "/v1" in row.inner_text()
+    row.locator("button", has_text="Stop").click()
+    page.wait_for_url(f"{service.url}/deployments")
+    page.wait_for_function(f"(document.querySelector(\"#deps tr[data-id='{dep_id}'] [data-col=state]\") || "
+                           "{}).textContent === 'stopped'", timeout=60_000)
+    # after Stop the chat is off and says why, no raw 404
+    page.goto(f"{service.url}/deployments/{dep_id}")
+    page.wait_for_function("document.getElementById('chat-send').disabled === true")
+    assert "stopped" in page.inner_text("#chat-state")
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
@@ -142,7 +194,7 @@ def test_the_form_can_be_used_with_the_keyboard_alone(service: Service, browser)
         pytest.fail("the Recommend button cannot be reached with Tab")
     page.keyboard.press("Enter")
     page.wait_for_selector("#results")
-    assert page.locator("#results tbody tr").count() > 30
+    assert page.locator("#results > tbody").count() > 30
 
 
 @pytest.mark.parametrize("width", [1280, 375])

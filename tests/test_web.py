@@ -195,9 +195,16 @@ def test_the_form_plans_with_the_engine_flags_and_the_launch_carries_them(client
     assert page.status_code == 200, _errors(page.text)
     assert ("--max-num-seqs 32 --enforce-eager --kv-cache-memory-bytes 8589934592 "
             "--limit-mm-per-prompt") in html.unescape(page.text)
+    # planned for an H100 this GPU-less host lacks: no Launch, so nothing to carry
+    assert 'action="/launch"' not in page.text
+    # planned for this host (the CPU engine), the Launch forms carry the flags
+    page = client.post("/", data={"_csrf_token": _token(client), "use_case": "edge", "gpus": "0",
+                                  "max_num_seqs": "32", "kv_cache_memory_bytes": "1G",
+                                  "vllm_version": "0.32.0", "enforce_eager": "1", "text_only": "1"})
+    assert page.status_code == 200, _errors(page.text)
     carried = set(re.findall(r'type="hidden" name="([a-z_]+)" value="([^"]*)"', page.text))
-    assert {("max_num_seqs", "32"), ("kv_cache_memory_bytes", "8G"), ("enforce_eager", "1"),
-            ("text_only", "1"), ("vllm_version", "0.13.0+cu126")} <= carried
+    assert {("max_num_seqs", "32"), ("kv_cache_memory_bytes", "1G"), ("enforce_eager", "1"),
+            ("text_only", "1"), ("vllm_version", "0.32.0"), ("gpus", "0")} <= carried
     # the form's labels name vLLM's flags
     blank = client.get("/").text
     for label in ("--max-num-seqs", "--kv-cache-memory-bytes", "--enforce-eager",
@@ -213,3 +220,75 @@ def test_this_host_with_a_consumer_card_budget_answers_a_page(client: TestClient
         page = client.post("/", data={"_csrf_token": _token(client), "use_case": use_case,
                                       "gpu": "", "gpu_gib": budget})
         assert page.status_code == 200, (budget, page.text[:300])
+
+
+# ----------------------------------------------------------------- the results page's pieces
+
+
+def test_figures_are_written_for_people() -> None:
+    from advisor.web.pages import seconds, times
+
+    assert (times(1.0), times(1.02), times(3.23), times(4096.0), times(None)) == (
+        "1×", "1×", "3.2×", "4096×", "–")
+    assert (seconds(0.5982), seconds(2.44), seconds(185)) == ("598 ms", "2.4 s", "3 min 5 s")
+
+
+def test_results_group_one_per_model_and_the_first_in_rank_order_is_chosen(client: TestClient) -> None:  # type: ignore[type-arg]
+    import msgspec
+
+    from advisor.catalog import load_catalog
+    from advisor.rank import Result
+    from advisor.web.pages import group_results
+
+    rows = client.post("/api/recommend",
+                       json={"use_case": "chat", "gpu": "RTX 4090 24GB"}).json()["results"]
+    results = [msgspec.convert(r, Result) for r in rows]
+    groups = group_results(results, load_catalog(), launchable=False)
+    assert [g.chosen.model for g in groups] == list(dict.fromkeys(r.model for r in results))
+    for g in groups:
+        mine = [r for r in results if r.model == g.chosen.model]
+        assert [g.chosen, *g.others] == mine and g.license
+        assert g.quants == sorted({r.quant for r in mine})
+
+
+def test_launch_appears_only_for_a_plan_of_this_host() -> None:
+    from advisor.catalog import load_gpus
+    from advisor.profile import read_host
+    from advisor.web.pages import runs_here
+
+    host, gpus = read_host(), load_gpus()
+    assert not host.gpus  # this CI host: the CPU engine
+    assert runs_here({}, host, gpus) and runs_here({"gpus": "0"}, host, gpus)
+    assert not runs_here({"gpu": "RTX 4090 24GB"}, host, gpus)
+
+
+def test_a_gpu_plan_on_a_gpu_less_host_has_no_launch_button(client: TestClient) -> None:  # type: ignore[type-arg]
+    page = client.post("/", data={"_csrf_token": _token(client), "use_case": "chat", "gpus": "1",
+                                  "gpu_gib": "8"})
+    assert page.status_code == 200 and "Ranked for chat" in page.text
+    assert 'action="/launch"' not in page.text and "cannot run these plans" in page.text
+    page = client.post("/", data={"_csrf_token": _token(client), "use_case": "chat"})
+    assert 'action="/launch"' in page.text and "cannot run these plans" not in page.text
+
+
+def test_the_shown_command_names_the_interpreter_that_runs_it() -> None:
+    from advisor.web.pages import shown_command
+
+    line = "VLLM_CPU_KVCACHE_SPACE=4 python -m vllm.entrypoints.openai.api_server --model m"
+    assert shown_command(line, "/opt/venv/bin/python") == (
+        "VLLM_CPU_KVCACHE_SPACE=4 /opt/venv/bin/python -m vllm.entrypoints.openai.api_server --model m")
+    assert shown_command("vllm serve m --host 127.0.0.1", "/x/python") == "vllm serve m --host 127.0.0.1"
+
+
+def test_the_confirmation_asks_for_the_key_and_keeps_every_field(client: TestClient) -> None:  # type: ignore[type-arg]
+    r = client.get("/launch", params={"model": "qwen2.5-0.5b", "gpus": "0", "max_model_len": "512"},
+                   follow_redirects=False)
+    assert r.status_code == 303
+    target = r.headers["location"]
+    assert target.startswith("/signin?next=%2Flaunch%3F") and "qwen2.5-0.5b" in target
+
+
+def test_the_api_viewer_is_served_here_without_a_cdn(client: TestClient) -> None:  # type: ignore[type-arg]
+    page = client.get("/schema").text
+    assert "POST /api/recommend" in page and "cdn." not in page and "unpkg" not in page
+    assert client.get("/static/vendor/uplot-1.6.32/uPlot.iife.min.js").status_code == 200

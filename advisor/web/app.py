@@ -13,8 +13,10 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
+from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from advisor import __version__
@@ -28,6 +30,7 @@ from advisor.specs import HostProfile
 from advisor.store import Store, StoreUnavailable
 from advisor.supervisor import LaunchFailed, Supervisor, UnknownDeployment
 from advisor.web import api, auth, deployments, events, pages, proxy
+from advisor.web.apidocs import OfflineRenderPlugin
 from advisor.web.secret import server_secret
 from advisor.web.sessions import secure_cookies, session_middleware
 from advisor.web.throttle import Throttle
@@ -94,9 +97,14 @@ def create_app(
                         pages.plan_page, api.cost,
                         deployments.launch, deployments.deployments, deployments.deployment,
                         deployments.stop, deployments.logs, deployments.metrics, deployments.bench,
+                        deployments.phases, deployments.download,
                         proxy.v1, events.events, pages.home, pages.recommend_page,
                         pages.models_page, pages.signin_page, pages.signin, pages.signout,
-                        pages.launch_page, pages.deployments_page, pages.dashboard, pages.stop_page],
+                        pages.launch_page, pages.deployments_page, pages.dashboard, pages.stop_page,
+                        pages.confirm_page, pages.favicon,
+                        # the pages' scripts, styles and vendored libraries: nothing from a CDN
+                        create_static_files_router(path="/static", directories=[data_dir("static")],
+                                                   include_in_schema=False)],
         dependencies={
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "catalog": Provide(lambda: cat, use_cache=True, sync_to_thread=False),
@@ -113,9 +121,17 @@ def create_app(
         on_shutdown=[stop_supervisor],
         exception_handlers={AdvisorError: advisor_error, HTTPException: http_error,
                             Exception: unexpected_error},
-        template_config=TemplateConfig(directory=data_dir("templates"), engine=JinjaTemplateEngine),
-        openapi_config=OpenAPIConfig(title="slm-advisor", version=__version__),
+        template_config=TemplateConfig(directory=data_dir("templates"), engine=JinjaTemplateEngine,
+                                       engine_callback=_add_filters),
+        # the API viewer rendered here, from the schema: the stock ones load from a CDN
+        openapi_config=OpenAPIConfig(title="slm-advisor", version=__version__, render_plugins=[
+            OfflineRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")]),
     )
+
+
+def _add_filters(engine: JinjaTemplateEngine) -> None:
+    engine.engine.filters.update(pages.FILTERS)
+    engine.engine.globals["launchable"] = pages.launchable
 
 
 def _wants_html(request: Request[Any, Any, Any]) -> bool:
