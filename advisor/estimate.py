@@ -34,6 +34,15 @@ GIB = 2**30
 INSTALLED_VLLM = (0, 32)
 # From 0.21 on, vLLM profiles CUDA-graph memory and takes it out of the reservation.
 CUDA_GRAPHS_IN_RESERVATION_SINCE = (0, 21)
+# ...except where Model Runner V2 runs: the default for dense models from 0.25.1, whose
+# profile_cudagraph_memory was a placeholder returning 0 (vllm-project/vllm#49224, PR
+# #36520), so determine_available_memory took nothing for the graphs and captured them after
+# the KV cache, outside the reservation. The 0.26.0 and 0.27.1 logs here (model_runner.py
+# lines, not gpu_model_runner.py) agree to 0.01 GiB: pool = requested − consumed − peak
+# activation, the graphs printed apart; 0.32's V2 runner estimates for real
+# (v1/worker/gpu/model_runner.py:1038). No 0.28–0.31 log prints the breakdown, so the window
+# ends where the evidence does.
+MRV2_NO_GRAPH_ESTIMATE = ((0, 25), (0, 28))
 
 # ----------------------------------------------------------------- fitted constants
 # Activation peak of the profiling pass. From vLLM 0.19 on it is the larger of the dummy
@@ -70,17 +79,35 @@ NON_TORCH_GIB: list[tuple[tuple[int, int], tuple[float, float]]] = [
     ((0, 0), (0.13, 0.54)),
 ]
 # From 0.24 vLLM measures what its start-up consumed by free memory (mem_utils.py::
-# memory_profiling, total_consumed), so what torch.compile's first run leaves behind counts
-# too, and that depends on its cache: Qwen3-1.7B on an RTX 4090 (0.27) consumed 0.89 GiB
-# beyond its weights and peaked at 0.59 compiling cold, 0.33 and 0.09 on a warm cache. Not
-# in vLLM's code as a figure: per cache state, the median of what the fit split's compiled
-# 0.24+ starts leave unexplained by the other terms (bench/fit_terms.py; a log is warm when
-# its "torch.compile took" is under COMPILE_WARM_S), counted with non-torch memory; 0 with
-# --enforce-eager.
+# memory_profiling, total_consumed), and its transient peak as torch's high-water mark over
+# the whole profile_run (0.32: utils/mem_utils.py:284-321). A cold torch.compile runs inside
+# that window: Inductor compiles the graph and autotunes its Triton kernels on the profile
+# run's own inputs, max_num_batched_tokens rows of the residual stream, cloning the buffers a
+# kernel mutates (torch 2.13 _inductor/runtime/triton_heuristics.py::maybe_clone_args;
+# vLLM config/compilation.py:989-1002 turns on benchmark_combo_kernel), and nothing resets
+# the high-water mark before the measured forward (vllm-project/vllm#54122, #54383, PR
+# #54209). A warm cache loads the tuned kernels and skips all of it. The scratch is charged
+# as bytes per (max_num_batched_tokens × hidden): the median of what the fit split's cold
+# compiled 0.24+ starts print as peak activation beyond the modelled forward pass
+# (bench/fit_terms.py; a log is warm when its "torch.compile took" is under
+# COMPILE_WARM_S). It is counted with non-torch memory, as before; 0 with --enforce-eager.
 COMPILE_SINCE = (0, 24)
-# cold 0.39 (the median of six fit logs, -0.10 to +0.76); warm: the one warm fit log is
-# 0.50 GiB over even at 0, and the term is not taken below 0
-COMPILE_GIB = {"cold": 0.39, "warm": 0.0}
+# 109 B: the median of Qwen2.5-1.5B-AWQ 109 (RTX 3060, 0.26), Llama-3.1-8B-W8A8 100 (A40,
+# 0.26) and Qwen3-1.7B 128 (RTX 4090, 0.27, two logs)
+COMPILE_SCRATCH_BYTES = 118.0
+# What a cold compile leaves allocated after the profile run besides: the median of the fit
+# split's cold residuals once the scratch is charged, one per configuration, is 0 (warm:
+# the one warm fit log, Qwen3-8B on 0.27, consumes 0.20 GiB beyond the modelled terms;
+# Qwen3-1.7B cold keeps 0.56 GiB more,
+# the 0.26 logs nothing: the allocator segment a small late allocation pins past
+# empty_cache, which 0.32 guards against, v1/worker/gpu_worker.py:683-690, so not a term a
+# checkpoint predicts; the band carries it).
+COMPILE_GIB = {"cold": 0.0, "warm": 0.20}
+# The scratch and COMPILE_GIB are measured on the 0.26-0.27 logs only (Model Runner V2's
+# window, MRV2_NO_GRAPH_ESTIMATE, where the printed peak holds no graph estimate to confound
+# them). Outside it a flat cold term stays, as fitted before on the same logs: 0.39 GiB,
+# the median of six fit logs (-0.10 to +0.76); warm 0.
+COMPILE_GIB_OUTSIDE = {"cold": 0.39, "warm": 0.0}
 COMPILE_WARM_S = 5.0
 # What the CUDA context takes before vLLM's first snapshot: free memory as NVML reads it
 # must exceed the reservation by this much (planner v0.19 logs: cuda_memory=0.51GiB).
@@ -99,7 +126,8 @@ GRAPH_TP_FACTOR = 2.0
 # width it is checked against. The CPU engine's pool is the size it is told: no band.
 KV_POOL_SPREAD_GIB: list[tuple[tuple[int, int], float, str]] = [
     ((0, 24), 1.9, "19 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
-                   "AWQ pair sets it (1.88 GiB; the other 17 are within 0.60)"),
+                   "AWQ pair sets it (1.88 GiB; the RTX 4090 Qwen3 cold compiles 0.77-0.91, "
+                   "the other 14 within 0.25)"),
     ((0, 0), 0.2, "14 check logs of vLLM 0.8 to 0.19"),
 ]
 
@@ -342,10 +370,35 @@ def profile_peak_gib(arch: Architecture, tp: int, max_num_batched_tokens: int,
 
 
 def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM,
-                  enforce_eager: bool = False, compile_cache: str = "cold") -> float:
+                  enforce_eager: bool = False, compile_cache: str = "cold",
+                  scratch_gib: float = 0.0) -> float:
+    """What the libraries hold outside torch, and, compiling cold from 0.24, what the compile
+    adds (COMPILE_GIB and the autotuning scratch `compile_scratch_gib` gives)."""
     one, many = next(v for since, v in NON_TORCH_GIB if version >= since)
-    compiled = 0.0 if enforce_eager or version < COMPILE_SINCE else COMPILE_GIB[compile_cache]
+    lo, hi = MRV2_NO_GRAPH_ESTIMATE
+    if enforce_eager or version < COMPILE_SINCE:
+        compiled = 0.0
+    elif lo <= version < hi:
+        compiled = COMPILE_GIB[compile_cache] + (scratch_gib if compile_cache == "cold" else 0.0)
+    else:
+        compiled = COMPILE_GIB_OUTSIDE[compile_cache]
     return (one if tp == 1 else many) + compiled
+
+
+def compile_scratch_gib(arch: Architecture, max_num_batched_tokens: int) -> float:
+    """A cold torch.compile's autotuning scratch inside the profiling window (COMPILE_SCRATCH_
+    BYTES): the residual stream's rows it benchmarks on, max_num_batched_tokens × hidden."""
+    return COMPILE_SCRATCH_BYTES * max_num_batched_tokens * arch.hidden_size / GIB
+
+
+def graphs_in_reservation(arch: Architecture, version: tuple[int, int]) -> bool:
+    """Whether vLLM takes its CUDA-graph estimate out of the reservation before sizing the KV
+    cache: from 0.21, but not for dense models on Model Runner V2's placeholder
+    (MRV2_NO_GRAPH_ESTIMATE)."""
+    lo, hi = MRV2_NO_GRAPH_ESTIMATE
+    if lo <= version < hi and not arch.experts:
+        return False
+    return version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
 
 
 @lru_cache(maxsize=1024)
@@ -532,9 +585,10 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                        graph_refusal="", shown=(round(target.ram_gib, 2), 0.0, 0.0, 0.0))
     requested = math.ceil(target.gpu_gib * GIB * gpu_mem_util)
     act = activation_gib(arch, tp, m, s, vllm_version, mm_items)
-    nontorch = non_torch_gib(tp * pp, vllm_version, enforce_eager, compile_cache)
+    nontorch = non_torch_gib(tp * pp, vllm_version, enforce_eager, compile_cache,
+                             compile_scratch_gib(arch, m))
     graphs = cuda_graph_gib(arch, enforce_eager, m, s, tp)
-    in_reservation = vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
+    in_reservation = graphs_in_reservation(arch, vllm_version)
     overhead = int((act + nontorch + (graphs if in_reservation else 0)) * GIB)
     graph_refusal = ""
     if not in_reservation and not enforce_eager:
@@ -726,17 +780,25 @@ def estimate_provenance(engine: str, block: int, batched: int, version: tuple[in
     if engine == "vllm-cpu":
         prov["kv_cache_gib"] = "VLLM_CPU_KVCACHE_SPACE (the CPU engine's explicit KV size)"
         return prov
-    inside = version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
+    lo, hi = MRV2_NO_GRAPH_ESTIMATE
+    mrv2 = lo <= version < hi
+    inside = version >= CUDA_GRAPHS_IN_RESERVATION_SINCE and not mrv2
     prov["activation_gib"] = (f"modelled: max_num_batched_tokens {batched}, "
                               "fitted on published vLLM logs (bench/accuracy.py)")
     prov["non_torch_gib"] = "fitted on published vLLM logs (bench/fit_terms.py)"
-    if version >= COMPILE_SINCE and not eager:
-        prov["non_torch_gib"] += (f"; with {COMPILE_GIB['cold']} GiB that a first start's "
-                                  "torch.compile leaves behind (a start that finds the compile "
-                                  "cache keeps about that much more for the KV cache)")
+    if mrv2 and not eager:
+        prov["non_torch_gib"] += (f"; with {COMPILE_SCRATCH_BYTES:g} bytes per (batched token × "
+                                  "hidden) that a first start's torch.compile autotunes in "
+                                  "inside the profiling window (a start that finds the compile "
+                                  "cache keeps that much more for the KV cache)")
+    elif version >= COMPILE_SINCE and not eager:
+        prov["non_torch_gib"] += (f"; with {COMPILE_GIB_OUTSIDE['cold']} GiB that a first "
+                                  "start's torch.compile leaves behind (a start that finds the "
+                                  "compile cache keeps about that much more for the KV cache)")
     prov["cuda_graph_gib"] = ("0: --enforce-eager" if eager else
                               f"modelled per layer; {'inside' if inside else 'outside'} the "
-                              f"reservation in vLLM {version[0]}.{version[1]}")
+                              f"reservation in vLLM {version[0]}.{version[1]}"
+                              + (" for dense models (Model Runner V2 estimates 0)" if mrv2 else ""))
     prov["kv_cache_gib"] = "the reservation less weights, activation, non-torch and graphs"
     return prov
 

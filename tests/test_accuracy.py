@@ -13,26 +13,22 @@ CASES = [c for c in load_cases() if not c.skip]
 CHECK = [c for c in CASES if c.split == "check"]
 # The check logs the estimator misses today (issue 9; bench/accuracy.py and docs/accuracy.md
 # show each figure). Strict: a miss that goes away fails until it is taken off this list.
-# - vLLM 0.27, RTX 4090 (Qwen3 1.7B/4B): 0.27-0.49 GiB either way, within 0.5 GiB, not
-#   0.25; the compile-cache term is a median over fit logs 0.86 GiB apart.
-# - RTX 3060, Qwen2.5-Coder AWQ at 1,024 with graphs: 0.4-0.6 GiB either way; those
-#   records keep no compile line, so they count as cold.
-# - GTX 1650: the pool within 0.25 GiB, its tokens 13.8 % over.
-# - RTX 5090, Qwen3-14B-AWQ: 1.9 GiB consumed beyond the weights, unexplained.
+# - vLLM 0.27, RTX 4090, Qwen3 1.7B/4B compiled cold: 0.77-0.91 GiB over. The autotuning
+#   scratch is charged (estimate.py COMPILE_SCRATCH_BYTES); what these starts keep allocated
+#   after the profile run besides (consumed 0.56-0.66 GiB above a warm start, 0 for Qwen3-8B
+#   and on the 0.26 logs) is not predicted; Qwen3-8B cold 0.27 over (scratch 0.92 of 0.99).
+# - GTX 1650 (0.28): the pool within 0.25 GiB, its tokens 13.8 % under.
+# - RTX 5090, Qwen3-14B-AWQ (0.28): 1.9 GiB over, unexplained.
 # - GTX 1660 SUPER at 512 sequences: vLLM runs out of memory warming up the sampler after
 #   the KV cache is allocated, which the estimator does not model.
 KNOWN_MISSES = {
     ("verdict", "gtx1660s-qwen25-coder-1p5b-awq-1k-seqs512-FAILED-v0260"),
     *(("kv_pool", name) for name in (
-        "rtx3060-qwen25-coder-1p5b-awq-1k-kvfp8-v0260",
-        "rtx3060-qwen25-coder-1p5b-awq-1k-seqs128-v0260", "rtx3060-qwen25-coder-7b-awq-1k-v0260",
-        "rtx4090-qwen3-1p7b-2k-warm-v0271", "rtx4090-qwen3-1p7b-util045-cold-v0271",
-        "rtx4090-qwen3-1p7b-util045-coresident-v0271",
-        "rtx4090-qwen3-1p7b-util080-sleepmode-beside-sleeping-v0271",
+        "rtx4090-qwen3-1p7b-util045-cold-v0271", "rtx4090-qwen3-8b-8k-cold-v0271",
         "rtx4090-qwen3-4b-base-util045-coresident-v0271", "rtx4090-qwen3-4b-util045-v0271",
         "rtx5090-qwen3-14b-awq-16k-v0280", "rtx5090-qwen3-14b-awq-32k-v0280")),
     *(("kv_tokens", name) for name in (
-        "gtx1650-qwen25-0p5b-v0280", "rtx3060-qwen25-coder-7b-awq-1k-v0260",
+        "gtx1650-qwen25-0p5b-v0280", "rtx4090-qwen3-1p7b-util045-cold-v0271",
         "rtx4090-qwen3-4b-base-util045-coresident-v0271",
         "rtx4090-qwen3-4b-util045-v0271", "rtx5090-qwen3-14b-awq-16k-v0280",
         "rtx5090-qwen3-14b-awq-32k-v0280")),
