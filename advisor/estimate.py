@@ -73,7 +73,13 @@ FWD_INTER, FWD_HIDDEN = 3.0, 4.0
 # log of 0.24+ runs tp > 1, so that keeps the 0.19 figure. The tp > 1 figure stands for any
 # world of more than one GPU per replica (tp × pp): pipeline stages open NCCL communicators
 # too; no published log of pp alone was found to fit it on.
+# 0.27 prints weights and non-torch as one consumed figure; the fit split's one start of 0.27
+# that compiled nothing new (Qwen3-8B, warm, RTX 4090) consumed 0.27 GiB beyond its weights:
+# not the compile's, so charged cold or warm (bench/fit_terms.py). Later versions print no
+# breakdown here: they keep the 0.26 figure.
 NON_TORCH_GIB: list[tuple[tuple[int, int], tuple[float, float]]] = [
+    ((0, 28), (0.065, 2.07)),
+    ((0, 27), (0.27, 2.07)),
     ((0, 24), (0.065, 2.07)),
     ((0, 19), (0.25, 2.07)),
     ((0, 0), (0.13, 0.54)),
@@ -90,7 +96,7 @@ NON_TORCH_GIB: list[tuple[tuple[int, int], tuple[float, float]]] = [
 # as bytes per (max_num_batched_tokens × hidden): the median of what the fit split's cold
 # compiled 0.24+ starts print as peak activation beyond the modelled forward pass
 # (bench/fit_terms.py; a log is warm when its "torch.compile took" is under
-# COMPILE_WARM_S). It is counted with non-torch memory, as before; 0 with --enforce-eager.
+# COMPILE_WARM_S). Charged with the activation, as vLLM prints it; 0 with --enforce-eager.
 COMPILE_SINCE = (0, 24)
 # 118 B: the median of Llama-3.1-8B-W8A8 100 (A40, 0.26), Qwen2.5-1.5B-AWQ 111 (RTX 3060,
 # 0.26) and Qwen3-1.7B 125 (RTX 4090, 0.27, two logs). Not × layers: the piecewise graph's
@@ -98,14 +104,13 @@ COMPILE_SINCE = (0, 24)
 # scratch is one kernel's buffers at a time; on the fit split a per-layer shape leaves
 # Llama-3.1-8B 0.28 GiB off against 0.14 for this one.
 COMPILE_SCRATCH_BYTES = 118.0
-# What a cold compile leaves allocated after the profile run besides: the median of the fit
-# split's cold residuals once the scratch is charged, one per configuration, is 0 (warm:
-# the one warm fit log, Qwen3-8B on 0.27, consumes 0.20 GiB beyond the modelled terms;
-# Qwen3-1.7B cold keeps 0.56 GiB more,
-# the 0.26 logs nothing: the allocator segment a small late allocation pins past
-# empty_cache, which 0.32 guards against, v1/worker/gpu_worker.py:683-690, so not a term a
-# checkpoint predicts; the band carries it).
-COMPILE_GIB = {"cold": 0.0, "warm": 0.20}
+# What a compile leaves allocated after the profile run besides, by cache state: the median
+# of the fit split's residuals once the scratch and 0.27's non-torch are charged, one per
+# configuration (bench/fit_terms.py): cold 0 (Qwen3-1.7B on 0.27 +0.66, the 0.26 logs -0.07
+# and -0.02), warm 0. What Qwen3-1.7B keeps is the allocator segment a small late allocation
+# pins past empty_cache (0.32 guards against it: v1/worker/gpu_worker.py:683-690), so not a
+# term a checkpoint predicts; the band carries it.
+COMPILE_GIB = {"cold": 0.0, "warm": 0.0}
 # The scratch and COMPILE_GIB are measured on the 0.26-0.27 logs only (Model Runner V2's
 # window, MRV2_NO_GRAPH_ESTIMATE, where the printed peak holds no graph estimate to confound
 # them). Outside it a flat cold term stays, as fitted before on the same logs: 0.39 GiB,
@@ -129,7 +134,7 @@ GRAPH_TP_FACTOR = 2.0
 # width it is checked against. The CPU engine's pool is the size it is told: no band.
 KV_POOL_SPREAD_GIB: list[tuple[tuple[int, int], float, str]] = [
     ((0, 24), 1.9, "19 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
-                   "AWQ pair sets it (1.88 GiB; the other 17 are within 0.91)"),
+                   "AWQ pair sets it (1.88 GiB; the other 17 are within 0.80)"),
     ((0, 0), 0.2, "14 check logs of vLLM 0.8 to 0.19"),
 ]
 
@@ -372,24 +377,29 @@ def profile_peak_gib(arch: Architecture, tp: int, max_num_batched_tokens: int,
 
 
 def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM,
-                  enforce_eager: bool = False, compile_cache: str = "cold",
-                  scratch_gib: float = 0.0) -> float:
-    """What the libraries hold outside torch, and, compiling cold from 0.24, what the compile
-    adds (COMPILE_GIB and the autotuning scratch `compile_scratch_gib` gives)."""
+                  enforce_eager: bool = False, compile_cache: str = "cold") -> float:
+    """What the libraries hold outside torch, and, compiled from 0.24, what a compile of that
+    cache state leaves (COMPILE_GIB in Model Runner V2's window, COMPILE_GIB_OUTSIDE else)."""
     one, many = next(v for since, v in NON_TORCH_GIB if version >= since)
     lo, hi = MRV2_NO_GRAPH_ESTIMATE
     if enforce_eager or version < COMPILE_SINCE:
         compiled = 0.0
     elif lo <= version < hi:
-        compiled = COMPILE_GIB[compile_cache] + (scratch_gib if compile_cache == "cold" else 0.0)
+        compiled = COMPILE_GIB[compile_cache]
     else:
         compiled = COMPILE_GIB_OUTSIDE[compile_cache]
     return (one if tp == 1 else many) + compiled
 
 
-def compile_scratch_gib(arch: Architecture, max_num_batched_tokens: int) -> float:
-    """A cold torch.compile's autotuning scratch inside the profiling window (COMPILE_SCRATCH_
-    BYTES): the residual stream's rows it benchmarks on, max_num_batched_tokens × hidden."""
+def compile_scratch_gib(arch: Architecture, max_num_batched_tokens: int,
+                        version: tuple[int, int], enforce_eager: bool,
+                        compile_cache: str) -> float:
+    """A cold torch.compile's autotuning scratch, part of the peak activation vLLM prints
+    (COMPILE_SCRATCH_BYTES per row of the residual stream it benchmarks on,
+    max_num_batched_tokens × hidden); 0 warm, eager, or outside the window it was measured in."""
+    lo, hi = MRV2_NO_GRAPH_ESTIMATE
+    if enforce_eager or compile_cache != "cold" or not lo <= version < hi:
+        return 0.0
     return COMPILE_SCRATCH_BYTES * max_num_batched_tokens * arch.hidden_size / GIB
 
 
@@ -586,9 +596,9 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                        nontorch=0.0, graphs=0.0, requested=0, overhead=0, refusals=(),
                        graph_refusal="", shown=(round(target.ram_gib, 2), 0.0, 0.0, 0.0))
     requested = math.ceil(target.gpu_gib * GIB * gpu_mem_util)
-    act = activation_gib(arch, tp, m, s, vllm_version, mm_items)
-    nontorch = non_torch_gib(tp * pp, vllm_version, enforce_eager, compile_cache,
-                             compile_scratch_gib(arch, m))
+    act = activation_gib(arch, tp, m, s, vllm_version, mm_items) + \
+        compile_scratch_gib(arch, m, vllm_version, enforce_eager, compile_cache)
+    nontorch = non_torch_gib(tp * pp, vllm_version, enforce_eager, compile_cache)
     graphs = cuda_graph_gib(arch, enforce_eager, m, s, tp)
     in_reservation = graphs_in_reservation(arch, vllm_version)
     overhead = int((act + nontorch + (graphs if in_reservation else 0)) * GIB)
@@ -789,10 +799,10 @@ def estimate_provenance(engine: str, block: int, batched: int, version: tuple[in
                               "fitted on published vLLM logs (bench/accuracy.py)")
     prov["non_torch_gib"] = "fitted on published vLLM logs (bench/fit_terms.py)"
     if mrv2 and not eager:
-        prov["non_torch_gib"] += (f"; with {COMPILE_SCRATCH_BYTES:g} bytes per (batched token × "
-                                  "hidden) that a first start's torch.compile autotunes in "
-                                  "inside the profiling window (a start that finds the compile "
-                                  "cache keeps that much more for the KV cache)")
+        prov["activation_gib"] += (f"; with {COMPILE_SCRATCH_BYTES:g} bytes per (batched token "
+                                   "× hidden) that a first start's torch.compile autotunes in "
+                                   "inside the profiling window (a start that finds the "
+                                   "compile cache keeps that much more for the KV cache)")
     elif version >= COMPILE_SINCE and not eager:
         prov["non_torch_gib"] += (f"; with {COMPILE_GIB_OUTSIDE['cold']} GiB that a first "
                                   "start's torch.compile leaves behind (a start that finds the "
@@ -801,7 +811,9 @@ def estimate_provenance(engine: str, block: int, batched: int, version: tuple[in
                               f"modelled per layer; {'inside' if inside else 'outside'} the "
                               f"reservation in vLLM {version[0]}.{version[1]}"
                               + (" for dense models (Model Runner V2 estimates 0)" if mrv2 else ""))
-    prov["kv_cache_gib"] = "the reservation less weights, activation, non-torch and graphs"
+    prov["kv_cache_gib"] = ("the reservation less weights, activation, non-torch and graphs"
+                            if inside or eager else "the reservation less weights, activation "
+                            "and non-torch (the graphs are captured after it, outside)")
     return prov
 
 

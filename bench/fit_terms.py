@@ -75,6 +75,7 @@ def main() -> None:
     # and what a cold compile prints beyond the forward pass is its autotuning scratch, per
     # (max_num_batched_tokens × hidden): COMPILE_SCRATCH_BYTES
     late_graph, scratch, bases, non_torch = [], [], [], []
+    consumed: list[tuple[str, float]] = []
     for c in fit:
         if c.version < POST_024 or c.measured.activation_gib is None:
             continue
@@ -89,6 +90,12 @@ def main() -> None:
             late_graph.append((c.name, left * 1024 / (c.model.arch.layers * graphs)))
         if c.measured.non_torch_gib is not None and c.settings.tp == 1:
             non_torch.append((c.name, c.measured.non_torch_gib))
+        # 0.27 prints weights and non-torch as one "consumed" figure: what a start that
+        # compiled nothing new (warm cache, or eager) consumed beyond its weights
+        if (c.measured.consumed_gib is not None and c.measured.weights_gib is not None
+                and c.settings.tp == 1
+                and (c.settings.enforce_eager or c.settings.compile_cache == "warm")):
+            consumed.append((c.name, c.measured.consumed_gib - c.measured.weights_gib))
     if late_graph:
         print(f"GRAPH_MIB_PER_LAYER (0.24+) = {statistics.median(v for _, v in late_graph):.3f}  ("
               + ", ".join(f"{n} {v:.3f}" for n, v in late_graph) + ")")
@@ -136,6 +143,9 @@ def main() -> None:
     if non_torch:
         print(f"NON_TORCH_GIB (0.24+, tp 1) = {statistics.median(v for _, v in non_torch):.3f}  ("
               + ", ".join(f"{n} {v:.2f}" for n, v in non_torch) + ")")
+    if consumed:
+        print(f"NON_TORCH_GIB (0.27, tp 1) = {statistics.median(v for _, v in consumed):.3f}  ("
+              + ", ".join(f"{n} {v:.2f}" for n, v in consumed) + ")")
 
 
 if __name__ == "__main__":
