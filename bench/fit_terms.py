@@ -14,8 +14,11 @@ libraries hold outside torch, and the small base of the profiling pass.
   estimate ("Estimated CUDA graph memory", 0.19) at tp 1; tp > 1 as the ratio of a tp-2
   log's estimate to the same model's tp-1 one.
 - 0.24 on: the breakdown line gives peak activation (the transient peak of the profile
-  run plus the graph estimate) and non-torch memory. The base of the transient peak is
-  what is left of peak activation after the modelled sampler or forward pass and graphs.
+  run plus the graph estimate where vLLM applies one) and non-torch memory (0.27: one
+  "consumed" figure with the weights). The base of the transient peak is what is left of
+  peak activation after the modelled sampler or forward pass and graphs. In Model Runner
+  V2's 0.25-0.27 (no graph estimate) what a cold compile's peak holds beyond the forward pass
+  is its autotuning scratch, fitted per (max_num_batched_tokens × hidden).
 """
 
 from __future__ import annotations
