@@ -34,6 +34,15 @@ GIB = 2**30
 INSTALLED_VLLM = (0, 32)
 # From 0.21 on, vLLM profiles CUDA-graph memory and takes it out of the reservation.
 CUDA_GRAPHS_IN_RESERVATION_SINCE = (0, 21)
+# ...except where Model Runner V2 runs: the default for dense models from 0.25.1, whose
+# profile_cudagraph_memory was a placeholder returning 0 (vllm-project/vllm#49224, PR
+# #36520), so determine_available_memory took nothing for the graphs and captured them after
+# the KV cache, outside the reservation. The 0.26.0 and 0.27.1 logs here (model_runner.py
+# lines, not gpu_model_runner.py) agree to 0.01 GiB: pool = requested − consumed − peak
+# activation, the graphs printed apart; 0.32's V2 runner estimates for real
+# (v1/worker/gpu/model_runner.py:1038). No 0.28–0.31 log prints the breakdown, so the window
+# ends where the evidence does.
+MRV2_NO_GRAPH_ESTIMATE = ((0, 25), (0, 28))
 
 # ----------------------------------------------------------------- fitted constants
 # Activation peak of the profiling pass. From vLLM 0.19 on it is the larger of the dummy
@@ -64,23 +73,49 @@ FWD_INTER, FWD_HIDDEN = 3.0, 4.0
 # log of 0.24+ runs tp > 1, so that keeps the 0.19 figure. The tp > 1 figure stands for any
 # world of more than one GPU per replica (tp × pp): pipeline stages open NCCL communicators
 # too; no published log of pp alone was found to fit it on.
+# 0.27 prints weights and non-torch as one consumed figure; the fit split's one start of 0.27
+# that compiled nothing new (Qwen3-8B, warm, RTX 4090) consumed 0.27 GiB beyond its weights:
+# not the compile's, so charged cold or warm (bench/fit_terms.py). Later versions print no
+# breakdown here: they keep the 0.26 figure.
 NON_TORCH_GIB: list[tuple[tuple[int, int], tuple[float, float]]] = [
+    ((0, 28), (0.065, 2.07)),
+    ((0, 27), (0.27, 2.07)),
     ((0, 24), (0.065, 2.07)),
     ((0, 19), (0.25, 2.07)),
     ((0, 0), (0.13, 0.54)),
 ]
 # From 0.24 vLLM measures what its start-up consumed by free memory (mem_utils.py::
-# memory_profiling, total_consumed), so what torch.compile's first run leaves behind counts
-# too, and that depends on its cache: Qwen3-1.7B on an RTX 4090 (0.27) consumed 0.89 GiB
-# beyond its weights and peaked at 0.59 compiling cold, 0.33 and 0.09 on a warm cache. Not
-# in vLLM's code as a figure: per cache state, the median of what the fit split's compiled
-# 0.24+ starts leave unexplained by the other terms (bench/fit_terms.py; a log is warm when
-# its "torch.compile took" is under COMPILE_WARM_S), counted with non-torch memory; 0 with
-# --enforce-eager.
+# memory_profiling, total_consumed), and its transient peak as torch's high-water mark over
+# the whole profile_run (0.32: utils/mem_utils.py:284-321). A cold torch.compile runs inside
+# that window: Inductor compiles the graph and autotunes its Triton kernels on the profile
+# run's own inputs, max_num_batched_tokens rows of the residual stream, cloning the buffers a
+# kernel mutates (torch 2.13 _inductor/runtime/triton_heuristics.py::maybe_clone_args;
+# vLLM config/compilation.py:989-1002 turns on benchmark_combo_kernel), and nothing resets
+# the high-water mark before the measured forward (vllm-project/vllm#54122, #54383, PR
+# #54209). A warm cache loads the tuned kernels and skips all of it. The scratch is charged
+# as bytes per (max_num_batched_tokens × hidden): the median of what the fit split's cold
+# compiled 0.24+ starts print as peak activation beyond the modelled forward pass
+# (bench/fit_terms.py; a log is warm when its "torch.compile took" is under
+# COMPILE_WARM_S). Charged with the activation, as vLLM prints it; 0 with --enforce-eager.
 COMPILE_SINCE = (0, 24)
-# cold 0.39 (the median of six fit logs, -0.10 to +0.76); warm: the one warm fit log is
-# 0.50 GiB over even at 0, and the term is not taken below 0
-COMPILE_GIB = {"cold": 0.39, "warm": 0.0}
+# 118 B: the median of Llama-3.1-8B-W8A8 100 (A40, 0.26), Qwen2.5-1.5B-AWQ 111 (RTX 3060,
+# 0.26) and Qwen3-1.7B 125 (RTX 4090, 0.27, two logs). Not × layers: the piecewise graph's
+# per-layer pieces are one compiled graph (cache hits after the first), tuned once, so the
+# scratch is one kernel's buffers at a time; on the fit split a per-layer shape leaves
+# Llama-3.1-8B 0.28 GiB off against 0.14 for this one.
+COMPILE_SCRATCH_BYTES = 118.0
+# What a compile leaves allocated after the profile run besides, by cache state: the median
+# of the fit split's residuals once the scratch and 0.27's non-torch are charged, one per
+# configuration (bench/fit_terms.py): cold 0 (Qwen3-1.7B on 0.27 +0.66, the 0.26 logs -0.07
+# and -0.02), warm 0. What Qwen3-1.7B keeps is the allocator segment a small late allocation
+# pins past empty_cache (0.32 guards against it: v1/worker/gpu_worker.py:683-690), so not a
+# term a checkpoint predicts; the band carries it.
+COMPILE_GIB = {"cold": 0.0, "warm": 0.0}
+# The scratch and COMPILE_GIB are measured on the 0.26-0.27 logs only (Model Runner V2's
+# window, MRV2_NO_GRAPH_ESTIMATE, where the printed peak holds no graph estimate to confound
+# them). Outside it a flat cold term stays, as fitted before on the same logs: 0.39 GiB,
+# the median of six fit logs (-0.10 to +0.76); warm 0.
+COMPILE_GIB_OUTSIDE = {"cold": 0.39, "warm": 0.0}
 COMPILE_WARM_S = 5.0
 # What the CUDA context takes before vLLM's first snapshot: free memory as NVML reads it
 # must exceed the reservation by this much (planner v0.19 logs: cuda_memory=0.51GiB).
@@ -99,7 +134,7 @@ GRAPH_TP_FACTOR = 2.0
 # width it is checked against. The CPU engine's pool is the size it is told: no band.
 KV_POOL_SPREAD_GIB: list[tuple[tuple[int, int], float, str]] = [
     ((0, 24), 1.9, "19 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
-                   "AWQ pair sets it (1.88 GiB; the other 17 are within 0.60)"),
+                   "AWQ pair sets it (1.88 GiB; the other 17 are within 0.80)"),
     ((0, 0), 0.2, "14 check logs of vLLM 0.8 to 0.19"),
 ]
 
@@ -350,9 +385,39 @@ def profile_peak_gib(arch: Architecture, tp: int, max_num_batched_tokens: int,
 
 def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM,
                   enforce_eager: bool = False, compile_cache: str = "cold") -> float:
+    """What the libraries hold outside torch, and, compiled from 0.24, what a compile of that
+    cache state leaves (COMPILE_GIB in Model Runner V2's window, COMPILE_GIB_OUTSIDE else)."""
     one, many = next(v for since, v in NON_TORCH_GIB if version >= since)
-    compiled = 0.0 if enforce_eager or version < COMPILE_SINCE else COMPILE_GIB[compile_cache]
+    lo, hi = MRV2_NO_GRAPH_ESTIMATE
+    if enforce_eager or version < COMPILE_SINCE:
+        compiled = 0.0
+    elif lo <= version < hi:
+        compiled = COMPILE_GIB[compile_cache]
+    else:
+        compiled = COMPILE_GIB_OUTSIDE[compile_cache]
     return (one if tp == 1 else many) + compiled
+
+
+def compile_scratch_gib(arch: Architecture, max_num_batched_tokens: int,
+                        version: tuple[int, int], enforce_eager: bool,
+                        compile_cache: str) -> float:
+    """A cold torch.compile's autotuning scratch, part of the peak activation vLLM prints
+    (COMPILE_SCRATCH_BYTES per row of the residual stream it benchmarks on,
+    max_num_batched_tokens × hidden); 0 warm, eager, or outside the window it was measured in."""
+    lo, hi = MRV2_NO_GRAPH_ESTIMATE
+    if enforce_eager or compile_cache != "cold" or not lo <= version < hi:
+        return 0.0
+    return COMPILE_SCRATCH_BYTES * max_num_batched_tokens * arch.hidden_size / GIB
+
+
+def graphs_in_reservation(arch: Architecture, version: tuple[int, int]) -> bool:
+    """Whether vLLM takes its CUDA-graph estimate out of the reservation before sizing the KV
+    cache: from 0.21, but not for dense models on Model Runner V2's placeholder
+    (MRV2_NO_GRAPH_ESTIMATE)."""
+    lo, hi = MRV2_NO_GRAPH_ESTIMATE
+    if lo <= version < hi and not arch.experts:
+        return False
+    return version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
 
 
 @lru_cache(maxsize=1024)
@@ -538,10 +603,11 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                        nontorch=0.0, graphs=0.0, requested=0, overhead=0, refusals=(),
                        graph_refusal="", shown=(round(target.ram_gib, 2), 0.0, 0.0, 0.0))
     requested = math.ceil(target.gpu_gib * GIB * gpu_mem_util)
-    act = activation_gib(arch, tp, m, s, vllm_version, mm_items)
+    act = activation_gib(arch, tp, m, s, vllm_version, mm_items) + \
+        compile_scratch_gib(arch, m, vllm_version, enforce_eager, compile_cache)
     nontorch = non_torch_gib(tp * pp, vllm_version, enforce_eager, compile_cache)
     graphs = cuda_graph_gib(arch, enforce_eager, m, s, tp)
-    in_reservation = vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
+    in_reservation = graphs_in_reservation(arch, vllm_version)
     overhead = int((act + nontorch + (graphs if in_reservation else 0)) * GIB)
     graph_refusal = ""
     if not in_reservation and not enforce_eager:
@@ -733,18 +799,28 @@ def estimate_provenance(engine: str, block: int, batched: int, version: tuple[in
     if engine == "vllm-cpu":
         prov["kv_cache_gib"] = "VLLM_CPU_KVCACHE_SPACE (the CPU engine's explicit KV size)"
         return prov
-    inside = version >= CUDA_GRAPHS_IN_RESERVATION_SINCE
+    lo, hi = MRV2_NO_GRAPH_ESTIMATE
+    mrv2 = lo <= version < hi
+    inside = version >= CUDA_GRAPHS_IN_RESERVATION_SINCE and not mrv2
     prov["activation_gib"] = (f"modelled: max_num_batched_tokens {batched}, "
                               "fitted on published vLLM logs (bench/accuracy.py)")
     prov["non_torch_gib"] = "fitted on published vLLM logs (bench/fit_terms.py)"
-    if version >= COMPILE_SINCE and not eager:
-        prov["non_torch_gib"] += (f"; with {COMPILE_GIB['cold']} GiB that a first start's "
-                                  "torch.compile leaves behind (a start that finds the compile "
-                                  "cache keeps about that much more for the KV cache)")
+    if mrv2 and not eager:
+        prov["activation_gib"] += (f"; with {COMPILE_SCRATCH_BYTES:g} bytes per (batched token "
+                                   "× hidden) that a first start's torch.compile autotunes in "
+                                   "inside the profiling window (a start that finds the "
+                                   "compile cache keeps that much more for the KV cache)")
+    elif version >= COMPILE_SINCE and not eager:
+        prov["non_torch_gib"] += (f"; with {COMPILE_GIB_OUTSIDE['cold']} GiB that a first "
+                                  "start's torch.compile leaves behind (a start that finds the "
+                                  "compile cache keeps about that much more for the KV cache)")
     prov["cuda_graph_gib"] = ("0: --enforce-eager" if eager else
                               f"modelled per layer; {'inside' if inside else 'outside'} the "
-                              f"reservation in vLLM {version[0]}.{version[1]}")
-    prov["kv_cache_gib"] = "the reservation less weights, activation, non-torch and graphs"
+                              f"reservation in vLLM {version[0]}.{version[1]}"
+                              + (" for dense models (Model Runner V2 estimates 0)" if mrv2 else ""))
+    prov["kv_cache_gib"] = ("the reservation less weights, activation, non-torch and graphs"
+                            if inside or eager else "the reservation less weights, activation "
+                            "and non-torch (the graphs are captured after it, outside)")
     return prov
 
 

@@ -14,8 +14,11 @@ libraries hold outside torch, and the small base of the profiling pass.
   estimate ("Estimated CUDA graph memory", 0.19) at tp 1; tp > 1 as the ratio of a tp-2
   log's estimate to the same model's tp-1 one.
 - 0.24 on: the breakdown line gives peak activation (the transient peak of the profile
-  run plus the graph estimate) and non-torch memory. The base of the transient peak is
-  what is left of peak activation after the modelled sampler or forward pass and graphs.
+  run plus the graph estimate where vLLM applies one) and non-torch memory (0.27: one
+  "consumed" figure with the weights). The base of the transient peak is what is left of
+  peak activation after the modelled sampler or forward pass and graphs. In Model Runner
+  V2's 0.25-0.27 (no graph estimate) what a cold compile's peak holds beyond the forward pass
+  is its autotuning scratch, fitted per (max_num_batched_tokens × hidden).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from advisor.estimate import (  # noqa: E402
     GIB,
     batching,
     graphs_after_the_first,
+    graphs_in_reservation,
     profile_peak_gib,
 )
 
@@ -69,8 +73,12 @@ def main() -> None:
     for m, r in ratios:
         print(f"GRAPH_TP_FACTOR = {r:.2f}  ({m}: tp 2 estimate over tp 1)")
 
-    # 0.24 on: peak activation = the transient peak + the graph estimate, one figure
-    late_graph, bases, non_torch = [], [], []
+    # 0.24 on: peak activation = the transient peak (+ the graph estimate where vLLM applies
+    # one). On Model Runner V2's 0.25-0.27 there is none (estimate.py MRV2_NO_GRAPH_ESTIMATE),
+    # and what a cold compile prints beyond the forward pass is its autotuning scratch, per
+    # (max_num_batched_tokens × hidden): COMPILE_SCRATCH_BYTES
+    late_graph, scratch, bases, non_torch = [], [], [], []
+    consumed: list[tuple[str, float]] = []
     for c in fit:
         if c.version < POST_024 or c.measured.activation_gib is None:
             continue
@@ -78,26 +86,42 @@ def main() -> None:
         left = c.measured.activation_gib - _transient(c, batched, seqs)
         if c.settings.enforce_eager:
             bases.append((c.name, left))
+        elif not graphs_in_reservation(c.model.arch, c.version):
+            if c.settings.compile_cache == "cold":
+                scratch.append((c.name, left * GIB / (batched * c.model.arch.hidden_size)))
         else:
             late_graph.append((c.name, left * 1024 / (c.model.arch.layers * graphs)))
         if c.measured.non_torch_gib is not None and c.settings.tp == 1:
             non_torch.append((c.name, c.measured.non_torch_gib))
+        # 0.27 prints weights and non-torch as one "consumed" figure: what a start that
+        # compiled nothing new (warm cache, or eager) consumed beyond its weights
+        if (c.measured.consumed_gib is not None and c.measured.weights_gib is not None
+                and c.settings.tp == 1
+                and (c.settings.enforce_eager or c.settings.compile_cache == "warm")):
+            consumed.append((c.name, c.measured.consumed_gib - c.measured.weights_gib))
     if late_graph:
         print(f"GRAPH_MIB_PER_LAYER (0.24+) = {statistics.median(v for _, v in late_graph):.3f}  ("
               + ", ".join(f"{n} {v:.3f}" for n, v in late_graph) + ")")
+    if scratch:
+        print(f"COMPILE_SCRATCH_BYTES = {statistics.median(v for _, v in scratch):.1f}  ("
+              + ", ".join(f"{n} {v:.1f}" for n, v in scratch) + ")")
     if bases:
         print(f"ACT_BASE_GIB (0.24+, eager) = {statistics.median(v for _, v in bases):.3f}  ("
               + ", ".join(f"{n} {v:+.3f}" for n, v in bases) + ")")
     # what the compiled 0.24+ starts leave unexplained, per compile-cache state, with the
-    # compile term at 0: the residual of the KV pool (or of its tokens) against the estimate
+    # flat compile term at 0 (the scratch charged): the residual of the KV pool (or of its
+    # tokens) against the estimate
     import advisor.estimate as est_mod
 
     saved = est_mod.COMPILE_GIB
     est_mod.COMPILE_GIB = {"cold": 0.0, "warm": 0.0}
     est_mod._shared.cache_clear()
     left: dict[str, list[tuple[str, float]]] = {"cold": [], "warm": []}
+    seen: set[tuple[object, ...]] = set()
     for c in fit:
         if c.version < POST_024 or c.settings.enforce_eager or c.failed:
+            continue
+        if graphs_in_reservation(c.model.arch, c.version):  # outside the window it was fitted in
             continue
         e = est_mod.estimate(c.model, c.ckpt, c.target, c.settings)
         if c.measured.kv_cache_gib is not None:
@@ -106,7 +130,12 @@ def main() -> None:
             miss = (e.kv_cache_tokens - c.measured.kv_cache_tokens) * e.kv_bytes_per_token / GIB
         else:
             continue
-        left[c.settings.compile_cache].append((c.name, miss))
+        # one entry per configuration: the same model and flags on the same card twice
+        # (Qwen3-1.7B at utilizations 0.92 and 0.80) is one observation of what it leaves
+        key = (c.ckpt.repo, c.target.gpu_name, c.settings.max_model_len, c.settings.max_num_seqs)
+        if key not in seen:
+            seen.add(key)
+            left[c.settings.compile_cache].append((c.name, miss))
     est_mod.COMPILE_GIB = saved
     est_mod._shared.cache_clear()
     for state, misses in left.items():
@@ -117,6 +146,9 @@ def main() -> None:
     if non_torch:
         print(f"NON_TORCH_GIB (0.24+, tp 1) = {statistics.median(v for _, v in non_torch):.3f}  ("
               + ", ".join(f"{n} {v:.2f}" for n, v in non_torch) + ")")
+    if consumed:
+        print(f"NON_TORCH_GIB (0.27, tp 1) = {statistics.median(v for _, v in consumed):.3f}  ("
+              + ", ".join(f"{n} {v:.2f}" for n, v in consumed) + ")")
 
 
 if __name__ == "__main__":
