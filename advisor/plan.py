@@ -17,7 +17,6 @@ import msgspec
 from advisor.errors import AdvisorError
 from advisor.estimate import (
     CUDA_CONTEXT_GIB,
-    CUDA_GRAPHS_IN_RESERVATION_SINCE,
     INSTALLED_VLLM,
     EngineSettings,
     Estimate,
@@ -27,6 +26,7 @@ from advisor.estimate import (
     estimate_provenance,
     fits,
     free_on,
+    graphs_in_reservation,
     longest_fitting,
     weights_bytes_per_gpu,
 )
@@ -329,9 +329,10 @@ class _Space:
             msgspec.structs.replace(target, cpu_kv_gib=None)
         self.floor = min(settings.max_model_len or 0, CONTEXT_FLOOR)
         # helpers only ever help, so a pair that fails with all of them fails with any (not
-        # before vLLM 0.21, where a higher utilization leaves CUDA graphs less room outside)
+        # where vLLM captures CUDA graphs outside the reservation: before 0.21, and dense
+        # models on 0.25-0.27's Model Runner V2; a higher utilization leaves them less room)
         self.prune = bool(self.helpers) and (
-            cpu or settings.vllm_version >= CUDA_GRAPHS_IN_RESERVATION_SINCE)
+            cpu or graphs_in_reservation(model.arch, settings.vllm_version))
         self.feasible: dict[tuple[str, str, int], bool] = {}  # by checkpoint and tp
         self._asked: dict[tuple[str, str], tuple[_Pair, ...]] = {}
         # each pair's cheapest fit (see _first_fit), by checkpoint, tp and cost
