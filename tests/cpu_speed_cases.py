@@ -29,7 +29,7 @@ from tinymodels import build_servable_model
 READY = "Application startup complete"
 SHORT, LONG = 16, 112  # generated tokens of the two requests whose difference is timed
 CONTEXT = 128  # the context the estimate assumes: the timed requests' (prompt + generated)
-REPEATS = 5  # runs of each length; the fastest counts
+REPEATS = 8  # runs of each length; the fastest counts
 
 
 @dataclass(frozen=True)

@@ -153,8 +153,9 @@ def test_the_top_cpu_picks_on_this_host_decode_at_a_usable_speed_by_the_estimate
         speed = r.estimate.decode_tokens_per_s
         assert speed is not None, r.model
         assert speed >= SPEED_FLOOR or (r.too_slow and "too slow" in r.reasons[1]), (r.model, speed)
-    if any(not r.too_slow for r in top):  # usable ones exist: the first is one of them
-        assert not top[0].too_slow
+    # the catalog's sub-1B models decode at 10 tokens/s on any host past ~8 GB/s: the
+    # first pick is a usable one
+    assert not top[0].too_slow, (top[0].model, top[0].estimate.decode_tokens_per_s)
 
 
 def test_equal_rows_are_ordered_by_the_documented_tie_rule() -> None:
