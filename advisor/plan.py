@@ -31,7 +31,7 @@ from advisor.estimate import (
 )
 from advisor.hardware import cuda_gib, find_gpu
 from advisor.history import Measurement
-from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
+from advisor.specs import Architecture, Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
 from advisor.speed import (
     CONTEXT_TOKENS,
     CpuRoofline,
@@ -148,6 +148,7 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     return e
 
 
+@lru_cache(maxsize=64)
 def cpu_roofline(target: Target) -> CpuRoofline | None:
     if not (target.bandwidth_gbps and target.cpu_per_core_gbps and target.cpu_cores):
         return None
@@ -176,17 +177,29 @@ def decode_read_bytes(model: Model, ckpt: Checkpoint, tp: int) -> int:
     return max(total, 0)
 
 
+@lru_cache(maxsize=1024)
+def _quantized_weights(arch: Architecture) -> int:
+    """Weights a quantized checkpoint's kernel unpacks per token: the active linear ones."""
+    return active_param_count(arch) - plain_params(arch)
+
+
+@lru_cache(maxsize=8192)
+def _cpu_speed(arch: Architecture, read_bytes: int, kv_bytes_per_token: int, scheme: str,
+               hw: CpuRoofline, tp: int, concurrency: int, context: int) -> tuple[float, float]:
+    # a ranking asks this of every checkpoint; a service asks it again per request
+    return predict_cpu(read_bytes, kv_bytes_per_token, arch.layers, hw,
+                       _quantized_weights(arch) if scheme else 0, scheme, tp, concurrency, context)
+
+
 def _with_cpu_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
                     settings: EngineSettings) -> Estimate:
     hw = cpu_roofline(target)
     if hw is None:
         return e
-    scheme = cpu_scheme(ckpt)
-    quantized = active_param_count(model.arch) - plain_params(model.arch) if scheme else 0
-    e.decode_tokens_per_s, e.decode_tokens_per_s_at_concurrency = predict_cpu(
-        decode_read_bytes(model, ckpt, settings.tp), e.kv_bytes_per_token, model.arch.layers, hw,
-        quantized, scheme, settings.tp, settings.concurrency,
-        context=settings.max_model_len or CONTEXT_TOKENS)
+    e.decode_tokens_per_s, e.decode_tokens_per_s_at_concurrency = _cpu_speed(
+        model.arch, decode_read_bytes(model, ckpt, settings.tp), e.kv_bytes_per_token,
+        cpu_scheme(ckpt), hw, settings.tp, settings.concurrency,
+        settings.max_model_len or CONTEXT_TOKENS)
     return e
 
 
@@ -195,8 +208,8 @@ def provenance_of(e: Estimate, ckpt: Checkpoint, target: Target,
     """Where each figure of a plan comes from: the estimate's, then the speed's, with what
     the estimate itself noted (a pool this host's history refined) taking precedence."""
     if target.engine == "vllm-cpu":
-        prov = {**estimate_provenance(e.engine, e.block_size, e.max_num_batched_tokens,
-                                      settings.vllm_version, settings.enforce_eager),
+        prov = {**_provenance(e.engine, e.block_size, e.max_num_batched_tokens,
+                              settings.vllm_version, settings.enforce_eager, None, None),
                 "decode_tokens_per_s": _cpu_speed_provenance(target, settings), **e.provenance}
         prov["weights_gib"] = ckpt.weight_bytes_source or "computed"
         return prov
