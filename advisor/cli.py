@@ -291,24 +291,38 @@ def render_estimate(e: Any) -> str:
 @click.option("--use-case", required=True,
               type=click.Choice(["code", "math", "chat", "edge", "long-context", "multilingual"]))
 @plan_options
-@click.option("--limit", type=int, default=15, show_default=True, help="rows to print (text only)")
+@click.option("--limit", type=int, default=15, show_default=True, help="models to print (text only)")
+@click.option("--all-checkpoints", is_flag=True,
+              help="print every checkpoint of each model, not only the one that suits this host best")
 @click.option("--json", "as_json", is_flag=True, help="print JSON (every checkpoint)")
 @friendly
-def recommend(use_case: str, limit: int, as_json: bool, **options: Any) -> None:
-    """Every checkpoint of the catalog ranked for a use case, best first."""
+def recommend(use_case: str, limit: int, all_checkpoints: bool, as_json: bool,
+              **options: Any) -> None:
+    """The catalog ranked for a use case, best first: one row per model, the checkpoint that
+    suits this host best (every checkpoint with --all-checkpoints or --json)."""
     from advisor.advice import recommend_for
 
     rec = recommend_for(_request(use_case=use_case, **options), **_context())
     if as_json:
         _json(rec)
         return
-    for i, r in enumerate(rec.results[:limit], 1):
+    rows = [r for r in rec.results if r.rank <= limit and (all_checkpoints or r.chosen)]
+    for r in rows:
         mark = "fits" if r.fits else "no  "
-        click.echo(f"{i:3}. {r.score:5.1f}  {mark}  {r.model:30} {r.label:28} {r.repo}")
+        place = f"{r.rank:3}." if r.chosen else "    "
+        speed = (f"  ~{r.estimate.decode_tokens_per_s:g} tok/s"
+                 if r.estimate.decode_tokens_per_s else "")
+        slow = "  TOO SLOW" if r.too_slow else ""
+        click.echo(f"{place} {r.score:5.1f}  {mark}  {r.model:30} {r.label:28} {r.repo}{speed}{slow}")
         click.echo(f"            {r.reasons[0]}")
+        if r.too_slow:
+            click.echo(f"            {r.reasons[1]}")
         if r.fits:
             click.echo(f"            $ {r.command}")
-    click.echo(f"({len(rec.results)} checkpoints ranked; --json shows all)")
+    models = max((r.rank for r in rec.results), default=0)
+    click.echo(f"({models} models, {len(rec.results)} checkpoints ranked; "
+               + ("" if all_checkpoints else "--all-checkpoints shows each model's others, ")
+               + "--json shows all)")
 
 
 # ---------------------------------------------------------------- the running service

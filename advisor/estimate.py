@@ -199,7 +199,9 @@ class Target(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True):
     # the most free (free_gib is then ignored); () where the plan is not for this host now
     free_by_gpu: tuple[tuple[int, float], ...] = ()
     nvlink: bool | None = None  # the GPUs are NVLinked (None: unknown, planned as not)
-    bandwidth_gbps: float | None = None  # memory bandwidth per GPU, GB/s
+    bandwidth_gbps: float | None = None  # memory bandwidth per GPU, GB/s (CPU: all cores)
+    cpu_per_core_gbps: float | None = None  # the CPU engine: one core's memory bandwidth
+    cpu_cores: int = 0  # the CPU engine: physical cores
     bf16_tflops: float | None = None  # dense bf16 tensor throughput per GPU
     ram_gib: float = 0.0  # the CPU engine's budget
     cpu_kv_gib: int | None = None  # VLLM_CPU_KVCACHE_SPACE; None: the plan picks one

@@ -32,9 +32,23 @@ from advisor.estimate import (
 )
 from advisor.hardware import cuda_gib, find_gpu
 from advisor.history import Measurement
-from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
-from advisor.speed import Roofline, predict
-from advisor.weights import active_param_count, checkpoint_bytes, describe_computation
+from advisor.specs import Architecture, Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
+from advisor.speed import (
+    CONTEXT_TOKENS,
+    CpuRoofline,
+    Roofline,
+    cpu_bandwidth_gbps,
+    cpu_threads,
+    predict,
+    predict_cpu,
+)
+from advisor.weights import (
+    active_param_count,
+    checkpoint_bytes,
+    describe_computation,
+    param_count,
+    plain_params,
+)
 
 GIB = 2**30
 
@@ -45,7 +59,9 @@ def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
     host's launches measured, used where the plan is for this host's own GPU."""
     if req.gpus == 0 or (not host.gpus and req.gpu is None and req.gpu_gib is None):
         return Target(engine="vllm-cpu", ram_gib=req.ram_gib or host.ram.available_gib,
-                      cpu_kv_gib=req.cpu_kv_gib)
+                      cpu_kv_gib=req.cpu_kv_gib, bandwidth_gbps=host.ram.bandwidth_gbps,
+                      cpu_per_core_gbps=host.ram.bandwidth_per_core_gbps,
+                      cpu_cores=host.cpu.physical_cores or host.cpu.logical_cores)
     spec: GpuSpec | None = None
     if req.gpu:
         spec = find_gpu(gpus, req.gpu)
@@ -134,7 +150,9 @@ def checkpoint_for(model: Model, quant: str | None) -> Checkpoint | None:
 def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
                settings: EngineSettings) -> Estimate:
     """The decode speed and time to first token, where the hardware's figures are sourced."""
-    if target.engine != "vllm" or not target.bandwidth_gbps:
+    if target.engine == "vllm-cpu":
+        return _with_cpu_speed(e, model, ckpt, target, settings)
+    if not target.bandwidth_gbps:
         return e
     e.decode_tokens_per_s, e.decode_tokens_per_s_at_concurrency, e.ttft_s = predict(
         # a token passes the pp stages one after another: each step reads the weights and KV
@@ -147,16 +165,90 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     return e
 
 
+@lru_cache(maxsize=64)
+def cpu_roofline(target: Target) -> CpuRoofline | None:
+    if not (target.bandwidth_gbps and target.cpu_per_core_gbps and target.cpu_cores):
+        return None
+    return CpuRoofline(bandwidth_gbps=target.bandwidth_gbps, per_core_gbps=target.cpu_per_core_gbps,
+                       physical_cores=target.cpu_cores)
+
+
+def cpu_scheme(ckpt: Checkpoint) -> str:
+    """Which CPU kernel unpacks the checkpoint's weights ("" for plain ones)."""
+    if ckpt.quant == "none":
+        return ""
+    return "w4" if ckpt.bits == 4 else "int8"
+
+
+def decode_read_bytes(model: Model, ckpt: Checkpoint, tp: int) -> int:
+    """Bytes one decoded token reads on one rank: every weight, less an untied embedding
+    table (a lookup reads one row of it) and, for a mixture of experts, the experts not
+    routed to."""
+    arch = model.arch
+    total = weights_bytes_per_gpu(ckpt, tp)
+    plain = 4 if ckpt.dtype == "float32" else 2
+    if not arch.tied_embeddings:
+        total -= arch.vocab_size * arch.hidden_size * plain // tp
+    if arch.experts:
+        total = int(total * active_param_count(arch) / param_count(arch))
+    return max(total, 0)
+
+
+@lru_cache(maxsize=1024)
+def _quantized_weights(arch: Architecture) -> int:
+    """Weights a quantized checkpoint's kernel unpacks per token: the active linear ones."""
+    return active_param_count(arch) - plain_params(arch)
+
+
+@lru_cache(maxsize=8192)
+def _cpu_speed(arch: Architecture, read_bytes: int, kv_bytes_per_token: int, scheme: str,
+               hw: CpuRoofline, tp: int, concurrency: int, context: int) -> tuple[float, float]:
+    # a ranking asks this of every checkpoint; a service asks it again per request
+    return predict_cpu(read_bytes, kv_bytes_per_token, arch.layers, hw,
+                       _quantized_weights(arch) if scheme else 0, scheme, tp, concurrency, context)
+
+
+def _with_cpu_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
+                    settings: EngineSettings) -> Estimate:
+    hw = cpu_roofline(target)
+    if hw is None:
+        return e
+    e.decode_tokens_per_s, e.decode_tokens_per_s_at_concurrency = _cpu_speed(
+        model.arch, decode_read_bytes(model, ckpt, settings.tp), e.kv_bytes_per_token,
+        cpu_scheme(ckpt), hw, settings.tp, settings.concurrency,
+        settings.max_model_len or CONTEXT_TOKENS)
+    return e
+
+
 def provenance_of(e: Estimate, ckpt: Checkpoint, target: Target,
                   settings: EngineSettings) -> dict[str, str]:
     """Where each figure of a plan comes from: the estimate's, then the speed's, with what
     the estimate itself noted (a pool this host's history refined) taking precedence."""
+    if target.engine == "vllm-cpu":
+        prov = {**_provenance(e.engine, e.block_size, e.max_num_batched_tokens,
+                              settings.vllm_version, settings.enforce_eager, None, None),
+                "decode_tokens_per_s": _cpu_speed_provenance(target, settings), **e.provenance}
+        prov["weights_gib"] = ckpt.weight_bytes_source or "computed"
+        return prov
     prov = {**_provenance(e.engine, e.block_size, e.max_num_batched_tokens,
                           settings.vllm_version, settings.enforce_eager,
                           target.bandwidth_gbps if target.engine == "vllm" else None,
                           target.bf16_tflops), **e.provenance}
     prov["weights_gib"] = ckpt.weight_bytes_source or "computed"
     return prov
+
+
+@lru_cache(maxsize=64)
+def _cpu_speed_provenance(target: Target, settings: EngineSettings) -> str:
+    hw = cpu_roofline(target)
+    if hw is None:
+        return "not estimated: no measured memory bandwidth for this host"
+    threads = cpu_threads(hw.physical_cores, settings.tp)
+    return (f"estimate: CPU roofline, {threads} engine thread{'s' if threads > 1 else ''} of "
+            f"{hw.physical_cores} cores (one kept for the scheduler) at "
+            f"{cpu_bandwidth_gbps(hw, settings.tp):g} GB/s measured (STREAM Copy), "
+            f"{settings.max_model_len or CONTEXT_TOKENS:,} tokens of context; constants "
+            "fitted on the real CPU engine (bench/cpu_speed.py)")
 
 
 @lru_cache(maxsize=256)

@@ -7,8 +7,11 @@ normal case: the profile says so in `notes` and carries on with what it could re
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import platform
+import threading
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -224,6 +227,90 @@ def read_cpu() -> CpuInfo:
     )
 
 
+# Memory bandwidth, measured: each thread copies its own buffer with libc's memmove
+# (ctypes releases the GIL for the call, so the copies run in parallel), STREAM's "Copy"
+# counting read plus written bytes. Buffers are far beyond any last-level cache. Other
+# work on the host only ever slows a round, so the figure is the best of many rounds a
+# short pause apart, as STREAM reports its best: the memory's, not the neighbours'.
+_COPY_MIB = 64  # per thread; 2 × 64 MiB per thread is well past a 32 MiB L3
+_COPY_ROUNDS = 12  # one thread (what a small host's engine decodes with); all: half
+_COPY_PAUSE_S = 0.01
+_COPY_MAX_THREADS = 16  # enough to saturate a socket's channels; bounds the memory used
+
+_Buffers = list[tuple["ctypes.Array[ctypes.c_char]", "ctypes.Array[ctypes.c_char]"]]
+_measured: dict[int, tuple[float, float, str]] = {}
+_measuring = threading.Lock()  # one measurement at a time: concurrent requests wait for it
+
+
+def _copy_rounds(start: threading.Barrier, done: threading.Barrier,
+                 src: ctypes.Array[ctypes.c_char], dst: ctypes.Array[ctypes.c_char], size: int,
+                 rounds: int) -> None:
+    for _ in range(rounds):
+        start.wait()
+        ctypes.memmove(dst, src, size)
+        done.wait()
+
+
+def _one_core_gbps(src: ctypes.Array[ctypes.c_char], dst: ctypes.Array[ctypes.c_char],
+                   size: int, rounds: int) -> float:
+    best = 0.0
+    for _ in range(rounds):  # in this thread: memmove lets go of the GIL while it copies
+        t0 = time.perf_counter()
+        ctypes.memmove(dst, src, size)
+        best = max(best, 2 * size / (time.perf_counter() - t0) / 1e9)
+        time.sleep(_COPY_PAUSE_S)
+    return round(best, 1)
+
+
+def _all_cores_gbps(bufs: _Buffers, size: int, rounds: int) -> float:
+    start, done = threading.Barrier(len(bufs) + 1), threading.Barrier(len(bufs) + 1)
+    workers = [threading.Thread(target=_copy_rounds, args=(start, done, src, dst, size, rounds),
+                                daemon=True) for src, dst in bufs]
+    for w in workers:
+        w.start()
+    best = 0.0
+    for _ in range(rounds):
+        start.wait()
+        t0 = time.perf_counter()
+        done.wait()
+        best = max(best, 2 * size * len(bufs) / (time.perf_counter() - t0) / 1e9)
+        time.sleep(_COPY_PAUSE_S)
+    for w in workers:
+        w.join()
+    return round(best, 1)
+
+
+def measure_bandwidth(cores: int) -> tuple[float, float, str]:
+    """(all cores GB/s, one core GB/s, how): measured once per process, in well under a
+    second on an idle host; callers that come while it runs wait for it."""
+    with _measuring:
+        if cores not in _measured:
+            _measured[cores] = _measure(cores)
+        return _measured[cores]
+
+
+def _measure(cores: int) -> tuple[float, float, str]:
+    threads = max(1, min(cores, _COPY_MAX_THREADS))
+    size = _COPY_MIB * 2**20
+    bufs = [(ctypes.create_string_buffer(size), ctypes.create_string_buffer(size))
+            for _ in range(threads)]
+    for src, dst in bufs:  # touch every page first: the page faults are not bandwidth
+        ctypes.memmove(dst, src, size)
+    one = _one_core_gbps(*bufs[0], size, _COPY_ROUNDS)
+    every = max(one, _all_cores_gbps(bufs, size, _COPY_ROUNDS // 2)) if threads > 1 else one
+    return every, one, (f"measured: memmove of {_COPY_MIB} MiB buffers on 1 and {threads} "
+                        f"threads, read + written bytes, best of {_COPY_ROUNDS} and "
+                        f"{_COPY_ROUNDS // 2} rounds (STREAM Copy)")
+
+
+def read_ram() -> RamInfo:
+    vm = psutil.virtual_memory()
+    cores = psutil.cpu_count(logical=False) or psutil.cpu_count(logical=True) or 1
+    every, one, how = measure_bandwidth(cores)
+    return RamInfo(total_gib=_gib(vm.total), available_gib=_gib(vm.available),
+                   bandwidth_gbps=every, bandwidth_per_core_gbps=one, bandwidth_method=how)
+
+
 def read_disk(cache: Path) -> DiskInfo:
     path = cache
     while not path.exists() and path != path.parent:
@@ -237,11 +324,10 @@ def read_host(nvml: ModuleType | None = None, env: Mapping[str, str] | None = No
     env = os.environ if env is None else env
     notes: list[str] = []
     gpus = read_gpus(nvml, notes)
-    vm = psutil.virtual_memory()
     return HostProfile(
         gpus=gpus,
         cpu=read_cpu(),
-        ram=RamInfo(total_gib=_gib(vm.total), available_gib=_gib(vm.available)),
+        ram=read_ram(),
         disk=read_disk(hf_cache_dir(env)),
         notes=notes,
         engine="vllm" if gpus else "vllm-cpu",

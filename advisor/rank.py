@@ -78,6 +78,13 @@ class Result(msgspec.Struct, kw_only=True):
     estimate: Estimate
     reasons: list[str]
     command: str
+    # decodes under SPEED_FLOOR tokens/s for one stream here (by the estimate): ranked
+    # below every pick that fits and is not (docs/ranking.md, "Speed")
+    too_slow: bool = False
+    # the model's best-ranked row: the checkpoint that suits this hardware best. A ranking
+    # shows one row per model, the chosen ones; the JSON keeps every row.
+    chosen: bool = False
+    rank: int = 0  # the model's place among models (1 = first), the same on all its rows
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,16 @@ def _trait(model: Model, w: UseCaseWeights) -> tuple[float, str] | None:
     return None
 
 
+# The usable floor: a pick that decodes more slowly than this for one stream is flagged
+# and ranked below every fitting pick that is faster (docs/ranking.md, "Speed").
+SPEED_FLOOR = 10.0  # tokens/s
+
+
+def too_slow(est: Estimate) -> bool:
+    """Under the floor by the estimate; a speed not estimated is not judged."""
+    return est.decode_tokens_per_s is not None and est.decode_tokens_per_s < SPEED_FLOOR
+
+
 def _speed(model: Model, est: Estimate) -> tuple[float, str]:
     speed = est.decode_tokens_per_s
     if speed:
@@ -376,9 +393,39 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
             else:
                 reasons.insert(0, f"fits: {est.kv_cache_tokens:,} KV tokens, "
                                   f"{est.max_concurrency:g}× concurrency at {est.max_model_len:,} tokens")
+            slow = est.fits and too_slow(est)
+            if slow:
+                reasons.insert(1, f"too slow: about {est.decode_tokens_per_s:g} tokens/s for one "
+                                  f"stream here (estimate), under the {SPEED_FLOOR:g} tokens/s "
+                                  "floor; ranked below the faster picks that fit")
+            elif est.fits and est.decode_tokens_per_s and not part.speed_weight:
+                # not scored for this use case, but the floor judged it: say what it saw
+                reasons.append(f"about {est.decode_tokens_per_s:g} tokens/s for one stream "
+                               "here (estimate)")
             results.append(Result(model=m.id, name=m.name, repo=c.repo, quant=c.quant, label=c.label,
                                   params_b=m.params_b, score=score, fits=est.fits,
                                   meets_request=est.meets_request, estimate=est, reasons=reasons,
-                                  command=command_line(c, est, s)))
-    results.sort(key=lambda r: (not r.fits, not r.meets_request, -r.score, r.estimate.weights_gib))
+                                  command=command_line(c, est, s), too_slow=slow))
+    results.sort(key=order_key)
+    return mark_chosen(results)
+
+
+def order_key(r: Result) -> tuple[bool, bool, bool, float, float, float, float, str, str, str]:
+    """Best first (docs/ranking.md, "Speed"): what fits, then what holds the concurrency
+    asked, then what decodes at the usable floor or faster; among those the higher score,
+    among the too slow the faster, then the higher score; ties go to the smaller weights,
+    the faster decode, then the model id, repo and quantization (one order for equal rows)."""
+    speed = r.estimate.decode_tokens_per_s or 0.0
+    return (not r.fits, not r.meets_request, r.too_slow, -speed if r.too_slow else -r.score,
+            -r.score, r.estimate.weights_gib, -speed, r.model, r.repo, r.quant)
+
+
+def mark_chosen(results: list[Result]) -> list[Result]:
+    """Mark each model's first row (in rank order) chosen, and number models, not rows."""
+    places: dict[str, int] = {}
+    for r in results:
+        r.chosen = r.model not in places
+        if r.chosen:
+            places[r.model] = len(places) + 1
+        r.rank = places[r.model]
     return results

@@ -214,6 +214,12 @@ class CpuInfo(msgspec.Struct, kw_only=True):
 class RamInfo(msgspec.Struct, kw_only=True):
     total_gib: float
     available_gib: float
+    # memory bandwidth, GB/s (10^9 bytes): all cores, and one core alone (what the CPU
+    # engine's decode reads weights with); None where not measured. `bandwidth_method`
+    # says how the figures were obtained.
+    bandwidth_gbps: float | None = None
+    bandwidth_per_core_gbps: float | None = None
+    bandwidth_method: str = ""
 
 
 class DiskInfo(msgspec.Struct, kw_only=True):

@@ -76,3 +76,71 @@ def predict(weights_bytes_per_gpu: int, kv_bytes_per_token_per_gpu: int, layers:
         weights_bytes_per_gpu, kv_bytes_per_token_per_gpu, layers, hw, concurrency,
         active_params, tp, version=version))
     return alone, each, ttft_s(active_params, tp, hw, one)
+
+
+# ----------------------------------------------------------------- vLLM's CPU engine
+# Decoding on the CPU engine reads the weights once per step, as on a GPU, but with the
+# few threads vLLM gives its worker: with VLLM_CPU_OMP_THREADS_BIND=auto (the default) on
+# x86 and Arm, one OpenMP thread per physical core of the rank's NUMA node, less one core
+# reserved for the scheduler process (vllm/utils/ompmultiprocessing.py, 0.32). Those
+# threads reach the bandwidth one core reaches times their number, up to what all cores
+# reach together. 4-bit weights (AWQ, GPTQ, compressed-tensors W4A16: the CPUWNA16
+# kernel) are unpacked and scaled as they are read, and that arithmetic, not the bytes,
+# bounds their decode: a compute floor in weights per second per thread. Each step also
+# pays a fixed cost (scheduler, sampling, the eager PyTorch layers' dispatch) that
+# dominates a model that sits in the caches. Constants: measured on vllm-cpu 0.32 with
+# random Llamas built by tests/cpu_speed_cases.py on a 2-core AMD EPYC (Zen 5, KVM; one
+# engine thread; 33.5 GB/s one-core STREAM Copy at the time), the `fit` cases of
+# bench/cpu_speed.py: the fixed costs from the 2- and 32-layer tiny models (870 and 94.6
+# tokens/s), the read efficiency from the 0.66 GiB bf16 one (32.4), the kernels' rates
+# from its AWQ (17.6) and INT8 W8A8 (44.6) twins. Its `check` cases and tests/test_cpu_speed.py test
+# them (docs/speed.md). The host was shared: its figures move with the load beside them.
+CPU_RESERVED_CORES = 1  # per rank, for the scheduler process (x86, Arm, RISC-V)
+CPU_BANDWIDTH_EFFICIENCY = 0.75  # decode's read rate over STREAM Copy's (read + written)
+CPU_STEP_S = 0.0005  # fixed per decode step
+CPU_LAYER_S = 0.00027  # per decoder layer per step
+# weights unpacked per second per thread by the 4-bit kernel, and multiplied by the INT8
+# W8A8 one (oneDNN, with the activations quantized per token)
+CPU_DEQUANT_WEIGHTS_PER_S = 6.6e9
+CPU_INT8_WEIGHTS_PER_S = 1.8e10
+
+
+class CpuRoofline(NamedTuple):
+    bandwidth_gbps: float  # STREAM Copy, all cores
+    per_core_gbps: float  # STREAM Copy, one core
+    physical_cores: int
+
+
+def cpu_threads(physical_cores: int, tp: int = 1) -> int:
+    """OpenMP threads of each rank of the CPU engine, bound automatically."""
+    return max(1, physical_cores // max(tp, 1) - CPU_RESERVED_CORES)
+
+
+def cpu_bandwidth_gbps(hw: CpuRoofline, tp: int = 1) -> float:
+    """What the engine's threads of one rank reach (STREAM Copy terms)."""
+    threads = cpu_threads(hw.physical_cores, tp)
+    return min(hw.bandwidth_gbps / max(tp, 1), hw.per_core_gbps * threads)
+
+
+def cpu_decode_step_s(read_bytes: int, kv_bytes_per_token: int, layers: int, hw: CpuRoofline,
+                      quantized_weights: int = 0, scheme: str = "", concurrency: int = 1,
+                      tp: int = 1, context: int = CONTEXT_TOKENS) -> float:
+    """Seconds for one decode step on the CPU engine. `read_bytes`: the weights one token
+    reads on one rank; `quantized_weights`: how many of them a kernel unpacks (`scheme`
+    "w4": the 4-bit weight-only kernel, "int8": W8A8), 0 for plain weights."""
+    read = read_bytes + concurrency * context * kv_bytes_per_token
+    memory = read / (cpu_bandwidth_gbps(hw, tp) * 1e9 * CPU_BANDWIDTH_EFFICIENCY)
+    rate = {"w4": CPU_DEQUANT_WEIGHTS_PER_S, "int8": CPU_INT8_WEIGHTS_PER_S}.get(scheme)
+    compute = quantized_weights / tp / (rate * cpu_threads(hw.physical_cores, tp)) if rate else 0.0
+    return max(memory, compute) + CPU_STEP_S + layers * CPU_LAYER_S
+
+
+def predict_cpu(read_bytes: int, kv_bytes_per_token: int, layers: int, hw: CpuRoofline,
+                quantized_weights: int, scheme: str, tp: int, concurrency: int,
+                context: int = CONTEXT_TOKENS) -> tuple[float, float]:
+    """Tokens/s of one stream and of each of `concurrency` streams on the CPU engine."""
+    def rate(n: int) -> float:
+        return decode_tokens_per_s(cpu_decode_step_s(read_bytes, kv_bytes_per_token, layers, hw,
+                                                     quantized_weights, scheme, n, tp, context))
+    alone = rate(1)
+    return alone, alone if concurrency == 1 else rate(concurrency)

@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from speed_cases import load_speed_cases  # noqa: E402
 
+CPU_SECTION = "## The CPU engine"
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -40,9 +42,13 @@ def main() -> None:
     text = "\n".join(lines) + "\n" + summary
     print(text)
     if args.markdown:
+        # bench/cpu_speed.py writes the CPU engine's section of the same page: keep it
+        old = args.markdown.read_text() if args.markdown.exists() else ""
+        cpu = old[old.index(CPU_SECTION):] if CPU_SECTION in old else ""
         args.markdown.write_text("# Speed estimates against published vLLM measurements\n\n"
                                  "Produced by `.venv/bin/python bench/speed.py --markdown docs/speed.md`. "
-                                 "Sources: tests/data/speed_measurements.toml.\n\n" + text + "\n")
+                                 "Sources: tests/data/speed_measurements.toml.\n\n" + text + "\n"
+                                 + ("\n" + cpu if cpu else ""))
 
 
 if __name__ == "__main__":

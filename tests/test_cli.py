@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,43 @@ def test_a_version_that_is_no_version_is_refused_naming_the_option() -> None:
     result = run("estimate", "phi-4", "--vllm-version", "newest")
     assert result.returncode == 2 and "--vllm-version" in result.stderr
     assert "'newest' is not a vLLM version" in result.stderr and "Traceback" not in result.stderr
+
+
+ROW = re.compile(r"^(?P<place> *\d+\.| {4}) +\d+\.\d  (fits|no  )  (?P<model>\S+)")
+
+
+def _rows(text: str) -> list[tuple[str, str]]:
+    """(place, model) of each ranked row the text prints; place "" for a checkpoint row
+    under its model's."""
+    found = (ROW.match(line) for line in text.splitlines())
+    return [(m["place"].strip(), m["model"]) for m in found if m]
+
+
+def test_recommend_shows_one_row_per_model_unless_all_checkpoints_is_asked() -> None:
+    catalog = json.loads(run("models", "--json").stdout)
+    n_models, n_ckpts = len(catalog), sum(len(m["checkpoints"]) for m in catalog)
+    args = ("recommend", "--use-case", "code", "--gpu", "RTX 4090", "--limit", "100")
+    one = run(*args)
+    assert one.returncode == 0, one.stderr
+    rows = _rows(one.stdout)
+    assert [p for p, _ in rows] == [f"{i}." for i in range(1, n_models + 1)]
+    assert len({m for _, m in rows}) == n_models  # each model once
+    assert f"({n_models} models, {n_ckpts} checkpoints ranked" in one.stdout
+    every = run(*args, "--all-checkpoints")
+    assert every.returncode == 0, every.stderr
+    all_rows = _rows(every.stdout)
+    assert len(all_rows) == n_ckpts
+    assert [r for r in all_rows if r[0]] == rows  # the same models in the same places
+    # a model's other checkpoints come unnumbered, after its own place
+    for i, (place, model) in enumerate(all_rows):
+        if not place:
+            assert model in {m for p, m in all_rows[:i] if p}
+
+
+def test_recommend_limit_counts_models() -> None:
+    out = run("recommend", "--use-case", "edge", "--gpus", "0", "--ram-gib", "16", "--limit", "3",
+              "--all-checkpoints")
+    assert out.returncode == 0, out.stderr
+    rows = _rows(out.stdout)
+    assert [p for p, _ in rows if p] == ["1.", "2.", "3."]
+    assert {m for _, m in rows} == {m for p, m in rows if p}

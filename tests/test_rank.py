@@ -6,6 +6,7 @@ import json
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -66,7 +67,7 @@ def test_each_command_is_one_pasteable_line_with_every_flag_of_the_plan() -> Non
 
 
 def test_a_4_bit_checkpoint_pays_its_published_quality_cost() -> None:
-    # on the CPU engine speed is not estimated, so only the quality cost tells them apart
+    # math weighs speed by 0.1 only, and on the CPU engine the 4-bit kernel is no faster
     results = rec(use_case="math", gpus=0, ram_gib=64).results
     by = {(r.model, r.label): r for r in results}
     plain, awq = by[("qwen2.5-7b", "bfloat16")], by[("qwen2.5-7b", "awq 4-bit")]
@@ -75,8 +76,6 @@ def test_a_4_bit_checkpoint_pays_its_published_quality_cost() -> None:
 
 
 def test_use_case_weightings_are_documented() -> None:
-    from pathlib import Path
-
     doc = (Path(__file__).parent.parent / "docs" / "ranking.md").read_text()
     for use_case, w in USE_CASE_WEIGHTS.items():
         assert f"`{use_case}`" in doc
@@ -91,7 +90,9 @@ def test_recommend_json_follows_the_contract() -> None:
     data = json.loads(out.stdout)
     assert set(data) == {"request", "host", "results"}
     first = data["results"][0]
-    assert {"model", "repo", "quant", "score", "fits", "estimate", "reasons", "command"} <= set(first)
+    assert {"model", "repo", "quant", "score", "fits", "estimate", "reasons", "command",
+            "chosen", "too_slow", "rank"} <= set(first)
+    assert len(data["results"]) == N_CHECKPOINTS and first["chosen"] and first["rank"] == 1
     assert {"weights_gib", "kv_cache_tokens", "max_concurrency", "provenance"} <= set(first["estimate"])
 
 
@@ -163,3 +164,102 @@ def test_with_no_memory_limit_the_chat_order_agrees_with_human_preference_rating
     rated = [m for m in order if m in elo]
     tau = _kendall_tau([-float(rated.index(m)) for m in elo], list(elo.values()))
     assert tau >= 0.7, (tau, rated)
+
+
+# ----------------------------------------------------------------- one row per model, speed
+
+
+@pytest.mark.parametrize(("use_case", "hw"), [("code", {"gpu": "RTX 4090"}),
+                                              ("chat", {"gpus": 0, "ram_gib": 16})])
+def test_each_model_has_one_chosen_row_its_best_ranked_and_ranks_count_models(
+        use_case: str, hw: dict[str, object]) -> None:
+    results = rec(use_case=use_case, **hw).results
+    assert len(results) == N_CHECKPOINTS  # the JSON keeps every checkpoint
+    chosen = [r for r in results if r.chosen]
+    assert sorted(r.model for r in chosen) == sorted(m.id for m in CATALOG.models)
+    seen: set[str] = set()
+    for r in results:  # the chosen row is the model's first in rank order (as the page groups)
+        assert r.chosen == (r.model not in seen)
+        seen.add(r.model)
+    # places count models: 1, 2, 3 … on the chosen rows; every row carries its model's place
+    assert [r.rank for r in chosen] == list(range(1, len(CATALOG.models) + 1))
+    place = {r.model: r.rank for r in chosen}
+    assert all(r.rank == place[r.model] for r in results)
+    # a model with several checkpoints shows one of them first, and its others after it
+    multi = next(m for m in CATALOG.models if len(m.checkpoints) > 2)
+    rows = [r for r in results if r.model == multi.id]
+    assert len(rows) == len(multi.checkpoints) and rows[0].chosen and not any(r.chosen for r in rows[1:])
+
+
+def test_a_checkpoint_under_the_speed_floor_is_flagged_and_below_every_faster_fitting_one() -> None:
+    from advisor.rank import SPEED_FLOOR
+
+    results = rec(use_case="chat", gpus=0, ram_gib=16).results
+    fitting = [r for r in results if r.fits and r.meets_request]
+    assert all(r.estimate.decode_tokens_per_s for r in fitting), "CPU speed left unestimated"
+    slow = [r for r in fitting if r.too_slow]
+    fast = [r for r in fitting if not r.too_slow]
+    assert slow and fast  # on a CPU host both kinds exist, and the floor splits them
+    assert all(r.estimate.decode_tokens_per_s < SPEED_FLOOR for r in slow)  # type: ignore[operator]
+    assert all(r.estimate.decode_tokens_per_s >= SPEED_FLOOR for r in fast)  # type: ignore[operator]
+    assert fitting.index(slow[0]) > fitting.index(fast[-1])
+    assert all(any("under the 10 tokens/s floor" in x for x in r.reasons) for r in slow)
+    # among the too slow the faster goes first: the nearest to usable
+    speeds = [r.estimate.decode_tokens_per_s for r in slow]
+    assert speeds == sorted(speeds, reverse=True)  # type: ignore[type-var]
+    assert not any(r.too_slow for r in results if not r.fits)
+
+
+@pytest.mark.parametrize("use_case", USE_CASES)
+def test_the_top_cpu_picks_on_this_host_decode_at_a_usable_speed_by_the_estimate(use_case: str) -> None:
+    """This host's profile (its measured bandwidth and cores): the first five models either
+    decode at 10 tokens/s or more, or say they do not."""
+    from advisor.rank import SPEED_FLOOR
+
+    assert HOST.ram.bandwidth_gbps and HOST.ram.bandwidth_per_core_gbps
+    top = [r for r in rec(use_case=use_case, gpus=0).results if r.chosen][:5]
+    assert all(r.fits for r in top)
+    for r in top:
+        speed = r.estimate.decode_tokens_per_s
+        assert speed is not None, r.model
+        assert speed >= SPEED_FLOOR or (r.too_slow and "too slow" in r.reasons[1]), (r.model, speed)
+    # the catalog's sub-1B models decode at 10 tokens/s on any host past ~8 GB/s: the
+    # first pick is a usable one
+    assert not top[0].too_slow, (top[0].model, top[0].estimate.decode_tokens_per_s)
+
+
+def test_equal_rows_are_ordered_by_the_documented_tie_rule() -> None:
+    from advisor.rank import order_key
+
+    results = rec(use_case="edge", gpus=0, ram_gib=16).results
+    assert [order_key(r) for r in results] == sorted(order_key(r) for r in results)
+    # rows equal in every term before the tie rule: the smaller weights first, then the repo
+    tied = [(a, b) for a, b in zip(results, results[1:], strict=False)
+            if order_key(a)[:5] == order_key(b)[:5]]
+    assert tied  # the catalog has them (a model's AWQ and GPTQ at one score and speed)
+    for a, b in tied:
+        ka, kb = order_key(a), order_key(b)
+        assert (ka[5], ka[6], ka[7], ka[8]) <= (kb[5], kb[6], kb[7], kb[8])
+        assert a.estimate.weights_gib <= b.estimate.weights_gib
+    doc = (Path(__file__).parent.parent / "docs" / "ranking.md").read_text()
+    assert "## Speed" in doc and "tie" in doc.split("## Speed", 1)[1].lower()
+
+
+def test_the_api_returns_every_checkpoint_each_marked_with_its_models_chosen_one() -> None:
+    from litestar.testing import TestClient
+
+    from advisor.config import load_settings
+    from advisor.web.app import create_app
+
+    with TestClient(app=create_app(load_settings())) as client:
+        r = client.post("/api/recommend", json={"use_case": "chat", "gpus": 0, "ram_gib": 16})
+    assert r.status_code == 200, r.text
+    rows = r.json()["results"]
+    assert len(rows) == N_CHECKPOINTS
+    place: dict[str, int] = {}
+    for row in rows:
+        new = row["model"] not in place
+        place.setdefault(row["model"], len(place) + 1)
+        assert row["chosen"] == new  # the page takes a model's first row as its chosen one
+        assert row["rank"] == place[row["model"]] and isinstance(row["too_slow"], bool)
+    assert sum(row["chosen"] for row in rows) == len(place) == len(CATALOG.models)
