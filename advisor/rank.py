@@ -181,10 +181,26 @@ def _fit(obs: list[tuple[str, str, float, float]], pull: float,
     return theta
 
 
+# the fit of each catalog's evidence, by the figures it reads: it depends on the catalog
+# alone and costs about 100 ms, so a service fits once, not once per ranking
+_EVIDENCE_KEPT: dict[bytes, Evidence] = {}
+
+
 def best_scores(models: list[Model]) -> Evidence:
     """The catalog's evidence sets, and for each use case every evidenced model's quality
     (fitted across the sets) and the prior: the lower quartile of those qualities, what a
-    model is pulled toward when it has little evidence and what it gets when it has none."""
+    model is pulled toward when it has little evidence and what it gets when it has none.
+    Kept per catalog (by value); the answer is only read."""
+    key = msgspec.json.encode([(m.id, m.name, m.scores) for m in models])
+    got = _EVIDENCE_KEPT.get(key)
+    if got is None:
+        if len(_EVIDENCE_KEPT) >= 8:  # catalogs edited while a service runs
+            _EVIDENCE_KEPT.clear()
+        got = _EVIDENCE_KEPT[key] = _fit_evidence(models)
+    return got
+
+
+def _fit_evidence(models: list[Model]) -> Evidence:
     sets: dict[str, EvidenceSet] = {}
     for m in models:
         for s in m.scores:
