@@ -123,6 +123,8 @@ class Evidence:
     evidenced: dict[str, int] = field(default_factory=dict)  # use case → models with evidence
     names: dict[str, str] = field(default_factory=dict)  # model id → name
     quality: dict[str, dict[str, float]] = field(default_factory=dict)  # use case → model → 0–1
+    # each model's hardware-free score, by (model id, use case), filled as rankings ask
+    scores: dict[tuple[str, str], ModelScore] = field(default_factory=dict)
 
     def used(self, model: Model, w: UseCaseWeights) -> list[tuple[Score, EvidenceSet, float]]:
         """The model's figures that count for the use case: (score, its set, the set's weight)."""
@@ -191,7 +193,7 @@ def best_scores(models: list[Model]) -> Evidence:
     (fitted across the sets) and the prior: the lower quartile of those qualities, what a
     model is pulled toward when it has little evidence and what it gets when it has none.
     Kept per catalog (by value); the answer is only read."""
-    key = msgspec.json.encode([(m.id, m.name, m.scores) for m in models])
+    key = msgspec.json.encode(models)  # every figure a model's score reads, by value
     got = _EVIDENCE_KEPT.get(key)
     if got is None:
         if len(_EVIDENCE_KEPT) >= 8:  # catalogs edited while a service runs
@@ -317,6 +319,14 @@ class ModelScore:
 
 
 def model_score(model: Model, use_case: str, best: Evidence) -> ModelScore:
+    """Kept in the catalog's Evidence: the same for every request."""
+    got = best.scores.get((model.id, use_case))
+    if got is None:
+        got = best.scores[model.id, use_case] = _model_score(model, use_case, best)
+    return got
+
+
+def _model_score(model: Model, use_case: str, best: Evidence) -> ModelScore:
     w = USE_CASE_WEIGHTS[use_case]
     reasons: list[str] = []
     quality, used = _quality(model, use_case, best)
