@@ -6,6 +6,7 @@ its seam (a HostProfile, or NVML's surface); the real engines are in tests/test_
 from __future__ import annotations
 
 import asyncio
+import functools
 import shlex
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -390,3 +391,69 @@ def test_replicas_on_a_shared_gpu_take_the_utilization_of_their_need() -> None:
     assert p.settings.gpu_mem_util < 0.45
     assert "on every replica" in e.layout.reasons[-1]
     assert all(g.left_gib >= 0 for g in e.layout.gpus)
+
+
+# ------------------------------------------------ the cheapest fix lays GPUs out as placement
+def _fix_on(model_id: str, gib: float, gpus: int, nvlink: bool | None) -> tuple[Any, Target]:
+    from advisor.plan import find_fix
+
+    m = CATALOG.by_id(model_id)
+    assert m
+    c = min(m.checkpoints, key=lambda c: c.weight_bytes)  # no smaller checkpoint to change to
+    target = Target(engine="vllm", gpu_gib=gib, gpus=gpus, nvlink=nvlink)
+    return find_fix(m, c, target, EngineSettings(max_model_len=8192)), target
+
+
+@functools.cache
+def _too_small_for_one(model_id: str) -> float:
+    """The biggest card (in 0.05 GiB) on which the model's smallest checkpoint needs more
+    than one GPU whatever the flags: the fix over one GPU asks for more."""
+    last = 0.0
+    for gib in [g / 20 for g in range(40, 600)]:
+        fix, _ = _fix_on(model_id, gib, 1, True)
+        if fix is not None and "needs" not in fix.text:
+            return last
+        last = gib
+    raise AssertionError("no card found")
+
+
+@pytest.mark.parametrize("nvlink, words", [
+    (True, "--tensor-parallel-size 2"), (False, "--pipeline-parallel-size 2"),
+    (None, "--pipeline-parallel-size 2")])
+def test_the_fix_over_the_gpus_given_takes_pp_where_placement_would(
+        nvlink: bool | None, words: str) -> None:
+    """DeepSeek-R1-Distill-Qwen-14B's AWQ checkpoint on two cards one of which cannot hold
+    it: tp 2 where NVLinked, pp 2 where not or unknown, as choose_parallel plans it."""
+    from advisor.placement import choose_parallel
+
+    model_id = "deepseek-r1-distill-qwen-14b"
+    fix, target = _fix_on(model_id, _too_small_for_one(model_id), 2, nvlink)
+    assert fix is not None and fix.text.startswith(words) and "needs" not in fix.text
+    m = CATALOG.by_id(model_id)
+    assert m and estimate(m, fix.ckpt, fix.target, fix.settings).fits
+    base = msgspec.structs.replace(fix.settings, tp=1, pp=1)
+    chosen, _ = choose_parallel(m, target, base, lambda s: fits(m, fix.ckpt, target, s))
+    assert (chosen.tp, chosen.pp) == (fix.settings.tp, fix.settings.pp)
+
+
+def test_the_fix_takes_pp_where_tp_cannot_divide_the_heads() -> None:
+    """Phi-4 (40 attention heads, 10 KV heads: tp 4 does not divide them) on four NVLinked
+    cards that hold it in four pieces but not in three: pp 4, here and over one GPU."""
+    m = CATALOG.by_id("phi-4")
+    assert m and not tp_divides(m, 4)
+    c = min(m.checkpoints, key=lambda c: c.weight_bytes)
+    s = EngineSettings(max_model_len=8192, gpu_mem_util=0.95)
+
+    def four_not_three(gib: float) -> bool:
+        t = Target(engine="vllm", gpu_gib=gib, gpus=4, nvlink=True)
+        return fits(m, c, t, msgspec.structs.replace(s, pp=4)) and not any(
+            fits(m, c, t, msgspec.structs.replace(s, tp=tp, pp=pp))
+            for tp, pp in ((2, 1), (1, 2), (1, 3)))
+
+    gib = next(g / 20 for g in range(80, 300) if four_not_three(g / 20))
+    fix, _ = _fix_on("phi-4", gib, 4, True)
+    assert fix is not None and (fix.settings.tp, fix.settings.pp) == (1, 4)
+    assert "--pipeline-parallel-size 4" in fix.text and "needs" not in fix.text
+    one, _ = _fix_on("phi-4", gib, 1, True)
+    assert one is not None and "--pipeline-parallel-size 4 (needs 4 GPUs)" in one.text
+    assert one.target.gpus == 4
