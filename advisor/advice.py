@@ -75,6 +75,8 @@ def recommend_for(req: PlanRequest, catalog: Catalog, host: HostProfile,
     if not req.use_case:
         raise AdvisorError("use_case: one of code, math, chat, edge, long-context, multilingual")
     target = target_for(req, host, gpus, history=history)
+    # a pp asked is kept as a tp is: placement does not lay the GPUs out again
     results = recommend(catalog.models, req.use_case, target, settings_for(req),
-                        tp_given=req.tp is not None)
+                        tp_given=req.tp is not None or req.pp is not None,
+                        replicas=req.replicas)
     return Recommendation(request=req, host=host, results=results)

@@ -457,3 +457,59 @@ def test_the_fix_takes_pp_where_tp_cannot_divide_the_heads() -> None:
     one, _ = _fix_on("phi-4", gib, 1, True)
     assert one is not None and "--pipeline-parallel-size 4 (needs 4 GPUs)" in one.text
     assert one.target.gpus == 4
+
+
+# ------------------------------------------------------------ the form's several-GPUs fieldset
+def test_the_form_parses_pp_and_replicas_and_says_what_is_wrong_beside_each() -> None:
+    from advisor.web.pages import parse_form
+
+    req, errors = parse_form({"use_case": "chat", "pp": "2", "replicas": " 3 "})
+    assert req is not None and (req.pp, req.replicas) == (2, 3) and not errors
+    req, errors = parse_form({"use_case": "chat", "pp": "", "replicas": ""})
+    assert req is not None and (req.pp, req.replicas) == (None, None)
+    for bad in ("two", "0", "-1", "1.5", "65"):
+        req, errors = parse_form({"use_case": "chat", "pp": bad, "replicas": bad})
+        assert req is None and set(errors) == {"pp", "replicas"}, (bad, errors)
+
+
+def test_the_page_plans_the_replicas_and_stages_asked_and_refuses_bad_ones_beside_them() -> None:
+    import html
+    import re
+
+    from litestar.testing import TestClient
+
+    from advisor.web.app import create_app
+
+    with TestClient(app=create_app(load_settings())) as client:
+        def post(**fields: str) -> Any:
+            token = re.search(r'name="_csrf_token" value="([^"]+)"', client.get("/").text)
+            assert token
+            return client.post("/", data={"_csrf_token": token[1], "use_case": "chat",
+                                          "gpu": "L4", "gpus": "4", **fields})
+
+        page = post(pp="many", replicas="0")
+        assert page.status_code == 400
+        errors = dict(re.findall(r'<span class="error" id="([a-z_]+)-err">([^<]*)</span>',
+                                 page.text))
+        assert set(errors) == {"pp", "replicas"}
+        assert "is not a whole number of pipeline stages" in html.unescape(errors["pp"])
+        assert '<fieldset id="gpu-layout">' in page.text and 'value="many"' in page.text
+        page = post(pp="2", replicas="2", max_model_len="8192")
+        assert page.status_code == 200
+        text = html.unescape(page.text)
+        assert "--pipeline-parallel-size 2" in text and "--data-parallel-size 2" in text
+        carried = set(re.findall(r'type="hidden" name="([a-z_]+)" value="([^"]*)"', page.text))
+        assert {("pp", "2"), ("replicas", "2")} <= carried  # the launch button takes them along
+
+
+def test_the_ranker_keeps_a_pp_asked_and_plans_the_replicas_asked() -> None:
+    req = PlanRequest(use_case="chat", gpu="L4", gpus=4, max_model_len=8192, pp=2, replicas=2)
+    rec = recommend_for(req, CATALOG, host([0.3] * 4), GPUS)
+    small = next(r for r in rec.results if r.repo == "Qwen/Qwen2.5-1.5B-Instruct")
+    # one GPU holds it, yet the two stages and two replicas asked are what is planned
+    assert small.fits and small.estimate.pp == 2 and small.estimate.layout
+    assert small.estimate.layout.dp == 2 and small.estimate.layout.replicas == [[0, 1], [2, 3]]
+    too_many = recommend_for(msgspec.structs.replace(req, replicas=3), CATALOG,
+                             host([0.3] * 4), GPUS)
+    r = next(r for r in too_many.results if r.repo == "Qwen/Qwen2.5-1.5B-Instruct")
+    assert not r.fits and "replicas: 3 replicas of 2 GPU(s) each need 6 GPUs" in r.estimate.reason

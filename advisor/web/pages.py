@@ -34,8 +34,11 @@ NUMBERS: dict[str, Callable[[str], float | int]] = {
     "kv_cache_memory_bytes": human_readable_int}
 FLAGS = ("enforce_eager", "text_only")  # checkboxes
 TEXTS = ("vllm_version",)
+# the several-GPUs fieldset (docs/gpus.md): whole numbers within PlanRequest's bounds
+GPU_LAYOUT = {"pp": "pipeline stages", "replicas": "replicas"}
+GPU_LAYOUT_MAX = 64
 # what the launch button carries over from the form
-CARRIED = ("gpu", *NUMBERS, *FLAGS, *TEXTS)
+CARRIED = ("gpu", *NUMBERS, *FLAGS, *TEXTS, *GPU_LAYOUT)
 
 
 def _twin(path: str) -> dict[str, str]:
@@ -44,6 +47,24 @@ def _twin(path: str) -> dict[str, str]:
 
 def signed_in(request: Request[Any, Any, Any]) -> bool:
     return auth.signed_in(request.scope)
+
+
+def parse_gpu_layout(form: dict[str, str]) -> tuple[dict[str, int], dict[str, str]]:
+    """The several-GPUs fieldset's fields (pp, replicas), or the message for each one that is
+    wrong; an empty field leaves the choice to the planner."""
+    values: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for name, what in GPU_LAYOUT.items():
+        text = form.get(name, "").strip()
+        if not text:
+            continue
+        if not text.isdecimal():
+            errors[name] = f"{text!r} is not a whole number of {what}"
+        elif not 1 <= int(text) <= GPU_LAYOUT_MAX:
+            errors[name] = f"{what}: from 1 to {GPU_LAYOUT_MAX}"
+        else:
+            values[name] = int(text)
+    return values, errors
 
 
 def parse_form(form: dict[str, str]) -> tuple[PlanRequest | None, dict[str, str]]:
@@ -85,6 +106,9 @@ def parse_form(form: dict[str, str]) -> tuple[PlanRequest | None, dict[str, str]
         data["gpu"] = form["gpu"]
     if form.get("model", "").strip():
         data["model"] = form["model"].strip()
+    layout, bad = parse_gpu_layout(form)
+    data.update(layout)
+    errors.update(bad)
     if not errors:
         try:
             return msgspec.convert(data, PlanRequest), {}
@@ -223,7 +247,11 @@ async def launch_page(request: Request[Any, Any, Any], data: Form,
             body[name] = data[name]
     for name in FLAGS:
         body[name] = data.get(name, "").strip().lower() in ("1", "on", "true", "yes")
+    layout, bad = parse_gpu_layout(data)
+    body.update(layout)
     try:
+        if bad:
+            raise AdvisorError("; ".join(f"{k}: {v}" for k, v in bad.items()))
         for name, kind in NUMBERS.items():
             if data.get(name):
                 body[name] = kind(data[name])
