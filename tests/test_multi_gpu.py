@@ -513,3 +513,21 @@ def test_the_ranker_keeps_a_pp_asked_and_plans_the_replicas_asked() -> None:
                              host([0.3] * 4), GPUS)
     r = next(r for r in too_many.results if r.repo == "Qwen/Qwen2.5-1.5B-Instruct")
     assert not r.fits and "replicas: 3 replicas of 2 GPU(s) each need 6 GPUs" in r.estimate.reason
+
+
+# ------------------------------------------------- one rule for tp on one host and on a cluster
+def test_the_cluster_planner_and_placement_allow_the_same_tp_sizes() -> None:
+    """Qwen2.5-1.5B: 12 attention heads, 2 KV heads. tp 4 divides the attention heads and
+    replicates each KV head on two ranks, which vLLM allows: both planners take it (the
+    cluster's own rule, KV heads divided only, refused it)."""
+    from advisor import cluster
+    from advisor.cluster import ClusterShape, Split, splits
+
+    m = CATALOG.by_id("qwen2.5-1.5b")
+    assert m and cluster.tp_divides is tp_divides
+    assert [t for t in (1, 2, 4, 8) if tp_divides(m, t)] == [1, 2, 4]
+    four = ClusterShape(nodes=1, gpus_per_node=4, gpu_name="", gpu_gib=22.16,
+                        interconnect="nvlink", network="ethernet")
+    assert Split(tp=4, pp=1, nodes=1) in splits(m, four)
+    target = Target(engine="vllm", gpu_gib=22.16, gpus=4, nvlink=True)
+    assert fits(m, m.checkpoints[0], target, EngineSettings(tp=4, max_model_len=8192))
