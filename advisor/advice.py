@@ -11,7 +11,7 @@ from advisor.estimate import EngineSettings, Estimate, Target
 from advisor.hfmeta import resolve
 from advisor.history import Measurement
 from advisor.placement import on_gpus, place, with_layout
-from advisor.plan import checkpoint_for, plan, settings_for, target_for
+from advisor.plan import checkpoint_for, plan, settings_for, target_for, with_replica_speed
 from advisor.rank import Result, recommend
 from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
 
@@ -61,6 +61,7 @@ def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[G
     settings, layout = placed.settings, placed.layout
     first = on_gpus(target, layout.replicas[0]) if layout.replicas else target
     est = with_layout(plan(model, ckpt, first, settings), layout, settings, placed.refusal)
+    est = with_replica_speed(est, model, ckpt, first, settings)
     return Plan(model=model, ckpt=ckpt, target=first, settings=settings, estimate=est)
 
 

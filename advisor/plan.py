@@ -148,6 +148,23 @@ def with_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     return e
 
 
+def with_replica_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
+                       settings: EngineSettings) -> Estimate:
+    """With data-parallel replicas each engine serves its share of the sequences asked: the
+    speed at concurrency is one replica's at ceil(concurrency / replicas), said in the
+    layout's reasons (a new list: a ranker's layouts are kept between rankings)."""
+    layout = e.layout
+    if layout is None or layout.dp <= 1 or e.decode_tokens_per_s_at_concurrency is None:
+        return e
+    each = math.ceil(settings.concurrency / layout.dp)
+    with_speed(e, model, ckpt, target, msgspec.structs.replace(settings, concurrency=each))
+    e.layout = msgspec.structs.replace(layout, reasons=[
+        *layout.reasons, f"speed at concurrency per replica: {each} of the "
+        f"{settings.concurrency} sequences on each of {layout.dp} replicas, "
+        f"{e.decode_tokens_per_s_at_concurrency:g} tokens/s each"])
+    return e
+
+
 def provenance_of(e: Estimate, ckpt: Checkpoint, target: Target,
                   settings: EngineSettings) -> dict[str, str]:
     """Where each figure of a plan comes from: the estimate's, then the speed's, with what

@@ -19,7 +19,7 @@ import msgspec
 from advisor.estimate import EngineSettings, Estimate, Target, estimate
 from advisor.launch import command_line
 from advisor.placement import Placed, on_gpus, place, with_layout
-from advisor.plan import FitChecks, plan
+from advisor.plan import FitChecks, plan, with_replica_speed
 from advisor.specs import Checkpoint, Model, Score
 
 
@@ -347,7 +347,8 @@ def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: 
     on = on_gpus(target, layout.replicas[0]) if layout.replicas else target
     est = plan(model, ckpt, on, s, first if s == settings and on == target else None,
                checks if on == target else None)
-    return with_layout(est, layout, s, placed.refusal), s
+    est = with_replica_speed(with_layout(est, layout, s, placed.refusal), model, ckpt, on, s)
+    return est, s
 
 
 def recommend(models: list[Model], use_case: str, target: Target, settings: EngineSettings,

@@ -531,3 +531,31 @@ def test_the_cluster_planner_and_placement_allow_the_same_tp_sizes() -> None:
     assert Split(tp=4, pp=1, nodes=1) in splits(m, four)
     target = Target(engine="vllm", gpu_gib=22.16, gpus=4, nvlink=True)
     assert fits(m, m.checkpoints[0], target, EngineSettings(tp=4, max_model_len=8192))
+
+
+# ------------------------------------------------------ the speed at concurrency, per replica
+def test_with_replicas_the_speed_at_concurrency_is_one_replicas_share() -> None:
+    """30 sequences over two replicas: each engine decodes 15 at once, so each stream's
+    speed is what one GPU gives 15 sequences, not 30; the reasons say so."""
+    p = launch_plan(host([0.3, 0.3]), model="qwen2.5-1.5b", max_model_len=32768,
+                    concurrency=30)
+    e = p.estimate
+    assert e.layout.dp == 2 and e.decode_tokens_per_s_at_concurrency
+    fifteen = launch_plan(host([0.3]), model="qwen2.5-1.5b", max_model_len=32768,
+                          concurrency=15).estimate
+    thirty = launch_plan(host([0.3]), model="qwen2.5-1.5b", max_model_len=32768,
+                         concurrency=30).estimate
+    assert e.decode_tokens_per_s_at_concurrency == fifteen.decode_tokens_per_s_at_concurrency
+    assert e.decode_tokens_per_s_at_concurrency > thirty.decode_tokens_per_s_at_concurrency  # type: ignore[operator]
+    assert e.decode_tokens_per_s == thirty.decode_tokens_per_s  # one stream: unchanged
+    assert any("per replica: 15 of the 30 sequences on each of 2 replicas" in r
+               for r in e.layout.reasons)
+    # the ranker says it too, once however often it ranks (its layouts are kept)
+    req = PlanRequest(use_case="chat", gpu="L4", gpus=2, max_model_len=32768, concurrency=30)
+    for _ in range(2):
+        r = next(r for r in recommend_for(req, CATALOG, host([0.3, 0.3]), GPUS).results
+                 if r.repo == "Qwen/Qwen2.5-1.5B-Instruct" and r.quant == "none")
+        assert r.estimate.layout and r.estimate.layout.dp == 2
+        assert sum("speed at concurrency per replica" in why for why in r.reasons) == 1
+        assert r.estimate.decode_tokens_per_s_at_concurrency == \
+            fifteen.decode_tokens_per_s_at_concurrency
