@@ -18,7 +18,7 @@ import msgspec
 
 from advisor.errors import AdvisorError
 from advisor.estimate import INSTALLED_VLLM, EngineSettings, Estimate, Target, estimate
-from advisor.placement import tp_divides
+from advisor.placement import largest_tp, tp_divides
 from advisor.specs import Checkpoint, Gib, Model, Quant
 from advisor.speed import CONTEXT_TOKENS, Roofline, decode_step_s, ttft_s
 from advisor.weights import active_param_count
@@ -130,7 +130,7 @@ def _in_node(model: Model, gpus: int, interconnect: Interconnect) -> tuple[int, 
     heads on NVLink, the rest as pipeline stages; on PCIe all pipeline stages."""
     if interconnect == "pcie":
         return 1, gpus
-    tp = max(t for t in range(1, gpus + 1) if gpus % t == 0 and tp_divides(model, t))
+    tp = largest_tp(model, gpus)
     return tp, gpus // tp
 
 

@@ -32,7 +32,7 @@ from advisor.estimate import (
 )
 from advisor.hardware import cuda_gib, find_gpu
 from advisor.history import Measurement
-from advisor.placement import tp_divides
+from advisor.placement import layouts
 from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
 from advisor.speed import Roofline, predict
 from advisor.weights import active_param_count, checkpoint_bytes, describe_computation
@@ -287,7 +287,6 @@ FLAG, CONTEXT, KV_DTYPE, CHECKPOINT, GPUS = range(5)
 # the shortest context a fix may cut a request to (or the request's own, when shorter)
 CONTEXT_FLOOR = 2048
 UTIL_CEILING = 0.95  # the highest gpu_memory_utilization a fix suggests
-TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
 MAX_EXTRA_TP = 8  # the most GPUs a fix that needs more than were given asks for
 Layout = tuple[int, int]  # (tp, pp)
 
@@ -547,19 +546,11 @@ def _layouts(model: Model, target: Target, settings: EngineSettings,
 def _by_size(model: Model, target: Target, low: int,
              high: int) -> list[tuple[int, int, int]]:
     """(tp, pp, rank) for each number of GPUs from low to high, as advisor.placement's
-    choose_parallel tries them: tp (a size of TP_SIZES the heads divide) before pp where
-    the GPUs are NVLinked, pp (where the layers make that many stages) before tp where
-    they are not or NVLink is unknown. The rank orders them: fewer GPUs first, then the
-    one placement tries first."""
-    out = []
-    for n in range(low, high + 1):
-        tp = n in TP_SIZES and tp_divides(model, n)
-        pp = 1 < n <= model.arch.layers
-        tries = [(n, 1)] * tp + [(1, n)] * pp
-        if not target.nvlink:
-            tries.reverse()
-        out += [(t, p, 2 * n + i) for i, (t, p) in enumerate(tries)]
-    return out
+    choose_parallel tries them (placement.layouts): NVLinked, tp (or, where the heads do
+    not divide, tp x pp) before pp; without NVLink or unknown, pp before tp. The rank
+    orders them: fewer GPUs first, then the one placement tries first."""
+    return [(tp, pp, 2 * n + i) for n in range(low, high + 1)
+            for i, (tp, pp) in enumerate(layouts(model, n, target.nvlink))]
 
 
 Combos = tuple[tuple[tuple[_Helper, ...], Cost], ...]

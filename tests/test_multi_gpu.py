@@ -559,3 +559,65 @@ def test_with_replicas_the_speed_at_concurrency_is_one_replicas_share() -> None:
         assert sum("speed at concurrency per replica" in why for why in r.reasons) == 1
         assert r.estimate.decode_tokens_per_s_at_concurrency == \
             fifteen.decode_tokens_per_s_at_concurrency
+
+
+# ------------------------------------------------------------------ tp x pp on one host
+def _phi4_needs_four(c_repo: str, s: EngineSettings) -> float:
+    """A card (in 0.05 GiB) on which Phi-4's checkpoint needs four GPUs: neither tp 2, pp 2
+    nor pp 3 starts with it, tp 2 x pp 2 does."""
+    m = CATALOG.by_id("phi-4")
+    assert m
+    c = next(c for c in m.checkpoints if c.repo == c_repo and not c.at_load)
+    for gib in [g / 20 for g in range(60, 400)]:
+        t = Target(engine="vllm", gpu_gib=gib, gpus=4, nvlink=True)
+        if fits(m, c, t, msgspec.structs.replace(s, tp=2, pp=2)) and not any(
+                fits(m, c, t, msgspec.structs.replace(s, tp=tp, pp=pp))
+                for tp, pp in ((2, 1), (1, 2), (1, 3))):
+            return gib
+    raise AssertionError("no card found")
+
+
+def test_nvlinked_gpus_the_heads_do_not_divide_get_tp_within_and_pp_for_the_rest() -> None:
+    """Phi-4 (40 attention heads, 10 KV heads) on four NVLinked GPUs: tp 4 cannot divide the
+    10 KV heads, so tp 2 (the largest that divides) × pp 2, as the cluster planner does
+    inside a node; without NVLink pp 4. The command carries both flags."""
+    from advisor.placement import choose_parallel, layouts
+
+    m = CATALOG.by_id("phi-4")
+    assert m and not tp_divides(m, 4) and tp_divides(m, 2)
+    assert layouts(m, 4, True) == [(2, 2), (1, 4)] and layouts(m, 4, False) == [(1, 4)]
+    c = next(c for c in m.checkpoints if c.repo == "microsoft/phi-4" and not c.at_load)
+    s = EngineSettings(max_model_len=8192)
+    gib = _phi4_needs_four(c.repo, s)
+    for nvlink, want in ((True, (2, 2)), (False, (1, 4)), (None, (1, 4))):
+        t = Target(engine="vllm", gpu_gib=gib, gpus=4, nvlink=nvlink)
+        chosen, why = choose_parallel(m, t, s, lambda x, t=t: fits(m, c, t, x))
+        assert (chosen.tp, chosen.pp) == want, (nvlink, why)
+    card = ("test card", gib + 0.3, gib)
+    p = launch_plan(host([0.1] * 4, nvlink=True, card=card), model="phi-4", quant="none",
+                    max_model_len=8192)
+    e = p.estimate
+    assert e.fits and (e.layout.tp, e.layout.pp) == (2, 2) and e.layout.replicas == [[0, 1, 2, 3]]
+    assert "tensor parallelism 2 × pipeline parallelism 2 over 4 GPUs" in e.layout.reasons[0]
+    line = command_line(p.ckpt, e, p.settings)
+    assert "--tensor-parallel-size 2" in line and "--pipeline-parallel-size 2" in line
+
+
+def test_the_fix_names_tp_and_pp_together_where_placement_would() -> None:
+    """The smallest Phi-4 checkpoint, asked with every helping flag already set (0.95, an
+    fp8 KV cache, vLLM's own context), on a card on which only four GPUs hold it: over four
+    NVLinked GPUs the fix is tp 2 × pp 2, and over one it asks for those four."""
+    from advisor.plan import find_fix
+
+    m = CATALOG.by_id("phi-4")
+    assert m
+    c = min(m.checkpoints, key=lambda c: c.weight_bytes)
+    s = EngineSettings(gpu_mem_util=0.95, kv_cache_dtype="fp8")
+    gib = _phi4_needs_four(c.repo, s)
+    fix = find_fix(m, c, Target(engine="vllm", gpu_gib=gib, gpus=4, nvlink=True), s)
+    assert fix is not None and (fix.settings.tp, fix.settings.pp) == (2, 2), fix
+    assert fix.text == "--tensor-parallel-size 2 and --pipeline-parallel-size 2"
+    assert estimate(m, fix.ckpt, fix.target, fix.settings).fits
+    one = find_fix(m, c, Target(engine="vllm", gpu_gib=gib, gpus=1, nvlink=True), s)
+    assert one is not None and one.target.gpus == 4
+    assert one.text == "--tensor-parallel-size 2 and --pipeline-parallel-size 2 (needs 4 GPUs)"
