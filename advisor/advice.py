@@ -11,7 +11,7 @@ from advisor.estimate import EngineSettings, Estimate, Target
 from advisor.hfmeta import resolve
 from advisor.history import Measurement, find
 from advisor.placement import on_gpus, place, with_layout
-from advisor.plan import checkpoint_for, plan, settings_for, target_for
+from advisor.plan import checkpoint_for, plan, settings_for, target_for, with_replica_speed
 from advisor.rank import Result, recommend
 from advisor.specs import Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
 
@@ -61,7 +61,7 @@ def plan_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: list[G
     settings, layout = placed.settings, placed.layout
     first = on_gpus(target, layout.replicas[0]) if layout.replicas else target
     est = with_layout(plan(model, ckpt, first, settings), layout, settings, placed.refusal)
-    est = _calibrated(est, first, ckpt, settings)
+    est = _calibrated(with_replica_speed(est, model, ckpt, first, settings), first, ckpt, settings)
     return Plan(model=model, ckpt=ckpt, target=first, settings=settings, estimate=est)
 
 
@@ -92,6 +92,8 @@ def recommend_for(req: PlanRequest, catalog: Catalog, host: HostProfile,
     if not req.use_case:
         raise AdvisorError("use_case: one of code, math, chat, edge, long-context, multilingual")
     target = target_for(req, host, gpus, history=history)
+    # a pp asked is kept as a tp is: placement does not lay the GPUs out again
     results = recommend(catalog.models, req.use_case, target, settings_for(req),
-                        tp_given=req.tp is not None)
+                        tp_given=req.tp is not None or req.pp is not None,
+                        replicas=req.replicas)
     return Recommendation(request=req, host=host, results=results)

@@ -18,6 +18,7 @@ import msgspec
 
 from advisor.errors import AdvisorError
 from advisor.estimate import INSTALLED_VLLM, EngineSettings, Estimate, Target, estimate
+from advisor.placement import largest_tp, tp_divides
 from advisor.specs import Checkpoint, Gib, Model, Quant
 from advisor.speed import CONTEXT_TOKENS, Roofline, decode_step_s, ttft_s
 from advisor.weights import active_param_count
@@ -124,18 +125,12 @@ class ClusterPlan(msgspec.Struct, kw_only=True):
 # ----------------------------------------------------------------- which splits
 
 
-def divides_heads(model: Model, tp: int) -> bool:
-    """The tp sizes the plan allows: dividing the attention heads and the KV heads."""
-    a = model.arch
-    return a.attention_heads % tp == 0 and a.kv_heads % tp == 0
-
-
 def _in_node(model: Model, gpus: int, interconnect: Interconnect) -> tuple[int, int]:
     """(tp, pp) over `gpus` GPUs of one node: the largest tp that divides the GPUs and the
     heads on NVLink, the rest as pipeline stages; on PCIe all pipeline stages."""
     if interconnect == "pcie":
         return 1, gpus
-    tp = max(t for t in range(1, gpus + 1) if gpus % t == 0 and divides_heads(model, t))
+    tp = largest_tp(model, gpus)
     return tp, gpus // tp
 
 
@@ -248,8 +243,9 @@ def plan_cluster(req: ClusterRequest, model: Model, ckpt: Checkpoint,
         f"{shape.gpu_name or 'GPU'} ({shape.gpu_gib:.2f} GiB as CUDA counts it), "
         f"{'NVLink' if shape.interconnect == 'nvlink' else 'PCIe'} inside a node"
         + (f", {shape.network} between nodes." if shape.nodes > 1 else "."),
-        "Tensor-parallel sizes that divide both head counts: "
-        + ", ".join(str(t) for t in (1, 2, 4, 8, 16, 32, 64) if divides_heads(model, t)) + ".",
+        "Tensor-parallel sizes that divide the attention heads and divide or evenly replicate "
+        "the KV heads: "
+        + ", ".join(str(t) for t in (1, 2, 4, 8, 16, 32, 64) if tp_divides(model, t)) + ".",
     ]
     if req.interconnect is None and shape.gpus_per_node > 1:
         lines.append("Interconnect not given: NVLink assumed between the GPUs of a node (give "

@@ -36,6 +36,28 @@ def tp_divides(model: Model, tp: int) -> bool:
     return not heads % tp and (tp <= kv and not kv % tp or tp > kv and not tp % kv)
 
 
+def largest_tp(model: Model, gpus: int) -> int:
+    """The largest tp that divides `gpus` and the model's heads (tp_divides): the tp of a
+    tp × pp layout of that many GPUs, pipeline stages making up the rest."""
+    return max(t for t in range(1, gpus + 1) if not gpus % t and tp_divides(model, t))
+
+
+def layouts(model: Model, gpus: int, nvlink: bool | None) -> list[tuple[int, int]]:
+    """The layouts (tp, pp) of `gpus` GPUs, in the order choose_parallel tries them. NVLinked:
+    tp over all of them where the heads divide, else the largest tp that does with the rest
+    as pipeline stages (tp x pp), then pp alone. No NVLink or unknown: pp, then tp (where pp
+    cannot hold it, tp still might)."""
+    if gpus == 1:
+        return [(1, 1)]
+    pp_only = [(1, gpus)] if gpus <= model.arch.layers else []
+    if nvlink:
+        tp = largest_tp(model, gpus)  # gpus itself where the heads divide by it
+        mixed = [(tp, gpus // tp)] if tp > 1 and gpus // tp <= model.arch.layers else []
+        return mixed + pp_only
+    tp_only = [(gpus, 1)] if tp_divides(model, gpus) else []
+    return pp_only + tp_only
+
+
 def choose_parallel(model: Model, target: Target, settings: EngineSettings,
                     fits: Fits, fits_as_is: bool | None = None) -> tuple[EngineSettings, list[str]]:
     """The fewest GPUs of the target that hold the model, and how: tp or pp. The settings
@@ -45,17 +67,8 @@ def choose_parallel(model: Model, target: Target, settings: EngineSettings,
         fits_as_is = fits(settings)
     if target.engine != "vllm" or target.gpus <= 1 or fits_as_is:
         return settings, []
-    layers = model.arch.layers
     for n in range(2, target.gpus + 1):
-        tp_ok = tp_divides(model, n)
-        tries: list[tuple[int, int]] = []
-        if tp_ok and target.nvlink:
-            tries.append((n, 1))
-        if n <= layers:
-            tries.append((1, n))
-        if tp_ok and not target.nvlink:
-            tries.append((n, 1))  # no NVLink, but pp cannot hold it: tp still might
-        for tp, pp in tries:
+        for tp, pp in layouts(model, n, target.nvlink):
             s = msgspec.structs.replace(settings, tp=tp, pp=pp)
             if fits(s):
                 return s, [_why(model, n, tp, target.nvlink)]
@@ -64,6 +77,10 @@ def choose_parallel(model: Model, target: Target, settings: EngineSettings,
 
 def _why(model: Model, n: int, tp: int, nvlink: bool | None) -> str:
     a = model.arch
+    if 1 < tp < n:
+        return (f"one GPU cannot hold it: tensor parallelism {tp} × pipeline parallelism "
+                f"{n // tp} over {n} GPUs (NVLinked; {a.attention_heads} attention / "
+                f"{a.kv_heads} KV heads do not divide by {n}: tp {tp} within, pp across)")
     if tp > 1:
         link = "NVLinked" if nvlink else "no NVLink, and pipeline stages do not hold it"
         return (f"one GPU cannot hold it: tensor parallelism over {n} GPUs ({link}; "

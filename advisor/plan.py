@@ -32,6 +32,7 @@ from advisor.estimate import (
 )
 from advisor.hardware import cuda_gib, find_gpu
 from advisor.history import Measurement
+from advisor.placement import layouts
 from advisor.specs import Architecture, Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
 from advisor.speed import (
     CONTEXT_TOKENS,
@@ -220,6 +221,23 @@ def _with_cpu_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
     return e
 
 
+def with_replica_speed(e: Estimate, model: Model, ckpt: Checkpoint, target: Target,
+                       settings: EngineSettings) -> Estimate:
+    """With data-parallel replicas each engine serves its share of the sequences asked: the
+    speed at concurrency is one replica's at ceil(concurrency / replicas), said in the
+    layout's reasons (a new list: a ranker's layouts are kept between rankings)."""
+    layout = e.layout
+    if layout is None or layout.dp <= 1 or e.decode_tokens_per_s_at_concurrency is None:
+        return e
+    each = math.ceil(settings.concurrency / layout.dp)
+    with_speed(e, model, ckpt, target, msgspec.structs.replace(settings, concurrency=each))
+    e.layout = msgspec.structs.replace(layout, reasons=[
+        *layout.reasons, f"speed at concurrency per replica: {each} of the "
+        f"{settings.concurrency} sequences on each of {layout.dp} replicas, "
+        f"{e.decode_tokens_per_s_at_concurrency:g} tokens/s each"])
+    return e
+
+
 def provenance_of(e: Estimate, ckpt: Checkpoint, target: Target,
                   settings: EngineSettings) -> dict[str, str]:
     """Where each figure of a plan comes from: the estimate's, then the speed's, with what
@@ -361,19 +379,21 @@ FLAG, CONTEXT, KV_DTYPE, CHECKPOINT, GPUS = range(5)
 # the shortest context a fix may cut a request to (or the request's own, when shorter)
 CONTEXT_FLOOR = 2048
 UTIL_CEILING = 0.95  # the highest gpu_memory_utilization a fix suggests
-TP_SIZES = (1, 2, 4, 8, 16, 32, 64)
 MAX_EXTRA_TP = 8  # the most GPUs a fix that needs more than were given asks for
+Layout = tuple[int, int]  # (tp, pp)
 
 Cost = tuple[tuple[int, int], ...]  # the (kind, rank) of each change, costliest first
 
 
 class _Pair(NamedTuple):
-    """A checkpoint and a tensor-parallel size to try, and what changing to them costs."""
+    """A checkpoint and a layout (tensor-parallel size and pipeline stages) to try, and
+    what changing to them costs."""
 
     ckpt: Checkpoint
     tp: int
-    target: Target  # with as many GPUs as the tp needs
-    cost: Cost  # of its changes (none, the checkpoint, the tp, or both)
+    pp: int
+    target: Target  # with as many GPUs as the layout needs
+    cost: Cost  # of its changes (none, the checkpoint, the layout, or both)
 
 
 class _Helper(NamedTuple):
@@ -415,7 +435,7 @@ class _Space:
         # the checkpoints a fix may change to, biggest (least lossy) first
         self.by_size = sorted((c for c in model.checkpoints if not cpu or not cpu_engine_refuses(c)),
                               key=lambda c: -c.weight_bytes)
-        self.tps = _tp_sizes(model, target, settings, more_gpus)
+        self.layouts = _layouts(model, target, settings, more_gpus)
         self.helpers, self.combos = _helpers(target, settings)
         self.auto_kv_target = target if target.cpu_kv_gib is None else \
             msgspec.structs.replace(target, cpu_kv_gib=None)
@@ -425,28 +445,31 @@ class _Space:
         # models on 0.25-0.27's Model Runner V2; a higher utilization leaves them less room)
         self.prune = bool(self.helpers) and (
             cpu or graphs_in_reservation(model.arch, settings.vllm_version))
-        self.feasible: dict[tuple[str, str, int], bool] = {}  # by checkpoint and tp
+        self.feasible: dict[tuple[str, str, Layout], bool] = {}  # by checkpoint and layout
         self._asked: dict[tuple[str, str], tuple[_Pair, ...]] = {}
-        # each pair's cheapest fit (see _first_fit), by checkpoint, tp and cost
-        self.first: dict[tuple[str, str, int, Cost], Fix | None] = {}
-        # every checkpoint with every tp, as the change of checkpoint, cheapest first
+        # each pair's cheapest fit (see _first_fit), by checkpoint, layout and cost
+        self.first: dict[tuple[str, str, Layout, Cost], Fix | None] = {}
+        # every checkpoint with every layout, as the change of checkpoint, cheapest first
         self.changes = sorted((p for i, c in enumerate(self.by_size)
                                for p in self._pairs_of(c, (CHECKPOINT, i))),
                               key=lambda p: p.cost)
-        # a tp below the one asked is a flag, whose tries mix with the helpers'
-        self.tp_below = any(cost and cost[0] == FLAG for _, cost, _ in self.tps)
+        # a layout of fewer GPUs than the one asked is a flag, whose tries mix with the
+        # helpers'
+        self.tp_below = any(cost and cost[0] == FLAG for _, _, cost, _ in self.layouts)
         # each variant of the settings built once, so that its hash (a key of FitChecks)
         # is worked out once
-        self._variants: dict[tuple[int, float, bool], EngineSettings] = {}
+        self._variants: dict[tuple[int, int, float, bool], EngineSettings] = {}
 
-    def variant(self, tp: int, util: float | None, kv_fp8: bool) -> EngineSettings:
-        """The settings with this tp and, where given, utilization and an fp8 KV cache."""
-        key = (tp, util or self.settings.gpu_mem_util, kv_fp8)
+    def variant(self, tp: int, pp: int, util: float | None, kv_fp8: bool) -> EngineSettings:
+        """The settings with this layout and, where given, utilization and an fp8 KV cache."""
+        key = (tp, pp, util or self.settings.gpu_mem_util, kv_fp8)
         got = self._variants.get(key)
         if got is None:
             changes: dict[str, object] = {}
             if tp != self.settings.tp:
                 changes["tp"] = tp
+            if pp != self.settings.pp:
+                changes["pp"] = pp
             if util is not None:
                 changes["gpu_mem_util"] = util
             if kv_fp8:
@@ -455,7 +478,7 @@ class _Space:
         return got
 
     def pairs(self, ckpt: Checkpoint) -> tuple[_Pair, ...]:
-        """The checkpoint asked with each tp whose weights fit the card."""
+        """The checkpoint asked with each layout whose weights fit the card."""
         key = (ckpt.repo, ckpt.quant)
         got = self._asked.get(key)
         if got is None:
@@ -466,10 +489,10 @@ class _Space:
         card = self.target.gpu_gib * GIB
         cpu = self.target.engine == "vllm-cpu"
         return tuple(
-            _Pair(ckpt=ckpt, tp=tp, target=target, cost=_cost_of(change, tp_cost))
-            for tp, tp_cost, target in self.tps
+            _Pair(ckpt=ckpt, tp=tp, pp=pp, target=target, cost=_cost_of(change, tp_cost))
+            for tp, pp, tp_cost, target in self.layouts
             # no flag makes room beyond the card
-            if cpu or weights_bytes_per_gpu(ckpt, tp) <= card)
+            if cpu or weights_bytes_per_gpu(ckpt, tp, pp) <= card)
 
 
 def _cost_of(*changes: tuple[int, int] | None) -> Cost:
@@ -491,11 +514,12 @@ def find_fix(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSet
     checked with the estimator (`fits`); None when none does.
 
     What is searched: another checkpoint of the same model (on the CPU engine, those it
-    loads); tensor parallelism over the GPUs given (sizes the attention heads divide);
+    loads); tensor or pipeline parallelism over the GPUs given, as advisor.placement plans
+    it (tp where the heads divide, pp where they do not or NVLink is absent or unknown);
     gpu_memory_utilization 0.95, or what is free now where that is less; an fp8 KV cache;
     the request's context cut to the longest that fits (at least 2,048 tokens, or the
     request's own when shorter); on the CPU engine, VLLM_CPU_KVCACHE_SPACE sized to the
-    context. Only when nothing on the GPUs given fits, tensor parallelism over more.
+    context. Only when nothing on the GPUs given fits, tp or pp over more.
 
     The order (docs/fixes.md): fixes on the GPUs given before any that needs more; then
     fewer changes first; then, change by change from the costliest, the cheaper kind:
@@ -575,7 +599,7 @@ def _search_sorted(checks: FitChecks, space: _Space, pairs: list[_Pair]) -> Fix 
 def _first_fit(checks: FitChecks, space: _Space, pair: _Pair) -> Fix | None:
     """The pair with each combination of helpers, cheapest first, until one fits;
     remembered, as the searches of a model's other checkpoints try the same pairs."""
-    key = (pair.ckpt.repo, pair.ckpt.quant, pair.tp, pair.cost)
+    key = (pair.ckpt.repo, pair.ckpt.quant, (pair.tp, pair.pp), pair.cost)
     if key not in space.first:
         space.first[key] = _first_fit_of(checks, space, pair)
     return space.first[key]
@@ -594,20 +618,32 @@ def _first_fit_of(checks: FitChecks, space: _Space, pair: _Pair) -> Fix | None:
     return None
 
 
-def _tp_sizes(model: Model, target: Target, settings: EngineSettings,
-              more_gpus: bool) -> list[tuple[int, tuple[int, int] | None, Target]]:
-    """Each tp to try with the cost of changing to it (None: the one asked) and the target
-    with as many GPUs: the one asked and the others that the GPUs given and the model's
-    heads allow, or with `more_gpus` only sizes above the GPUs given."""
+def _layouts(model: Model, target: Target, settings: EngineSettings,
+             more_gpus: bool) -> list[tuple[int, int, tuple[int, int] | None, Target]]:
+    """Each layout (tp, pp) to try with the cost of changing to it (None: the one asked) and
+    the target with as many GPUs: the one asked and those of other sizes that the GPUs
+    given allow, or with `more_gpus` only sizes above the GPUs given (up to MAX_EXTRA_TP)."""
     if target.engine == "vllm-cpu":
-        return [(settings.tp, None, target)]
-    heads = model.arch.attention_heads
+        return [(settings.tp, settings.pp, None, target)]
+    asked = settings.tp * settings.pp
     if more_gpus:
-        return [(t, (GPUS, t), msgspec.structs.replace(target, gpus=t)) for t in TP_SIZES
-                if max(target.gpus, settings.tp) < t <= MAX_EXTRA_TP and not heads % t]
-    return [(settings.tp, None, target)] + [
-        (t, (GPUS if t > settings.tp else FLAG, t), target)
-        for t in TP_SIZES if t != settings.tp and t <= target.gpus and not heads % t]
+        return [(tp, pp, (GPUS, rank), msgspec.structs.replace(target, gpus=tp * pp))
+                for tp, pp, rank in _by_size(model, target, max(target.gpus, asked) + 1,
+                                             MAX_EXTRA_TP)]
+    return [(settings.tp, settings.pp, None, target)] + [
+        (tp, pp, (GPUS if tp * pp > asked else FLAG, rank), target)
+        for tp, pp, rank in _by_size(model, target, 1, target.gpus)
+        if (tp, pp) != (settings.tp, settings.pp)]
+
+
+def _by_size(model: Model, target: Target, low: int,
+             high: int) -> list[tuple[int, int, int]]:
+    """(tp, pp, rank) for each number of GPUs from low to high, as advisor.placement's
+    choose_parallel tries them (placement.layouts): NVLinked, tp (or, where the heads do
+    not divide, tp x pp) before pp; without NVLink or unknown, pp before tp. The rank
+    orders them: fewer GPUs first, then the one placement tries first."""
+    return [(tp, pp, 2 * n + i) for n in range(low, high + 1)
+            for i, (tp, pp) in enumerate(layouts(model, n, target.nvlink))]
 
 
 Combos = tuple[tuple[tuple[_Helper, ...], Cost], ...]
@@ -648,7 +684,7 @@ def _helpers_of(target: Target, settings: EngineSettings) -> tuple[_Helper, ...]
 
 def _feasible(checks: FitChecks, space: _Space, pair: _Pair) -> bool:
     """Whether the pair fits with every helper set: the bound that prunes it otherwise."""
-    key = (pair.ckpt.repo, pair.ckpt.quant, pair.tp)
+    key = (pair.ckpt.repo, pair.ckpt.quant, (pair.tp, pair.pp))
     got = space.feasible.get(key)
     if got is None:
         s, target = _applied(space, pair, [h for h in space.helpers if not h.shorter_context])
@@ -672,7 +708,7 @@ def _applied(space: _Space, pair: _Pair,
         kv_fp8 = kv_fp8 or h.kv_fp8
         if h.auto_kv_space:
             target = space.auto_kv_target
-    return space.variant(pair.tp, util, kv_fp8), target
+    return space.variant(pair.tp, pair.pp, util, kv_fp8), target
 
 
 def _fits_with(checks: FitChecks, space: _Space, pair: _Pair,
@@ -702,11 +738,14 @@ def _describe(space: _Space, pair: _Pair, flags: list[str]) -> str:
     words = []
     if any(kind == CHECKPOINT for kind, _ in pair.cost):
         words.append(_checkpoint_words(pair.ckpt))
+    layout = []
     if pair.tp != space.settings.tp:
-        given = space.target.gpus
-        words.append(f"--tensor-parallel-size {pair.tp}"
-                     + (f" (needs {pair.tp} GPUs)" if pair.tp > given else ""))
-    words += flags
+        layout.append(f"--tensor-parallel-size {pair.tp}")
+    if pair.pp != space.settings.pp:
+        layout.append(f"--pipeline-parallel-size {pair.pp}")
+    if layout and pair.tp * pair.pp > space.target.gpus:
+        layout[-1] += f" (needs {pair.tp * pair.pp} GPUs)"
+    words += layout + flags
     if words[0].startswith(("use ", "quantize ")) and len(words) > 1:
         return f"{words[0]} with {' and '.join(words[1:])}"
     return " and ".join(words)

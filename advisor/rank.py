@@ -19,7 +19,7 @@ import msgspec
 from advisor.estimate import EngineSettings, Estimate, Target, estimate
 from advisor.launch import command_line
 from advisor.placement import Placed, on_gpus, place, with_layout
-from advisor.plan import FitChecks, plan
+from advisor.plan import FitChecks, plan, with_replica_speed
 from advisor.specs import Checkpoint, Model, Score
 
 
@@ -374,28 +374,32 @@ def score_one(model: Model, ckpt: Checkpoint, est: Estimate, part: ModelScore) -
 
 def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
                       tp_given: bool, first: Estimate,
-                      checks: FitChecks) -> tuple[Estimate, EngineSettings]:
+                      checks: FitChecks, replicas: int | None = None) -> tuple[Estimate, EngineSettings]:
     """On several GPUs, the layout of advisor.placement: with no --tp the fewest GPUs that
     hold the model (tp where NVLinked and the heads divide, pp otherwise), and replicas
-    where one holds the model but not the concurrency asked."""
-    if target.engine != "vllm" or target.gpus <= 1 or (first.fits and first.meets_request):
+    where one holds the model but not the concurrency asked, or as many as `replicas`."""
+    if target.engine != "vllm" or not replicas and (
+            target.gpus <= 1 or first.fits and first.meets_request):
         return plan(model, ckpt, target, settings, first, checks), settings
-    key = (ckpt.repo, ckpt.quant + ("|tp-given" if tp_given else ""), target, settings)
+    key = (ckpt.repo, ckpt.quant + ("|tp-given" if tp_given else "")
+           + (f"|replicas-{replicas}" if replicas else ""), target, settings)
     placed = checks.placed.get(key)
     if not isinstance(placed, Placed):  # a request seen before finds its layouts made
-        placed = checks.placed[key] = place(model, ckpt, target, settings,
+        placed = checks.placed[key] = place(model, ckpt, target, settings, replicas=replicas,
                                             parallel_given=tp_given, known=first,
                                             fits=lambda s: checks.fits(ckpt, target, s))
     s, layout = placed.settings, placed.layout
     on = on_gpus(target, layout.replicas[0]) if layout.replicas else target
     est = plan(model, ckpt, on, s, first if s == settings and on == target else None,
                checks if on == target else None)
-    return with_layout(est, layout, s, placed.refusal), s
+    est = with_replica_speed(with_layout(est, layout, s, placed.refusal), model, ckpt, on, s)
+    return est, s
 
 
 def recommend(models: list[Model], use_case: str, target: Target, settings: EngineSettings,
-              tp_given: bool = False) -> list[Result]:
-    """Every checkpoint of every model, best first; none that fits below one that does not."""
+              tp_given: bool = False, replicas: int | None = None) -> list[Result]:
+    """Every checkpoint of every model, best first; none that fits below one that does not.
+    `tp_given`: the request named tp or pp, which are kept; `replicas`: as many as asked."""
     best = best_scores(models)
     results = []
     for m in models:
@@ -406,7 +410,7 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
         for c, e in zip(m.checkpoints, bare, strict=True):
             checks.remember(c, target, settings, e.fits)
         for c, first in zip(m.checkpoints, bare, strict=True):
-            est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, first, checks)
+            est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, first, checks, replicas)
             score, reasons = score_one(m, c, est, part)
             if est.layout:  # how it spreads over the GPUs, said
                 reasons += est.layout.reasons

@@ -32,7 +32,9 @@ def ckpt(m: Model, repo: str) -> Checkpoint:
 
 
 def gpu(gib: float, gpus: int = 1) -> Target:
-    return Target(engine="vllm", gpu_gib=gib, gpus=gpus)
+    # NVLinked, so that tp is the layout placement plans: without NVLink (or where the heads
+    # do not divide) the fix names pp (tests/test_multi_gpu.py)
+    return Target(engine="vllm", gpu_gib=gib, gpus=gpus, nvlink=True)
 
 
 def test_on_the_cpu_engine_another_checkpoint_is_tried() -> None:
@@ -180,6 +182,8 @@ def _named(fix_text: str, m: Model, c: Checkpoint, target: Target, settings: Eng
         assert fix_ckpt.repo in fix_text or f"--quantization {fix_ckpt.quant}" in fix_text
     if fix_settings.tp != settings.tp:
         assert f"--tensor-parallel-size {fix_settings.tp}" in fix_text
+    if fix_settings.pp != settings.pp:
+        assert f"--pipeline-parallel-size {fix_settings.pp}" in fix_text
     if fix_settings.gpu_mem_util != settings.gpu_mem_util:
         assert f"--gpu-memory-utilization {fix_settings.gpu_mem_util:.2f}" in fix_text
     if fix_settings.kv_cache_dtype != settings.kv_cache_dtype:
@@ -188,7 +192,7 @@ def _named(fix_text: str, m: Model, c: Checkpoint, target: Target, settings: Eng
         assert f"--max-model-len {fix_settings.max_model_len}" in fix_text
     if fix_target.cpu_kv_gib != target.cpu_kv_gib:
         assert f"VLLM_CPU_KVCACHE_SPACE={fix_target.cpu_kv_gib}" in fix_text
-    unchanged = msgspec.structs.replace(fix_settings, tp=settings.tp,
+    unchanged = msgspec.structs.replace(fix_settings, tp=settings.tp, pp=settings.pp,
                                         gpu_mem_util=settings.gpu_mem_util,
                                         kv_cache_dtype=settings.kv_cache_dtype,
                                         max_model_len=settings.max_model_len)

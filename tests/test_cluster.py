@@ -20,7 +20,6 @@ from advisor.cluster import (
     ClusterRequest,
     ClusterShape,
     Split,
-    divides_heads,
     plan_cluster,
     size,
     splits,
@@ -29,6 +28,7 @@ from advisor.cluster import (
 from advisor.config import load_settings
 from advisor.errors import AdvisorError
 from advisor.estimate import EngineSettings, Target, estimate
+from advisor.placement import tp_divides
 from advisor.planner import plan_for
 from advisor.specs import Model
 
@@ -54,7 +54,7 @@ def shape(nodes: int, per_node: int, gib: float = 79.19, interconnect: str = "nv
 
 def test_tp_sizes_divide_both_head_counts() -> None:
     phi4 = model("phi-4")  # 40 attention heads, 10 KV heads
-    assert [t for t in (1, 2, 4, 8) if divides_heads(phi4, t)] == [1, 2]
+    assert [t for t in (1, 2, 4, 8) if tp_divides(phi4, t)] == [1, 2]
     # on 8 GPUs with NVLink Phi-4 cannot take tp 4 or 8: the largest tp that divides, pp for the rest
     assert splits(phi4, shape(1, 8))[-1] == Split(tp=2, pp=4, nodes=1)
     assert Split(tp=4, pp=1, nodes=1) not in splits(phi4, shape(1, 8))

@@ -6,6 +6,7 @@ its seam (a HostProfile, or NVML's surface); the real engines are in tests/test_
 from __future__ import annotations
 
 import asyncio
+import functools
 import shlex
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -153,7 +154,7 @@ def test_more_concurrency_than_one_gpu_holds_gets_a_replica_per_gpu() -> None:
     e = p.estimate
     assert e.fits and e.meets_request and e.layout.dp == 2 and e.layout.replicas == [[0], [1]]
     assert e.layout.dp_mode == "engines"  # a dense model: engines of their own behind /v1
-    assert "2 data-parallel replicas" in e.layout.reasons[-1]
+    assert any("2 data-parallel replicas" in r for r in e.layout.reasons)
     # the line to paste runs both with vLLM's own balancing
     assert "--data-parallel-size 2" in command_line(p.ckpt, e, p.settings)
 
@@ -388,5 +389,235 @@ def test_replicas_on_a_shared_gpu_take_the_utilization_of_their_need() -> None:
     e = p.estimate
     assert e.fits and e.meets_request and e.layout.replicas == [[1], [0]], e.reason
     assert p.settings.gpu_mem_util < 0.45
-    assert "on every replica" in e.layout.reasons[-1]
+    assert any("on every replica" in r for r in e.layout.reasons)
     assert all(g.left_gib >= 0 for g in e.layout.gpus)
+
+
+# ------------------------------------------------ the cheapest fix lays GPUs out as placement
+def _fix_on(model_id: str, gib: float, gpus: int, nvlink: bool | None) -> tuple[Any, Target]:
+    from advisor.plan import find_fix
+
+    m = CATALOG.by_id(model_id)
+    assert m
+    c = min(m.checkpoints, key=lambda c: c.weight_bytes)  # no smaller checkpoint to change to
+    target = Target(engine="vllm", gpu_gib=gib, gpus=gpus, nvlink=nvlink)
+    return find_fix(m, c, target, EngineSettings(max_model_len=8192)), target
+
+
+@functools.cache
+def _too_small_for_one(model_id: str) -> float:
+    """The biggest card (in 0.05 GiB) on which the model's smallest checkpoint needs more
+    than one GPU whatever the flags: the fix over one GPU asks for more."""
+    last = 0.0
+    for gib in [g / 20 for g in range(40, 600)]:
+        fix, _ = _fix_on(model_id, gib, 1, True)
+        if fix is not None and "needs" not in fix.text:
+            return last
+        last = gib
+    raise AssertionError("no card found")
+
+
+@pytest.mark.parametrize("nvlink, words", [
+    (True, "--tensor-parallel-size 2"), (False, "--pipeline-parallel-size 2"),
+    (None, "--pipeline-parallel-size 2")])
+def test_the_fix_over_the_gpus_given_takes_pp_where_placement_would(
+        nvlink: bool | None, words: str) -> None:
+    """DeepSeek-R1-Distill-Qwen-14B's AWQ checkpoint on two cards one of which cannot hold
+    it: tp 2 where NVLinked, pp 2 where not or unknown, as choose_parallel plans it."""
+    from advisor.placement import choose_parallel
+
+    model_id = "deepseek-r1-distill-qwen-14b"
+    fix, target = _fix_on(model_id, _too_small_for_one(model_id), 2, nvlink)
+    assert fix is not None and fix.text.startswith(words) and "needs" not in fix.text
+    m = CATALOG.by_id(model_id)
+    assert m and estimate(m, fix.ckpt, fix.target, fix.settings).fits
+    base = msgspec.structs.replace(fix.settings, tp=1, pp=1)
+    chosen, _ = choose_parallel(m, target, base, lambda s: fits(m, fix.ckpt, target, s))
+    assert (chosen.tp, chosen.pp) == (fix.settings.tp, fix.settings.pp)
+
+
+def test_the_fix_takes_pp_where_tp_cannot_divide_the_heads() -> None:
+    """Phi-4 (40 attention heads, 10 KV heads: tp 4 does not divide them) on four NVLinked
+    cards that hold it in four pieces but not in three: pp 4, here and over one GPU."""
+    m = CATALOG.by_id("phi-4")
+    assert m and not tp_divides(m, 4)
+    c = min(m.checkpoints, key=lambda c: c.weight_bytes)
+    s = EngineSettings(max_model_len=8192, gpu_mem_util=0.95)
+
+    def four_not_three(gib: float) -> bool:
+        t = Target(engine="vllm", gpu_gib=gib, gpus=4, nvlink=True)
+        return fits(m, c, t, msgspec.structs.replace(s, pp=4)) and not any(
+            fits(m, c, t, msgspec.structs.replace(s, tp=tp, pp=pp))
+            for tp, pp in ((2, 1), (1, 2), (1, 3)))
+
+    gib = next(g / 20 for g in range(80, 300) if four_not_three(g / 20))
+    fix, _ = _fix_on("phi-4", gib, 4, True)
+    assert fix is not None and (fix.settings.tp, fix.settings.pp) == (1, 4)
+    assert "--pipeline-parallel-size 4" in fix.text and "needs" not in fix.text
+    one, _ = _fix_on("phi-4", gib, 1, True)
+    assert one is not None and "--pipeline-parallel-size 4 (needs 4 GPUs)" in one.text
+    assert one.target.gpus == 4
+
+
+# ------------------------------------------------------------ the form's several-GPUs fieldset
+def test_the_form_parses_pp_and_replicas_and_says_what_is_wrong_beside_each() -> None:
+    from advisor.web.pages import parse_form
+
+    req, errors = parse_form({"use_case": "chat", "pp": "2", "replicas": " 3 "})
+    assert req is not None and (req.pp, req.replicas) == (2, 3) and not errors
+    req, errors = parse_form({"use_case": "chat", "pp": "", "replicas": ""})
+    assert req is not None and (req.pp, req.replicas) == (None, None)
+    for bad in ("two", "0", "-1", "1.5", "65"):
+        req, errors = parse_form({"use_case": "chat", "pp": bad, "replicas": bad})
+        assert req is None and set(errors) == {"pp", "replicas"}, (bad, errors)
+
+
+def test_the_page_plans_the_replicas_and_stages_asked_and_refuses_bad_ones_beside_them() -> None:
+    import html
+    import re
+
+    from litestar.testing import TestClient
+
+    from advisor.web.app import create_app
+
+    with TestClient(app=create_app(load_settings())) as client:
+        def post(**fields: str) -> Any:
+            token = re.search(r'name="_csrf_token" value="([^"]+)"', client.get("/").text)
+            assert token
+            return client.post("/", data={"_csrf_token": token[1], "use_case": "chat",
+                                          "gpu": "L4", "gpus": "4", **fields})
+
+        page = post(pp="many", replicas="0")
+        assert page.status_code == 400
+        errors = dict(re.findall(r'<span class="error" id="([a-z_]+)-err">([^<]*)</span>',
+                                 page.text))
+        assert set(errors) == {"pp", "replicas"}
+        assert "is not a whole number of pipeline stages" in html.unescape(errors["pp"])
+        assert '<fieldset id="gpu-layout">' in page.text and 'value="many"' in page.text
+        page = post(pp="2", replicas="2", max_model_len="8192")
+        assert page.status_code == 200
+        text = html.unescape(page.text)
+        assert "--pipeline-parallel-size 2" in text and "--data-parallel-size 2" in text
+        carried = set(re.findall(r'type="hidden" name="([a-z_]+)" value="([^"]*)"', page.text))
+        assert {("pp", "2"), ("replicas", "2")} <= carried  # the launch button takes them along
+
+
+def test_the_ranker_keeps_a_pp_asked_and_plans_the_replicas_asked() -> None:
+    req = PlanRequest(use_case="chat", gpu="L4", gpus=4, max_model_len=8192, pp=2, replicas=2)
+    rec = recommend_for(req, CATALOG, host([0.3] * 4), GPUS)
+    small = next(r for r in rec.results if r.repo == "Qwen/Qwen2.5-1.5B-Instruct")
+    # one GPU holds it, yet the two stages and two replicas asked are what is planned
+    assert small.fits and small.estimate.pp == 2 and small.estimate.layout
+    assert small.estimate.layout.dp == 2 and small.estimate.layout.replicas == [[0, 1], [2, 3]]
+    too_many = recommend_for(msgspec.structs.replace(req, replicas=3), CATALOG,
+                             host([0.3] * 4), GPUS)
+    r = next(r for r in too_many.results if r.repo == "Qwen/Qwen2.5-1.5B-Instruct")
+    assert not r.fits and "replicas: 3 replicas of 2 GPU(s) each need 6 GPUs" in r.estimate.reason
+
+
+# ------------------------------------------------- one rule for tp on one host and on a cluster
+def test_the_cluster_planner_and_placement_allow_the_same_tp_sizes() -> None:
+    """Qwen2.5-1.5B: 12 attention heads, 2 KV heads. tp 4 divides the attention heads and
+    replicates each KV head on two ranks, which vLLM allows: both planners take it (the
+    cluster's own rule, KV heads divided only, refused it)."""
+    from advisor import cluster
+    from advisor.cluster import ClusterShape, Split, splits
+
+    m = CATALOG.by_id("qwen2.5-1.5b")
+    assert m and cluster.tp_divides is tp_divides
+    assert [t for t in (1, 2, 4, 8) if tp_divides(m, t)] == [1, 2, 4]
+    four = ClusterShape(nodes=1, gpus_per_node=4, gpu_name="", gpu_gib=22.16,
+                        interconnect="nvlink", network="ethernet")
+    assert Split(tp=4, pp=1, nodes=1) in splits(m, four)
+    target = Target(engine="vllm", gpu_gib=22.16, gpus=4, nvlink=True)
+    assert fits(m, m.checkpoints[0], target, EngineSettings(tp=4, max_model_len=8192))
+
+
+# ------------------------------------------------------ the speed at concurrency, per replica
+def test_with_replicas_the_speed_at_concurrency_is_one_replicas_share() -> None:
+    """30 sequences over two replicas: each engine decodes 15 at once, so each stream's
+    speed is what one GPU gives 15 sequences, not 30; the reasons say so."""
+    p = launch_plan(host([0.3, 0.3]), model="qwen2.5-1.5b", max_model_len=32768,
+                    concurrency=30)
+    e = p.estimate
+    assert e.layout.dp == 2 and e.decode_tokens_per_s_at_concurrency
+    fifteen = launch_plan(host([0.3]), model="qwen2.5-1.5b", max_model_len=32768,
+                          concurrency=15).estimate
+    thirty = launch_plan(host([0.3]), model="qwen2.5-1.5b", max_model_len=32768,
+                         concurrency=30).estimate
+    assert e.decode_tokens_per_s_at_concurrency == fifteen.decode_tokens_per_s_at_concurrency
+    assert e.decode_tokens_per_s_at_concurrency > thirty.decode_tokens_per_s_at_concurrency  # type: ignore[operator]
+    assert e.decode_tokens_per_s == thirty.decode_tokens_per_s  # one stream: unchanged
+    assert any("per replica: 15 of the 30 sequences on each of 2 replicas" in r
+               for r in e.layout.reasons)
+    # the ranker says it too, once however often it ranks (its layouts are kept)
+    req = PlanRequest(use_case="chat", gpu="L4", gpus=2, max_model_len=32768, concurrency=30)
+    for _ in range(2):
+        r = next(r for r in recommend_for(req, CATALOG, host([0.3, 0.3]), GPUS).results
+                 if r.repo == "Qwen/Qwen2.5-1.5B-Instruct" and r.quant == "none")
+        assert r.estimate.layout and r.estimate.layout.dp == 2
+        assert sum("speed at concurrency per replica" in why for why in r.reasons) == 1
+        assert r.estimate.decode_tokens_per_s_at_concurrency == \
+            fifteen.decode_tokens_per_s_at_concurrency
+
+
+# ------------------------------------------------------------------ tp x pp on one host
+def _phi4_needs_four(c_repo: str, s: EngineSettings) -> float:
+    """A card (in 0.05 GiB) on which Phi-4's checkpoint needs four GPUs: neither tp 2, pp 2
+    nor pp 3 starts with it, tp 2 x pp 2 does."""
+    m = CATALOG.by_id("phi-4")
+    assert m
+    c = next(c for c in m.checkpoints if c.repo == c_repo and not c.at_load)
+    for gib in [g / 20 for g in range(60, 400)]:
+        t = Target(engine="vllm", gpu_gib=gib, gpus=4, nvlink=True)
+        if fits(m, c, t, msgspec.structs.replace(s, tp=2, pp=2)) and not any(
+                fits(m, c, t, msgspec.structs.replace(s, tp=tp, pp=pp))
+                for tp, pp in ((2, 1), (1, 2), (1, 3))):
+            return gib
+    raise AssertionError("no card found")
+
+
+def test_nvlinked_gpus_the_heads_do_not_divide_get_tp_within_and_pp_for_the_rest() -> None:
+    """Phi-4 (40 attention heads, 10 KV heads) on four NVLinked GPUs: tp 4 cannot divide the
+    10 KV heads, so tp 2 (the largest that divides) × pp 2, as the cluster planner does
+    inside a node; without NVLink pp 4. The command carries both flags."""
+    from advisor.placement import choose_parallel, layouts
+
+    m = CATALOG.by_id("phi-4")
+    assert m and not tp_divides(m, 4) and tp_divides(m, 2)
+    assert layouts(m, 4, True) == [(2, 2), (1, 4)] and layouts(m, 4, False) == [(1, 4)]
+    c = next(c for c in m.checkpoints if c.repo == "microsoft/phi-4" and not c.at_load)
+    s = EngineSettings(max_model_len=8192)
+    gib = _phi4_needs_four(c.repo, s)
+    for nvlink, want in ((True, (2, 2)), (False, (1, 4)), (None, (1, 4))):
+        t = Target(engine="vllm", gpu_gib=gib, gpus=4, nvlink=nvlink)
+        chosen, why = choose_parallel(m, t, s, lambda x, t=t: fits(m, c, t, x))
+        assert (chosen.tp, chosen.pp) == want, (nvlink, why)
+    card = ("test card", gib + 0.3, gib)
+    p = launch_plan(host([0.1] * 4, nvlink=True, card=card), model="phi-4", quant="none",
+                    max_model_len=8192)
+    e = p.estimate
+    assert e.fits and (e.layout.tp, e.layout.pp) == (2, 2) and e.layout.replicas == [[0, 1, 2, 3]]
+    assert "tensor parallelism 2 × pipeline parallelism 2 over 4 GPUs" in e.layout.reasons[0]
+    line = command_line(p.ckpt, e, p.settings)
+    assert "--tensor-parallel-size 2" in line and "--pipeline-parallel-size 2" in line
+
+
+def test_the_fix_names_tp_and_pp_together_where_placement_would() -> None:
+    """The smallest Phi-4 checkpoint, asked with every helping flag already set (0.95, an
+    fp8 KV cache, vLLM's own context), on a card on which only four GPUs hold it: over four
+    NVLinked GPUs the fix is tp 2 × pp 2, and over one it asks for those four."""
+    from advisor.plan import find_fix
+
+    m = CATALOG.by_id("phi-4")
+    assert m
+    c = min(m.checkpoints, key=lambda c: c.weight_bytes)
+    s = EngineSettings(gpu_mem_util=0.95, kv_cache_dtype="fp8")
+    gib = _phi4_needs_four(c.repo, s)
+    fix = find_fix(m, c, Target(engine="vllm", gpu_gib=gib, gpus=4, nvlink=True), s)
+    assert fix is not None and (fix.settings.tp, fix.settings.pp) == (2, 2), fix
+    assert fix.text == "--tensor-parallel-size 2 and --pipeline-parallel-size 2"
+    assert estimate(m, fix.ckpt, fix.target, fix.settings).fits
+    one = find_fix(m, c, Target(engine="vllm", gpu_gib=gib, gpus=1, nvlink=True), s)
+    assert one is not None and one.target.gpus == 4
+    assert one.text == "--tensor-parallel-size 2 and --pipeline-parallel-size 2 (needs 4 GPUs)"

@@ -46,9 +46,13 @@ FLAGS = ("enforce_eager", "text_only")  # checkboxes
 TEXTS = ("vllm_version",)
 # the fields the form shows, each with its error beside it
 FORM_FIELDS = ("use_case", "gpu", "gpu_gib", "gpus", "max_model_len", "concurrency", "model",
-               "max_num_seqs", "kv_cache_memory_bytes", "vllm_version", "enforce_eager", "text_only")
+               "max_num_seqs", "kv_cache_memory_bytes", "vllm_version", "enforce_eager", "text_only",
+               "pp", "replicas")
+# the several-GPUs fieldset (docs/gpus.md): whole numbers within PlanRequest's bounds
+GPU_LAYOUT = {"pp": "pipeline stages", "replicas": "replicas"}
+GPU_LAYOUT_MAX = 64
 # what the launch button carries over from the form
-CARRIED = ("gpu", *NUMBERS, *FLAGS, *TEXTS)
+CARRIED = ("gpu", *NUMBERS, *FLAGS, *TEXTS, *GPU_LAYOUT)
 
 
 def _twin(path: str) -> dict[str, str]:
@@ -57,6 +61,24 @@ def _twin(path: str) -> dict[str, str]:
 
 def signed_in(request: Request[Any, Any, Any]) -> bool:
     return auth.signed_in(request.scope)
+
+
+def parse_gpu_layout(form: dict[str, str]) -> tuple[dict[str, int], dict[str, str]]:
+    """The several-GPUs fieldset's fields (pp, replicas), or the message for each one that is
+    wrong; an empty field leaves the choice to the planner."""
+    values: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for name, what in GPU_LAYOUT.items():
+        text = form.get(name, "").strip()
+        if not text:
+            continue
+        if not text.isdecimal():
+            errors[name] = f"{text!r} is not a whole number of {what}"
+        elif not 1 <= int(text) <= GPU_LAYOUT_MAX:
+            errors[name] = f"{what}: from 1 to {GPU_LAYOUT_MAX}"
+        else:
+            values[name] = int(text)
+    return values, errors
 
 
 def parse_form(form: dict[str, str]) -> tuple[PlanRequest | None, dict[str, str]]:
@@ -98,6 +120,9 @@ def parse_form(form: dict[str, str]) -> tuple[PlanRequest | None, dict[str, str]
         data["gpu"] = form["gpu"]
     if form.get("model", "").strip():
         data["model"] = form["model"].strip()
+    layout, bad = parse_gpu_layout(form)
+    data.update(layout)
+    errors.update(bad)
     if not errors:
         try:
             return msgspec.convert(data, PlanRequest), {}
@@ -352,6 +377,10 @@ def _launch_request(data: dict[str, str]) -> PlanRequest:
             body[name] = data[name]
     for name in FLAGS:
         body[name] = data.get(name, "").strip().lower() in ("1", "on", "true", "yes")
+    layout, bad = parse_gpu_layout(data)
+    if bad:
+        raise ValueError("; ".join(f"{k}: {v}" for k, v in bad.items()))
+    body.update(layout)
     for name, kind in NUMBERS.items():
         if data.get(name):
             body[name] = kind(data[name])
