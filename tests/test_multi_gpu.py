@@ -498,8 +498,15 @@ def test_the_page_plans_the_replicas_and_stages_asked_and_refuses_bad_ones_besid
         assert page.status_code == 200
         text = html.unescape(page.text)
         assert "--pipeline-parallel-size 2" in text and "--data-parallel-size 2" in text
-        carried = set(re.findall(r'type="hidden" name="([a-z_]+)" value="([^"]*)"', page.text))
-        assert {("pp", "2"), ("replicas", "2")} <= carried  # the launch button takes them along
+    # a plan for GPUs this host lacks gets no Launch button; where one shows, it carries the
+    # fieldset's values, and the launch parses them as the form does
+    from advisor.web.pages import LAUNCH_FIELDS, _launch_request
+
+    assert {"pp", "replicas"} <= set(LAUNCH_FIELDS)
+    req = _launch_request({"model": "qwen2.5-7b", "pp": "2", "replicas": "2"})
+    assert (req.pp, req.replicas) == (2, 2)
+    with pytest.raises(ValueError, match="whole number of pipeline stages"):
+        _launch_request({"model": "qwen2.5-7b", "pp": "many"})
 
 
 def test_the_ranker_keeps_a_pp_asked_and_plans_the_replicas_asked() -> None:
