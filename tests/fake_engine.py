@@ -3,7 +3,10 @@ supervisor's unit tests): prints captured vLLM lines, then behaves as FAKE_ENGIN
 
 ok: serves /health; kv: refuses with vLLM's KV error; hang: never becomes ready;
 stubborn: serves /health and ignores SIGTERM; gpu: prints a GPU engine's memory lines
-(its KV cache memory from FAKE_KV_GIB) and serves /health.
+(its KV cache memory from FAKE_KV_GIB) and serves /health; download: prints what vLLM 0.32
+prints while a Hub model's non-weight files download and waits there (a test writes the
+bytes); download-weights: goes on to "Starting to load model", after which 0.32 fetches the
+weights silently, and waits there.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ GPU_LINES = [
     "(EngineCore pid=2) INFO 11-29 20:39:45 [gpu_model_runner.py:1] Model loading took 0.01 GiB "
     "memory and 0.5 seconds",
     "(EngineCore pid=2) INFO 11-29 20:39:52 [gpu_worker.py:436] Available KV cache memory: {kv} GiB",
+]
+# vLLM 0.32 on a Hub id: huggingface_hub's bar for the non-weight files (transformers_utils/
+# repo_utils.py), then the weights, downloaded with tqdm disabled (weight_utils.py)
+DOWNLOAD_LINES = [
+    "(APIServer pid=1) INFO 11-29 20:39:01 [api_utils.py:347]  version 0.32.0",
+    "Fetching 7 files:   0%|          | 0/7 [00:00<?, ?it/s]",
+    "(EngineCore_DP0 pid=2) INFO 11-29 20:39:40 [cpu_model_runner.py:68] Starting to load model "
+    "HuggingFaceTB/SmolLM2-360M-Instruct...",
 ]
 KV_ERROR = ("ValueError: To serve at least one request with the model's max seq len (65536), (2.0 GiB "
             "KV cache is needed, which is larger than the available KV cache memory (1.0 GiB). Based on "
@@ -127,14 +138,16 @@ def main() -> None:
     KEY = sys.argv[sys.argv.index("--api-key") + 1] if "--api-key" in sys.argv else \
         os.environ.get("VLLM_API_KEY", "")
     lines = [line.format(kv=os.environ.get("FAKE_KV_GIB", "1.0")) for line in GPU_LINES] \
-        if mode == "gpu" else LINES[: 3 if mode == "hang" else None]
+        if mode == "gpu" else DOWNLOAD_LINES[:2] if mode == "download" else \
+        DOWNLOAD_LINES if mode == "download-weights" else \
+        LINES[: 3 if mode == "hang" else None]
     for line in lines:
         print(line, flush=True)
         time.sleep(0.05)
     if mode == "kv":
         print(KV_ERROR, flush=True)
         sys.exit(1)
-    if mode == "hang":
+    if mode in ("hang", "download", "download-weights"):
         while True:
             time.sleep(1)
     if mode == "stubborn":
