@@ -20,13 +20,17 @@
   const NAMES = {initializing: 'initializing', downloading: 'downloading', loading_weights: 'loading weights',
     profiling: 'profiling memory', allocating_kv_cache: 'allocating the KV cache', capturing_graphs: 'capturing CUDA graphs',
     compiling: 'compiling', ready: 'ready'};
-  // while a Hub model downloads: the bytes so far, from the Hugging Face cache
+  // while a Hub model downloads: the bytes so far, from the Hugging Face cache, on the phase
+  // under way (a selector list would take the first in the page: a finished "initializing").
+  // vLLM 0.32 fetches the weights, the bulk, after "Starting to load model", without a line.
+  const FETCHING = ['initializing', 'downloading', 'loading_weights'];
   async function refreshDownload() {
     if (ENDED.includes(state) || state === 'ready') return;
     const r = await fetch(`/api/deployments/${ID}/download`);
     if (!r.ok) return;
-    const d = await r.json(), li = document.querySelector('#phases li[data-phase=downloading], #phases li[data-phase=initializing]');
-    if (d.local || !li || !d.bytes) return;
+    const d = await r.json(), li = [...document.querySelectorAll('#phases li.current')].pop();
+    if (!li || !FETCHING.includes(li.dataset.phase)) return;
+    if (d.local || !d.bytes) return;
     const gib = b => (b / 2 ** 30).toFixed(2);
     li.textContent += ` · ${gib(d.bytes)}${d.expected_bytes ? ' of ' + gib(d.expected_bytes) : ''} GiB downloaded`;
   }

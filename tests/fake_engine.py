@@ -44,10 +44,12 @@ GPU_LINES = [
 ]
 # vLLM 0.32 on a Hub id: huggingface_hub's bar for the non-weight files (transformers_utils/
 # repo_utils.py), then the weights, downloaded with tqdm disabled (weight_utils.py)
+# (the lines of tests/data/cpu_engine_logs/tiny-2L-256-v0320-cpu.log, on a Hub id)
 DOWNLOAD_LINES = [
-    "(APIServer pid=1) INFO 11-29 20:39:01 [api_utils.py:347]  version 0.32.0",
+    "(APIServer pid=1) INFO 12-02 04:24:39 [api_utils.py:286] non-default args: {'model': "
+    "'HuggingFaceTB/SmolLM2-360M-Instruct', 'max_model_len': 256, 'enforce_eager': True}",
     "Fetching 7 files:   0%|          | 0/7 [00:00<?, ?it/s]",
-    "(EngineCore_DP0 pid=2) INFO 11-29 20:39:40 [cpu_model_runner.py:68] Starting to load model "
+    "(Worker pid=3) INFO 12-02 04:25:48 [cpu_model_runner.py:68] Starting to load model "
     "HuggingFaceTB/SmolLM2-360M-Instruct...",
 ]
 KV_ERROR = ("ValueError: To serve at least one request with the model's max seq len (65536), (2.0 GiB "
