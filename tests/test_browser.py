@@ -63,7 +63,7 @@ def test_recommend_launch_watch_chat_and_stop(service: Service, browser, tmp_pat
     page.wait_for_url(f"{service.url}/")
     page.select_option("#use_case", "edge")
     page.fill("#gpus", "0")
-    page.fill("#max_model_len", "256")
+    page.fill("#max_model_len", "2048")  # room for a reply long enough to stop half-way
     page.fill("#model", str(model))
     page.click("form[action='/'] button[type=submit]")
     assert page.locator("#results > tbody").count() > 30
@@ -78,7 +78,7 @@ def test_recommend_launch_watch_chat_and_stop(service: Service, browser, tmp_pat
     page.wait_for_url(f"{service.url}/deployments/*")
     dep_id = page.url.rsplit("/", 1)[-1]
     started = service.deployment(dep_id)["command"]
-    assert "--max-model-len 256" in command and started[started.index("--max-model-len") + 1] == "256"
+    assert "--max-model-len 2048" in command and started[started.index("--max-model-len") + 1] == "2048"
     # progress: the real phases as a list, with their times, while it starts
     page.wait_for_selector("#phases li", timeout=180_000)
     with contextlib.suppress(PlaywrightTimeout):  # a later phase, if it comes before ready
@@ -107,13 +107,22 @@ def test_recommend_launch_watch_chat_and_stop(service: Service, browser, tmp_pat
     assert turns.count() == 4 and "And once more" in turns.nth(2).inner_text()
     assert turns.nth(3).locator("span").inner_text().strip(), "a streamed reply appears"
     # a long reply stopped half-way: the button ends the stream, the turn says so
-    page.fill("#chat-max", "150")
+    page.fill("#chat-max", "1800")
     page.fill("#chat-in", "Tell me a long story")
+    # Stop pressed at the reply's first streamed text, from inside the page: the tiny model
+    # can finish a short reply before a poll from the test would see the text at all
+    page.evaluate("""() => {
+      const log = document.getElementById('chat-log'), stop = document.getElementById('chat-stop');
+      const seen = new MutationObserver(() => {
+        const turns = log.querySelectorAll('.turn'), span = turns[turns.length - 1]?.querySelector('span');
+        if (turns.length === 6 && span && span.textContent.length > 0 && !stop.disabled) {
+          seen.disconnect();
+          stop.click();
+        }
+      });
+      seen.observe(log, {childList: true, subtree: true, characterData: true});
+    }""")
     page.click("#chat-send")
-    page.wait_for_function("document.querySelectorAll('#chat-log .turn').length === 6 && "
-                           "document.querySelector('#chat-log .turn:last-child span').textContent.length > 0",
-                           timeout=60_000)
-    page.click("#chat-stop")
     page.wait_for_function("document.getElementById('chat-log').dataset.done === '1'", timeout=30_000)
     assert "(stopped)" in turns.nth(5).inner_text()
     assert not page.is_disabled("#chat-send") and page.is_disabled("#chat-stop")
