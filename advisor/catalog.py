@@ -11,6 +11,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -173,27 +174,28 @@ def load_catalog(directory: Path | None = None) -> Catalog:
     return Catalog(models=models, files=files)
 
 
-def load_gpus(directory: Path | None = None) -> list[GpuSpec]:
-    """The GPU table (catalog/hardware/gpus.toml): memory, bandwidth and compute per card."""
-    path = (directory or data_dir("catalog")) / "hardware" / "gpus.toml"
+T = TypeVar("T")
+
+
+def _load_table(directory: Path | None, name: str, kind: type[T]) -> T:
+    """A data table of the catalog folder (`name` relative to it), or a CatalogError that
+    names the file and what is wrong with it."""
+    path = (directory or data_dir("catalog")) / name
     try:
-        return msgspec.convert(tomllib.loads(path.read_text(encoding="utf-8")), GpuTable).gpu
+        return msgspec.convert(tomllib.loads(path.read_text(encoding="utf-8")), kind)
     except OSError as exc:
-        raise CatalogError(f"hardware/gpus.toml: cannot be read ({exc})") from None
+        raise CatalogError(f"{name}: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"hardware/gpus.toml: not valid TOML: {exc}") from None
+        raise CatalogError(f"{name}: not valid TOML: {exc}") from None
     except msgspec.ValidationError as exc:
         raise CatalogError(_where(path, exc)) from None
+
+
+def load_gpus(directory: Path | None = None) -> list[GpuSpec]:
+    """The GPU table (catalog/hardware/gpus.toml): memory, bandwidth and compute per card."""
+    return _load_table(directory, "hardware/gpus.toml", GpuTable).gpu
 
 
 def load_api_prices(directory: Path | None = None) -> list[ApiPrice]:
     """Published API prices (catalog/pricing/api_prices.toml), each with its source."""
-    path = (directory or data_dir("catalog")) / "pricing" / "api_prices.toml"
-    try:
-        return msgspec.convert(tomllib.loads(path.read_text(encoding="utf-8")), ApiPrices).price
-    except OSError as exc:
-        raise CatalogError(f"pricing/api_prices.toml: cannot be read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"pricing/api_prices.toml: not valid TOML: {exc}") from None
-    except msgspec.ValidationError as exc:
-        raise CatalogError(_where(path, exc)) from None
+    return _load_table(directory, "pricing/api_prices.toml", ApiPrices).price
