@@ -192,8 +192,13 @@ def plan_options(fn: F) -> F:
 def _request(**kw: Any) -> Any:
     from advisor.specs import PlanRequest
 
+    return _options_as(PlanRequest, kw)
+
+
+def _options_as(kind: type[Any], options: dict[str, Any]) -> Any:
+    """The options given (None: not given) as a request struct; a bad one names its option."""
     try:
-        return msgspec.convert({k: v for k, v in kw.items() if v is not None}, PlanRequest)
+        return msgspec.convert({k: v for k, v in options.items() if v is not None}, kind)
     except msgspec.ValidationError as exc:
         text = str(exc)
         if " - at `$." in text:
@@ -583,10 +588,10 @@ def _listen(host: str, port: int) -> socket.socket:
 def plan_cmd(model: str, fmt: str | None, out: Path | None, as_json: bool, **options: Any) -> None:
     """Lay MODEL out over a cluster (tp, pp, replicas) and emit its deployments (docs/cluster.md)."""
     from advisor.catalog import load_gpus
-    from advisor.cluster import plan_text
-    from advisor.planner import manifests_of, plan_for, request_of, write_manifests
+    from advisor.cluster import ClusterRequest, plan_text
+    from advisor.planner import manifests_of, plan_for, write_manifests
 
-    result = plan_for(request_of({"model": model, **options}), _catalog(), load_gpus())
+    result = plan_for(_options_as(ClusterRequest, {"model": model, **options}), _catalog(), load_gpus())
     if out is not None:
         for path in write_manifests(result, out):
             click.echo(f"wrote {path}", err=True)

@@ -77,18 +77,6 @@ def write_manifests(plan: ClusterPlan, out: Path, formats: list[str] | None = No
     return written
 
 
-def request_of(options: dict[str, object]) -> ClusterRequest:
-    """The CLI's options as a request; a bad one names its option."""
-    try:
-        return msgspec.convert({k: v for k, v in options.items() if v is not None}, ClusterRequest)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        if " - at `$." in text:
-            what, at = text.rsplit(" - at `$.", 1)
-            raise AdvisorError(f"--{at.rstrip('`').replace('_', '-')}: {what}") from None
-        raise AdvisorError(text) from None
-
-
 class PlanAnswer(msgspec.Struct, kw_only=True):
     """POST /api/plan's answer: the plan and its manifests (file name -> text)."""
 
