@@ -32,7 +32,7 @@ from advisor.estimate import (
 )
 from advisor.hardware import cuda_gib, find_gpu
 from advisor.history import Measurement
-from advisor.placement import layouts
+from advisor.placement import Placed, layouts
 from advisor.specs import Architecture, Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
 from advisor.speed import (
     CONTEXT_TOKENS,
@@ -291,8 +291,9 @@ class _Memo:
         self.longest: dict[tuple[str, str, Target, EngineSettings], int] = {}
         self.spaces: dict[tuple[Target, EngineSettings, bool], _Space] = {}
         self.fixes: dict[tuple[str, str, Target, EngineSettings], Fix | None] = {}
-        # the ranker's layouts over several GPUs (advisor.placement), by the same key
-        self.placed: dict[tuple[str, str, Target, EngineSettings], object] = {}
+        # the ranker's layouts over several GPUs (advisor.placement): by checkpoint, whether
+        # tp/pp were given, the replicas asked, and the request
+        self.placed: dict[tuple[str, str, bool, int | None, Target, EngineSettings], Placed] = {}
 
 
 @lru_cache(maxsize=1024)

@@ -18,7 +18,7 @@ import msgspec
 
 from advisor.estimate import EngineSettings, Estimate, Target, estimate
 from advisor.launch import command_line
-from advisor.placement import Placed, on_gpus, place, with_layout
+from advisor.placement import on_gpus, place, with_layout
 from advisor.plan import FitChecks, plan, with_replica_speed
 from advisor.specs import Checkpoint, Model, Score
 
@@ -381,10 +381,9 @@ def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: 
     if target.engine != "vllm" or not replicas and (
             target.gpus <= 1 or first.fits and first.meets_request):
         return plan(model, ckpt, target, settings, first, checks), settings
-    key = (ckpt.repo, ckpt.quant + ("|tp-given" if tp_given else "")
-           + (f"|replicas-{replicas}" if replicas else ""), target, settings)
+    key = (ckpt.repo, ckpt.quant, tp_given, replicas or None, target, settings)
     placed = checks.placed.get(key)
-    if not isinstance(placed, Placed):  # a request seen before finds its layouts made
+    if placed is None:  # a request seen before finds its layouts made
         placed = checks.placed[key] = place(model, ckpt, target, settings, replicas=replicas,
                                             parallel_given=tp_given, known=first,
                                             fits=lambda s: checks.fits(ckpt, target, s))
