@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RTX = "/?use_case=chat&gpu=RTX+4090+24GB"
 CPU = "/?use_case=edge"
-PAGES = ["/", RTX, CPU, "/models", "/deployments", "/signin", "/schema"]
+# a cluster plan with its manifests shown (long lines of YAML and shell)
+PLAN = "/plan?model=phi-4&nodes=1&gpus_per_node=2&gpu=RTX+4090+24GB"
+PAGES = ["/", RTX, CPU, "/models", "/deployments", "/signin", "/schema", PLAN]
 
 
 @pytest.fixture(scope="module", name="service")
