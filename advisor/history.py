@@ -16,6 +16,7 @@ Pure: deployments in, measurements out (the store reads them).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 
@@ -64,7 +65,7 @@ def measurement(d: Deployment, installed: tuple[int, int]) -> Measurement | None
     if d.engine != "vllm" or not d.gpu_name or d.engine_ready_at is None:
         return None
     m, p = d.measured, d.predicted
-    version = _version(m.get("version")) or _version(d.request.get("vllm_version")) or installed
+    version = version_of(m.get("version")) or version_of(d.request.get("vllm_version")) or installed
     measured, predicted = _number(m, "kv_cache_gib"), _number(p, "kv_cache_gib")
     tp, batched = _number(p, "tp"), _number(p, "max_num_batched_tokens")
     if measured is None or predicted is None or tp is None or batched is None:
@@ -78,14 +79,11 @@ def measurement(d: Deployment, installed: tuple[int, int]) -> Measurement | None
         at=d.engine_ready_at)
 
 
-def _version(text: object) -> tuple[int, int] | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        major, minor = text.split(".")[:2]
-        return int(major), int(minor)
-    except ValueError:
-        return None
+def version_of(text: object) -> tuple[int, int] | None:
+    """(major, minor) of what `vllm --version` prints ("v0.9.2", "0.10.1.1", "0.13.0+cu126"),
+    None for anything else: the accounting changes between minor releases, never within one."""
+    found = re.match(r"\s*v?(\d+)\.(\d+)", text) if isinstance(text, str) else None
+    return (int(found[1]), int(found[2])) if found else None
 
 
 def from_deployments(deployments: Iterable[Deployment],

@@ -6,7 +6,6 @@ table come in as arguments.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from functools import lru_cache
 from itertools import combinations
@@ -31,7 +30,7 @@ from advisor.estimate import (
     weights_bytes_per_gpu,
 )
 from advisor.hardware import cuda_gib, find_gpu
-from advisor.history import Measurement
+from advisor.history import Measurement, version_of
 from advisor.placement import Placed, layouts
 from advisor.specs import Architecture, Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
 from advisor.speed import (
@@ -107,10 +106,10 @@ def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
 def vllm_version_of(text: str) -> tuple[int, int]:
     """(major, minor) of what `vllm --version` prints ("v0.10.1.1", "0.13.0+cu126"):
     the estimator's accounting changes between minor releases, never within one."""
-    found = re.match(r"\s*v?(\d+)\.(\d+)", text)
+    found = version_of(text)
     if not found:  # PlanRequest's pattern lets none through; a caller building one by hand
         raise AdvisorError(f"vllm_version: {text!r} is not a vLLM version (e.g. 0.10.1.1)")
-    return int(found[1]), int(found[2])
+    return found
 
 
 def settings_for(req: PlanRequest, tp: int | None = None) -> EngineSettings:

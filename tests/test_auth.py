@@ -112,6 +112,18 @@ def test_wrong_bearer_keys_count_too(svc: Service) -> None:
     assert "Too many failed" in locked.json()["detail"]
 
 
+def test_during_a_lock_out_v1_refuses_with_429_as_the_other_routes_do(svc: Service) -> None:
+    def with_key(key: str) -> httpx.Response:
+        return httpx.get(f"{svc.url}/v1/models", timeout=30,
+                         headers={"Authorization": f"Bearer {key}", "X-Forwarded-For": "203.0.113.10"})
+
+    for _ in range(5):
+        assert with_key("guess").status_code == 401
+    locked = with_key(KEY)
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    assert "Too many failed" in locked.json()["error"]["message"]
+
+
 # ----------------------------------------------------------------- finding 14: sessions
 
 

@@ -208,3 +208,12 @@ def test_the_service_answers_with_the_history_and_the_page_says_so() -> None:
                                       "model": "llama-3.1-8b"})
         assert page.status_code == 200, page.text
         assert "refined on this host" in page.text
+
+
+@pytest.mark.parametrize(("printed", "read"), [
+    ("v0.9.2", (0, 9)), ("0.10.1.1", (0, 10)), ("0.13.0+cu126", (0, 13)),
+    ("0.6.4.post1", (0, 6)), (" 0.32.0\n", (0, 32)), ("unknown", None), ("", None), (None, None)])
+def test_a_launch_records_version_is_read_as_vllm_version_prints_it(printed: object,
+                                                                     read: object) -> None:
+    from advisor.history import version_of
+    assert version_of(printed) == read

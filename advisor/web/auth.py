@@ -109,11 +109,15 @@ def new_csrf_cookie(config: CSRFConfig) -> tuple[str, Cookie]:
                          samesite=config.cookie_samesite, domain=config.cookie_domain)
 
 
+def bearer_wait(scope: Any) -> int:
+    """Seconds this caller stays locked out, as it stood before this try: the try that fails
+    for the fifth time is answered as wrong (401), the ones after it as refused (429)."""
+    return throttle_of(scope).wait(client_of(scope)) if _bearer(scope) else 0
+
+
 def require_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     scope = connection.scope
-    # the lock-out as it stood before this try: the try that fails for the fifth time is
-    # answered as wrong (401), the ones after it as refused (429)
-    wait = throttle_of(scope).wait(client_of(scope)) if _bearer(scope) else 0
+    wait = bearer_wait(scope)
     if allowed(scope, connection.app.state.api_key):
         return
     if wait:

@@ -32,7 +32,7 @@ from yarl import URL
 
 from advisor.specs import Deployment
 from advisor.supervisor import Supervisor
-from advisor.web.auth import allowed
+from advisor.web.auth import allowed, bearer_wait
 
 MAX_BODY = 16 << 20  # bytes of a request body; a prompt of the longest context is far less
 _HOP = {b"host", b"content-length", b"authorization", b"connection", b"transfer-encoding",
@@ -154,7 +154,14 @@ async def v1(scope: HTTPScope, receive: Receive, send: Any) -> None:
     """The OpenAI API of the ready engines (GET /v1/models lists what they serve)."""
     app = scope["app"]
     supervisor: Supervisor = app.state.supervisor
+    wait = bearer_wait(scope)
     if not allowed(scope, app.state.api_key):
+        if wait:  # locked out for wrong keys: refused as the guarded routes refuse it
+            await _reply(send, 429, _error(f"Too many failed attempts with a wrong key: try "
+                                           f"again in {wait} s"),
+                         [(b"content-type", b"application/json"),
+                          (b"retry-after", str(wait).encode())])
+            return
         await _reply(send, 401, _error("an API key is required: Authorization: Bearer <key>"))
         return
     # the request's own path, as sent: the mount's scope["path"] is decoded (`%2f` is a
