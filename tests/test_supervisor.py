@@ -7,6 +7,8 @@ they run in seconds, including the ones that take minutes for real (a hung start
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,6 +152,17 @@ def test_a_record_ended_behind_the_watch_is_no_longer_routed(run, model: Path) -
             if sup.route("tiny") is None:
                 break
             await asyncio.sleep(0.05)
-        assert sup.route("tiny") is None and sup.ready() == []
+        try:
+            assert sup.route("tiny") is None and sup.ready() == []
+        finally:
+            # the record says stopped, so the supervisor's shutdown leaves the engine be: the
+            # test ends what it orphaned
+            assert d.pid
+            os.killpg(d.pid, signal.SIGKILL)
+            for _ in range(100):
+                if not group_alive(d.pid):
+                    break
+                await asyncio.sleep(0.05)
+        assert not group_alive(d.pid)
 
     run("ok", body)
