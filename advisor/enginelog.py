@@ -49,7 +49,9 @@ class Failure:
 
 PHASES: list[tuple[re.Pattern[str], str]] = [
     # the first lines of any start: before them a launch shows the bare state
-    (re.compile(r"vLLM API server version|Initializing a V1 LLM engine|non-default args"),
+    # (0.32 prints its version inside an ASCII-art banner: "█  version 0.32.0")
+    (re.compile(r"vLLM API server version|█\s+version \d|Initializing a V1 LLM engine"
+                r"|non-default args"),
      "initializing"),
     # huggingface_hub's "Fetching 4 files", vLLM's own download lines; never the engine
     # config's `download_dir=None`, which every start prints

@@ -83,3 +83,10 @@ def test_a_real_offline_launch_is_named_by_its_error_line_not_the_traceback() ->
     cause, _ = failure_of(tail, 1)
     assert cause.startswith("The model could not be downloaded")
     assert "outgoing traffic has been disabled" in cause and "raise " not in cause
+
+
+def test_the_0_32_banner_with_its_version_is_the_first_initializing_line() -> None:
+    log = lines(CPU_LOG)
+    banner = next(i for i, line in enumerate(log) if "version 0.32.0" in line)
+    assert read_phase(log[banner]) == "initializing"
+    assert all(read_phase(line) is None for line in log[:banner])
