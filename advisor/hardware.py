@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from advisor.specs import GpuSpec
 
 GIB = 2**30
@@ -43,9 +45,14 @@ def find_gpu(gpus: list[GpuSpec], name: str) -> GpuSpec | None:
     for g in gpus:
         if g.name.lower() == low:
             return g
-    # longest match first, so "A100-SXM4-80GB" is not taken for "A10"
+    # longest match first, so "A100-SXM4-80GB" is not taken for "A10"; and a match is a
+    # whole word, so an "RTX A4000" is not an A40, nor an "L40" an L4
     pairs = sorted(((m, g) for g in gpus for m in g.match), key=lambda p: -len(p[0]))
-    return next((g for m, g in pairs if m.lower() in low), None)
+    return next((g for m, g in pairs if _word_in(m.lower(), low)), None)
+
+
+def _word_in(word: str, text: str) -> bool:
+    return re.search(rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])", text) is not None
 
 
 def cuda_gib(spec: GpuSpec) -> float:
