@@ -52,7 +52,10 @@ def reserved_gib(chosen: Plan) -> float:
     """What this launch holds against others until it has taken its memory."""
     est = chosen.estimate
     if est.engine == "vllm-cpu":
-        return round(est.weights_gib + (est.cpu_kv_space_gib or 0) + CPU_PROCESS_OVERHEAD_GIB, 2)
+        # the pool is VLLM_CPU_KVCACHE_SPACE, or under --kv-cache-memory-bytes (no space
+        # set) the pool as given
+        pool = est.cpu_kv_space_gib if est.cpu_kv_space_gib is not None else est.kv_cache_gib
+        return round(est.weights_gib + pool + CPU_PROCESS_OVERHEAD_GIB, 2)
     return round(est.reservation_gib, 2)
 
 

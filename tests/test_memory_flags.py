@@ -224,6 +224,12 @@ def test_the_cpu_engine_takes_the_flag_as_its_pool_and_no_kvcache_space() -> Non
     argv, env = engine_argv(p.ckpt, p.estimate, p.settings)
     assert "VLLM_CPU_KVCACHE_SPACE" not in env  # it would override the flag
     assert argv[argv.index("--kv-cache-memory-bytes") + 1] == str(2 * GIB)
+    # while it loads, the launch holds its pool against the next one's RAM, as a
+    # VLLM_CPU_KVCACHE_SPACE launch does
+    from advisor.admit import reserved_gib
+    from advisor.estimate import CPU_PROCESS_OVERHEAD_GIB
+    assert reserved_gib(p) == pytest.approx(
+        p.estimate.weights_gib + 2.0 + CPU_PROCESS_OVERHEAD_GIB, abs=0.01)
     with pytest.raises(AdvisorError, match="^kv_cache_memory_bytes:"):
         plan(model="qwen2.5-0.5b", gpus=0, cpu_kv_gib=1, kv_cache_memory_bytes=GIB)
 
