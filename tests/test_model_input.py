@@ -271,7 +271,8 @@ def test_an_unreachable_hub_starves_nothing(service: Service) -> None:
     poller.join(15)
     print(f"{len(names)} estimates of unknown repos refused in {took:.2f} s")
     for name, r in zip(names, answers, strict=True):
-        assert 400 <= r.status_code < 500, (name, r.status_code, r.text)
+        # the request is fine; the Hub cannot answer now: try again later
+        assert r.status_code == 503 and r.headers["retry-after"], (name, r.status_code, r.text)
         detail = r.json()["detail"]
         assert detail.startswith(f"model: {name} is not in the catalog"), detail
         assert re.search(r"Hub is unreachable|the Hub is busy", detail), detail

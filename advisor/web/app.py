@@ -22,7 +22,7 @@ from litestar.template import TemplateConfig
 from advisor import __version__
 from advisor.catalog import Catalog, data_dir, load_catalog, load_gpus
 from advisor.config import Settings, ensure_api_key
-from advisor.errors import AdvisorError, ModelNotFound
+from advisor.errors import AdvisorError, HubUnavailable, ModelNotFound
 from advisor.history import Measurement
 from advisor.home import HomeLock, log_to_file, prepare
 from advisor.profile import read_host
@@ -140,10 +140,14 @@ def _wants_html(request: Request[Any, Any, Any]) -> bool:
 
 
 def advisor_error(request: Request[Any, Any, Any], exc: AdvisorError) -> Response[Any]:
-    """A message for people, never a trace: 404 for an unknown id, 503 when the database
-    or the disk cannot take a launch, 422 for what the request asked that cannot be done.
-    Pages get a page, the API JSON."""
-    if isinstance(exc, UnknownDeployment) or (isinstance(exc, ModelNotFound) and request.method == "GET"):
+    """A message for people, never a trace: 404 for an unknown id, 503 when the database,
+    the disk or the Hugging Face Hub cannot answer now (the request may be fine: try again),
+    422 for what the request asked that cannot be done. Pages get a page, the API JSON."""
+    headers = {}
+    if isinstance(exc, HubUnavailable):
+        status, headers = 503, {"Retry-After": "5"}
+    elif isinstance(exc, UnknownDeployment) or (isinstance(exc, ModelNotFound)
+                                                and request.method == "GET"):
         status = 404
     elif isinstance(exc, StoreUnavailable | LaunchFailed):
         status = 503
@@ -151,10 +155,11 @@ def advisor_error(request: Request[Any, Any, Any], exc: AdvisorError) -> Respons
     else:
         status = 422
     if _wants_html(request):
-        return Template("error.html", status_code=status, context={
-            "title": "Not found" if status == 404 else "That cannot be done", "message": str(exc),
+        return Template("error.html", status_code=status, headers=headers, context={
+            "title": {404: "Not found", 503: "Not available now"}.get(status, "That cannot be done"),
+            "message": str(exc),
             "signed_in": False})
-    return Response({"detail": str(exc)}, status_code=status)
+    return Response({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
