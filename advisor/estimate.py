@@ -501,6 +501,20 @@ KV_SUGGESTION_BUFFER = 150 * 2**20
 # The suggestion is in the 0.32 source and in the 0.19 logs here (tests/data/vllm_logs/
 # planner-v0190-*); before 0.19 none is predicted, as none was seen.
 KV_SUGGESTION_SINCE = (0, 19)
+# With every modality of a tower limited to 0, vLLM builds the tower as a missing layer and
+# loads none of its weights (models/interfaces.py::_mark_tower_model, read in 0.32's code).
+# A published launch on 0.25.1 measured it: 16.74 GiB of weights text-only against 17.60
+# with vision on, a 0.86 GiB tower. Earlier versions are charged the tower: not checked.
+TOWER_SKIPPED_SINCE = (0, 25)
+
+
+def tower_bytes_skipped(arch: Architecture, settings: EngineSettings) -> int:
+    """The multimodal tower's weights vLLM does not load when serving text only: its
+    parameters (`extra_params`), kept in the checkpoint's unquantized dtype."""
+    if not (settings.text_only and arch.extra_params
+            and settings.vllm_version >= TOWER_SKIPPED_SINCE):
+        return 0
+    return arch.extra_params * (4 if arch.torch_dtype == "float32" else 2)
 
 
 def suggested_kv_cache_memory_bytes(available: int, graphs_gib: float) -> int:
@@ -653,6 +667,8 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
                  settings.pp)
     layout = sh.layout
     weights = weights_bytes_per_gpu(ckpt, settings.tp, settings.pp)
+    if skipped := tower_bytes_skipped(arch, settings):
+        weights -= math.ceil(skipped / (settings.tp * settings.pp))
     cpu = target.engine == "vllm-cpu"
     space: int | None = None
     seen: Measurement | None = None
@@ -768,6 +784,10 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target,
     if settings.kv_cache_memory_bytes:
         prov["kv_cache_gib"] = ("--kv-cache-memory-bytes: the pool as given (vLLM skips the "
                                 "memory profile and gpu_memory_utilization)")
+    if skipped := tower_bytes_skipped(model.arch, settings):
+        prov["weights_tower"] = (f"text only: vLLM {settings.vllm_version[0]}."
+                                 f"{settings.vllm_version[1]} loads none of the multimodal "
+                                 f"tower's {_gib(skipped)} GiB (--limit-mm-per-prompt 0)")
     pool = max(a.available, 0)
     low, high = max(pool - spread, 0), pool + spread
     scale = a.tokens / pool if pool else 0.0

@@ -198,7 +198,8 @@ def test_text_only_is_carried_to_the_estimators_settings() -> None:
 
 def test_the_vision_tower_is_profiled_unless_served_text_only() -> None:
     """vLLM's profile run pushes max_num_batched_tokens // 256 images (Gemma 3) through the
-    SigLIP tower before the decoder's pass; text-only serving skips it."""
+    SigLIP tower before the decoder's pass; text-only serving skips it, and from 0.25 on
+    (models/interfaces.py::_mark_tower_model) does not load the tower at all."""
     from advisor.estimate import mm_items_profiled
 
     catalog = load_catalog()
@@ -212,9 +213,15 @@ def test_the_vision_tower_is_profiled_unless_served_text_only() -> None:
     images = plan(model="gemma-3-4b", gpu="L4", max_model_len=8192).estimate
     text = plan(model="gemma-3-4b", gpu="L4", max_model_len=8192, text_only=True).estimate
     assert images.activation_gib > text.activation_gib
+    tower_gib = gemma.arch.extra_params * 2 / GIB  # SigLIP and its projector, bf16
+    assert images.weights_gib - text.weights_gib == pytest.approx(tower_gib, abs=0.01)
+    assert "loads none of the multimodal tower" in text.provenance["weights_tower"]
     assert text.kv_cache_gib == pytest.approx(
-        images.kv_cache_gib + images.activation_gib - text.activation_gib, abs=0.02)
-    assert images.weights_gib == text.weights_gib  # the tower's weights are loaded either way
+        images.kv_cache_gib + images.activation_gib - text.activation_gib + tower_gib, abs=0.02)
+    # before 0.25 the tower is charged either way (its skipping not checked there)
+    old = {"gpu": "L4", "max_model_len": 8192, "vllm_version": "0.24"}
+    assert (plan(model="gemma-3-4b", **old).estimate.weights_gib
+            == plan(model="gemma-3-4b", text_only=True, **old).estimate.weights_gib)
 
 
 def test_the_cpu_engine_takes_the_flag_as_its_pool_and_no_kvcache_space() -> None:
