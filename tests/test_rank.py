@@ -109,11 +109,11 @@ def _models_in_order(results) -> list[str]:  # type: ignore[no-untyped-def]
 SEED_PICKS = [("code", "phi-4"), ("code", "qwen2.5-coder-7b"), ("chat", "gemma-2-9b"),
               ("chat", "llama-3.1-8b"), ("long-context", "mistral-nemo-12b"),
               ("long-context", "llama-3.1-8b"), ("multilingual", "qwen2.5-7b")]
-# Phi-4's code evidence: LiveBench's coding category in the two releases that rate it (with
-# Gemma 2 9B, Gemma 3 12B and 4B, Llama 3.1 8B and Qwen2.5 7B), the Qwen3 report's LiveCodeBench
-# v5 rows (non-thinking, beside Qwen3 and its other baselines) and its card's HumanEval beside
-# Qwen2.5-14B. Qwen2.5-Coder-7B has Aider's code-editing leaderboard with Llama 3.1 8B and
-# 3.2 3B besides its report's table.
+# Phi-4's code evidence: the BigCodeBench leaderboard (17 catalog models), LiveBench's coding
+# category in the two releases that rate it (with Gemma 2 9B, Gemma 3 12B and 4B, Llama 3.1 8B
+# and Qwen2.5 7B), the Qwen3 report's LiveCodeBench v5 rows (non-thinking, beside Qwen3 and its
+# other baselines) and its card's HumanEval beside Qwen2.5-14B. Qwen2.5-Coder-7B has BigCodeBench
+# and Aider's code-editing leaderboard besides its report's table.
 
 
 def _seed_pick_holds(results, model: str) -> None:  # type: ignore[no-untyped-def]
