@@ -34,9 +34,13 @@ class UseCaseWeights:
 
 
 USE_CASE_WEIGHTS: dict[str, UseCaseWeights] = {
-    # aider code editing: one leaderboard that ran every model through the same 133 exercises
+    # aider code editing: one leaderboard that ran every model through the same 133 exercises;
+    # livebench coding: one leaderboard's coding category (each release its own set), half of it
+    # LiveCodeBench-style generation, so weighted as LiveCodeBench; bigcodebench: one leaderboard's
+    # 1,140 tasks (the mean of its Complete and Instruct splits), weighted as HumanEval
     "code": UseCaseWeights({"humaneval": 1.0, "humaneval+": 1.0, "mbpp": 0.7, "mbpp+": 0.7,
-                            "livecodebench": 1.0, "multipl-e": 0.5, "aider code editing": 0.7},
+                            "livecodebench": 1.0, "livebench coding": 1.0, "bigcodebench": 1.0,
+                            "multipl-e": 0.5, "aider code editing": 0.7},
                            0.7, 0.2, 0.1, "speed", True),
     "math": UseCaseWeights({"math": 1.0, "math-500": 1.0, "gsm8k": 0.6, "aime 2024": 0.8,
                             "aime 2025": 0.8}, 0.7, 0.2, 0.1, "speed", True),
