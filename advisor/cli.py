@@ -323,6 +323,9 @@ def recommend(use_case: str, limit: int, all_checkpoints: bool, as_json: bool,
         click.echo(f"            {r.reasons[0]}")
         if r.too_slow:
             click.echo(f"            {r.reasons[1]}")
+        if r.article_vram_q4:  # the seed article's figure beside ours (advisor.article)
+            click.echo(f"            seed article, VRAM (Q4): {r.article_vram_q4}; "
+                       f"{r.article_vram_note}")
         if r.fits:
             click.echo(f"            $ {r.command}")
     # the host's notes on every estimate (memory no listed process holds), said once
