@@ -111,6 +111,11 @@ class Checkpoint(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     weight_bytes_source: str = ""  # "read: …" or "computed: …"; filled in by the loader
     at_load: bool = False  # the plain repo quantized by vLLM at load; derived by the loader
     note: str = ""
+    # the repo whose tokenizer and config.json the engine reads instead of the checkpoint's
+    # own ("" = its own): a GGUF file's base model (vllm-gguf-plugin, --tokenizer), with
+    # where that name came from
+    tokenizer: str = ""
+    tokenizer_source: str = ""
 
     @property
     def label(self) -> str:
