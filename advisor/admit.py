@@ -44,6 +44,11 @@ def admit(req: PlanRequest, host: HostProfile, active: list[Deployment], catalog
     chosen = plan_for(req, catalog, host, gpus, check_free=True, history=history)
     if not chosen.estimate.fits:
         raise Refused(f"will not fit in the memory free now: {chosen.estimate.reason}")
+    if chosen.ckpt.quant == "gguf" and not chosen.ckpt.tokenizer:
+        # served through vllm-gguf-plugin with its base repo's tokenizer (launch.gguf_flags)
+        raise Refused(f"{chosen.ckpt.repo}: no base repo for its tokenizer: "
+                      f"{chosen.ckpt.tokenizer_source}; a GGUF file converted with its source "
+                      "named (general.source.repo_url or general.base_model.0.repo_url) is served")
     _check_disk(chosen.ckpt.repo, chosen.ckpt.weight_bytes, host, hf_cache)
     return chosen
 
@@ -60,8 +65,8 @@ def reserved_gib(chosen: Plan) -> float:
 
 
 def _check_disk(repo: str, weight_bytes: int, host: HostProfile, hf_cache: Path) -> None:
-    if Path(repo).is_dir():
-        return  # a local folder: nothing to download
+    if Path(repo).is_dir() or Path(repo).is_file():
+        return  # a local folder or GGUF file: nothing to download beyond a tokenizer
     cached = hf_cache / ("models--" + repo.replace("/", "--"))
     need = weight_bytes / GIB * 1.05  # a little for the tokenizer and configs
     if not cached.exists() and host.disk.free_gib < need:

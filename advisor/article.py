@@ -10,7 +10,7 @@ checkpoint at the context below. Pure.
 
 from __future__ import annotations
 
-from advisor.estimate import EngineSettings, Target, fits
+from advisor.estimate import EngineSettings, Estimate, Target, fits
 from advisor.specs import Checkpoint, Model
 
 CONTEXT = 4096  # tokens: a modest chat context, as the article's figures assume none
@@ -54,3 +54,23 @@ def beside(model: Model) -> tuple[str, float | None, str]:
            f"pool for one {CONTEXT:,}-token sequence within {UTIL:g} of the card, and CUDA graphs "
            "besides")
     return ckpt.repo, card, why
+
+
+def on_row(model: Model, ckpt: Checkpoint, est: Estimate) -> tuple[str | None, str]:
+    """(the article's "VRAM (Q4)" as it writes it, a line on why it differs from what vLLM
+    takes for this row) for a result row; (None, "") where the article sizes no such model.
+    Ours is the estimate's own accounting at the row's context, not a rounded file size."""
+    if model.article is None or not model.article.vram_q4:
+        return None, ""
+    kind = "" if ckpt.bits == 4 and ckpt.quant != "none" else f" ({ckpt.label}, not Q4)"
+    if est.engine == "vllm-cpu":
+        ours = (f"vLLM's CPU engine holds {est.weights_gib:.2f} GiB of weights{kind} and "
+                f"{est.cpu_kv_space_gib or 0} GiB of KV cache in RAM")
+    else:
+        other = est.activation_gib + est.non_torch_gib + est.cuda_graph_gib + \
+            (est.host_correction_gib or 0)
+        ours = (f"vLLM here: {est.weights_gib:.2f} GiB of weights{kind}, {max(other, 0):.2f} "
+                f"of engine overhead and a {max(est.kv_cache_gib, 0):.2f} GiB KV pool")
+        if est.max_model_len and est.max_concurrency:
+            ours += f", {est.max_concurrency:g}× a {est.max_model_len:,}-token context"
+    return model.article.vram_q4, f"the article: a Q4 file's size plus a rough overhead; {ours}"

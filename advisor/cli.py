@@ -289,6 +289,7 @@ def render_estimate(e: Any) -> str:
             f"{g.index}: {g.planned_gib:.2f} of {g.free_gib:.2f} GiB free, {g.left_gib:.2f} left"
             + (f" (replica {g.replica + 1})" if lay.dp > 1 and g.planned_gib else "")
             for g in lay.gpus))
+    lines += [f"  note: {n}" for n in e.notes]
     return "\n".join(lines)
 
 
@@ -322,8 +323,14 @@ def recommend(use_case: str, limit: int, all_checkpoints: bool, as_json: bool,
         click.echo(f"            {r.reasons[0]}")
         if r.too_slow:
             click.echo(f"            {r.reasons[1]}")
+        if r.article_vram_q4:  # the seed article's figure beside ours (advisor.article)
+            click.echo(f"            seed article, VRAM (Q4): {r.article_vram_q4}; "
+                       f"{r.article_vram_note}")
         if r.fits:
             click.echo(f"            $ {r.command}")
+    # the host's notes on every estimate (memory no listed process holds), said once
+    for note in dict.fromkeys(n for r in rec.results for n in r.estimate.notes):
+        click.echo(f"note: {note}")
     models = max((r.rank for r in rec.results), default=0)
     click.echo(f"({models} models, {len(rec.results)} checkpoints ranked; "
                + ("" if all_checkpoints else "--all-checkpoints shows each model's others, ")

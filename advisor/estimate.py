@@ -198,6 +198,12 @@ class Target(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True):
     # free GiB now on each GPU of this host, by NVML index: a plan takes the tp × pp GPUs with
     # the most free (free_gib is then ignored); () where the plan is not for this host now
     free_by_gpu: tuple[tuple[int, float], ...] = ()
+    # what free_by_gpu is: what is free now (a launch), or the card less the memory no
+    # listed process holds (a recommendation or an estimate on this host's own GPUs)
+    free_basis: Literal["now", "card less unowned"] = "now"
+    # GiB held by no listed process on each GPU, by NVML index, where past the profile's
+    # threshold (advisor.hardware.UNOWNED_NOTE_GIB); the estimate's notes say it
+    unowned_by_gpu: tuple[tuple[int, float], ...] = ()
     nvlink: bool | None = None  # the GPUs are NVLinked (None: unknown, planned as not)
     bandwidth_gbps: float | None = None  # memory bandwidth per GPU, GB/s (CPU: all cores)
     cpu_per_core_gbps: float | None = None  # the CPU engine: one core's memory bandwidth
@@ -278,6 +284,9 @@ class Estimate(msgspec.Struct, kw_only=True):
     # where it runs on this host's GPUs (advisor.layout): the GPUs of each replica and what
     # is left on each; None where the plan is not placed on GPUs
     layout: Layout | None = None
+    # in words, what the plan took into account that no figure shows (memory on the GPU
+    # that no listed process holds)
+    notes: list[str] = []
 
 
 # ----------------------------------------------------------------- pieces
@@ -810,6 +819,7 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target,
         reason="; ".join(a.reasons), cpu_kv_space_gib=a.space,
         host_correction_gib=a.seen.shortfall_gib if a.seen else None,
         max_num_seqs=seqs, suggested_kv_cache_memory_bytes=suggested, provenance=prov,
+        notes=unowned_notes(target),
     )
 
 
@@ -862,9 +872,31 @@ def _gpu_refusals(arch: Architecture, target: Target, tp: int, gpu_mem_util: flo
         out.append(f"{arch.layers} layers cannot make {pp} pipeline stages")
     free = free_on(target, tp * pp)
     if free is not None and (free - CUDA_CONTEXT_GIB) * GIB < requested:
-        out.append(f"only {free:.2f} GiB is free on the GPU, below the "
+        where = "is free on the GPU" if target.free_basis == "now" else \
+            (f"of the card's {target.gpu_gib:.2f} is there to reserve "
+             f"({target.gpu_gib - free:.2f} GiB is held by no listed process)")
+        out.append(f"only {free:.2f} GiB {where}, below the "
                    f"{_gib(requested):.2f} GiB that gpu_memory_utilization {gpu_mem_util} "
                    f"reserves (plus {CUDA_CONTEXT_GIB} GiB for the CUDA context)")
+    return out
+
+
+def unowned_notes(target: Target) -> list[str]:
+    """The estimate's note on GPU memory no listed process holds, on the GPUs it takes."""
+    mine = {i for i, _ in target.free_by_gpu}
+    out = []
+    for i, gib in target.unowned_by_gpu:
+        if mine and i not in mine:
+            continue
+        if target.free_basis == "now":
+            out.append(f"GPU {i}: {gib:.2f} GiB of GPU memory is held by no listed process; "
+                       "it is outside the free memory this plan is checked against (NVML's "
+                       "free, as CUDA's that vLLM checks, already leaves it out)")
+        else:
+            out.append(f"GPU {i}: {gib:.2f} GiB of GPU memory is held by no listed process; "
+                       "it is taken off the budget (vLLM starts only where free memory covers "
+                       "gpu_memory_utilization × the total, and stopping what runs here frees "
+                       "none of it)")
     return out
 
 

@@ -14,6 +14,7 @@ The only home of the `gguf` package.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from collections import Counter
 from collections.abc import Mapping
@@ -49,6 +50,9 @@ class GgufFile(msgspec.Struct, kw_only=True):
     weight_bytes: int  # every tensor's bytes
     params: int  # every tensor's elements
     arch: Architecture
+    # Hugging Face repos the header names, with their keys: general.source.repo_url (what
+    # the file was converted from) first, then general.base_model.N.repo_url in order
+    named_repos: list[tuple[str, str]] = []
 
 
 def is_gguf_name(name: str) -> bool:
@@ -78,6 +82,34 @@ def find_cached(name: str, env: Mapping[str, str] | None = None) -> Path:
 def _field(reader: Any, key: str) -> Any:
     f = reader.fields.get(key)
     return None if f is None else f.contents()
+
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+_HF_URL = re.compile(r"https?://huggingface\.co/([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)")
+
+
+def hf_repo_of(value: object) -> str | None:
+    """A Hugging Face repo id from a header's repo_url ("https://huggingface.co/Org/Name"
+    or "Org/Name"), as vllm-gguf-plugin reads them; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().removesuffix(".git")
+    if _REPO_ID.fullmatch(text):
+        return text
+    found = _HF_URL.match(text)
+    return found[1].removesuffix(".git") if found else None
+
+
+def _named_repos(reader: Any) -> list[tuple[str, str]]:
+    keys = ["general.source.repo_url"] + sorted(
+        (k for k in reader.fields if k.startswith("general.base_model.") and k.endswith(".repo_url")),
+        key=lambda k: int(k.split(".")[2]) if k.split(".")[2].isdigit() else 1 << 30)
+    out: list[tuple[str, str]] = []
+    for key in keys:
+        repo = hf_repo_of(_field(reader, key))
+        if repo and repo not in {r for _, r in out}:
+            out.append((key, repo))
+    return out
 
 
 def read_gguf(path: Path) -> GgufFile:
@@ -132,7 +164,8 @@ def _read(gguf: Any, path: Path) -> GgufFile:
         path=str(path), architecture=arch_name, name=str(_field(reader, "general.name") or path.stem),
         file_type=gguf.LlamaFileType(int(file_type)).name if file_type is not None else "",
         tensor_count=len(reader.tensors), tensor_types=dict(types), type_bytes=dict(sizes),
-        weight_bytes=sum(sizes.values()), params=params, arch=arch)
+        weight_bytes=sum(sizes.values()), params=params, arch=arch,
+        named_repos=_named_repos(reader))
 
 
 def _same_model(a: Architecture, b: Architecture) -> bool:
@@ -151,6 +184,40 @@ def nearest_cpu_checkpoint(arch: Architecture, catalog: Catalog) -> str:
     return f"the nearest that runs there: {c.repo} ({m.id}, {c.label}, {size / GIB:.2f} GiB)"
 
 
+def _words(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+def tokenizer_repo(g: GgufFile, catalog: Catalog) -> tuple[str, str]:
+    """(the repo whose tokenizer and config the engine should read, where it came from);
+    ("", why none) when neither the header nor the catalog names one.
+
+    The header first: the repo the file was converted from, else its first base model, as
+    vllm-gguf-plugin itself follows general.base_model.N.repo_url for the config. Else the
+    catalog model of the same architecture, the one the header's general.name names where
+    several share it. vLLM's own conversion of a GGUF's tokenizer is slow and unreliable
+    for large vocabularies (its GGUF docs), so a base repo is asked for, not guessed."""
+    if g.named_repos:
+        key, repo = g.named_repos[0]
+        why = f"GGUF header {key}"
+        if key != "general.source.repo_url":
+            why += (" (the model it was made from: the same vocabulary; its chat template is "
+                    "that repo's)")
+        return repo, why
+    same = [m for m in catalog.models if _same_model(m.arch, g.arch)]
+    how = "the same architecture"
+    if len(same) > 1:
+        named = _words(g.name)
+        same = sorted((m for m in same if _words(m.name) in named or _words(m.id) in named),
+                      key=lambda m: -len(_words(m.name)))[:1]
+        how += f", named in the header's {g.name!r}"
+    if len(same) == 1:
+        return same[0].repo, f"the catalog's {same[0].id}: {how}"
+    return "", ("the GGUF header names no source or base model (general.source.repo_url, "
+                "general.base_model.0.repo_url) and no single catalog model has its "
+                "architecture")
+
+
 def model_from_gguf(name: str, catalog: Catalog, env: Mapping[str, str] | None = None) -> Model:
     """A catalog-shaped Model for a GGUF file (a path, or repo:QUANT in the HF cache)."""
     path = Path(name).expanduser() if name.lower().endswith(".gguf") else find_cached(name, env)
@@ -160,11 +227,13 @@ def model_from_gguf(name: str, catalog: Catalog, env: Mapping[str, str] | None =
     label = g.file_type.removeprefix("MOSTLY_") or "GGUF"
     bits = 16 if label in ("F16", "BF16", "ALL_F32") else 8 if label.startswith("Q8") else \
         int(label[1]) if label[:1] in "QI" and label[1:2].isdigit() else 4
+    tokenizer, source = tokenizer_repo(g, catalog)
     ckpt = Checkpoint(repo=str(path), quant="gguf", bits=bits, dtype="bfloat16",
                       weight_bytes=g.weight_bytes,
                       weight_bytes_source=f"read: GGUF header of {path} ({g.tensor_count} tensors: "
                       + ", ".join(f"{k} {v}" for k, v in sorted(g.tensor_types.items())) + ")",
-                      note=nearest_cpu_checkpoint(g.arch, catalog))
+                      note=nearest_cpu_checkpoint(g.arch, catalog),
+                      tokenizer=tokenizer, tokenizer_source=source)
     return Model(id=path.stem.lower(), name=f"{g.name} ({label})", repo=str(path), license="unknown",
                  released="", params_b=round(g.params / 1e9, 3), params_source="GGUF header",
                  languages=[], strengths=[], summary=f"GGUF {label}: not in the catalog, no sourced "

@@ -26,6 +26,11 @@ KNOWN_CUDA_TOTALS: dict[str, tuple[float, float]] = {
 # The median CUDA/NVML ratio of the cards above, for a card we have no figure for.
 FALLBACK_CUDA_RATIO = 0.9853
 
+# GPU memory held by no listed process, up to this, is within the error of CUDA's total as
+# derived from NVML's (a published pair, or the fallback ratio): neither noted in the
+# profile nor taken off a plan's budget (advisor.plan.target_for).
+UNOWNED_NOTE_GIB = 0.5
+
 def cuda_total_gib(name: str, nvml_total: int, reserved: int | None) -> tuple[float, str]:
     """What CUDA will call the total, and how it was derived.
 

@@ -40,6 +40,7 @@ def engine_argv(ckpt: Checkpoint, est: Estimate, settings: EngineSettings, *,
         if port is not None:
             argv += ["--port", str(port)]
     argv += _flags(est, settings, ckpt, data_parallel)
+    argv += gguf_flags(ckpt)
     if served_names:
         argv += ["--served-model-name", *served_names]
     if api_key:
@@ -80,8 +81,25 @@ def command_line(ckpt: Checkpoint, est: Estimate, settings: EngineSettings) -> s
     env = [f"{k}={shlex.quote(v)}" for k, v in {**pinned_env(est), **_env(est)}.items()]
     # the replicas of one pasted line: vLLM's own --data-parallel-size balances them
     dp = est.layout.dp if gpu and est.layout else 1
+    gguf = gguf_flags(ckpt)
     return " ".join([*env, _head_line(ckpt.repo, gpu), "--host 127.0.0.1",
-                     *_flags_line(_flag_key(est, settings, ckpt, dp))])
+                     *_flags_line(_flag_key(est, settings, ckpt, dp)),
+                     *([shlex.join(gguf)] if gguf else [])])
+
+
+def gguf_flags(ckpt: Checkpoint) -> list[str]:
+    """A GGUF file's flags under vllm-gguf-plugin (vLLM 0.24 moved the loader there; the
+    plugin registers itself through vLLM's general-plugins entry point once installed).
+    The model argument stays the .gguf path; the plugin would infer `--quantization gguf`
+    and the GGUF load format from it and, with no tokenizer given, convert the file's own
+    tokenizer, which vLLM's GGUF docs advise against: the base repo's tokenizer is named,
+    and its config.json too (--hf-config-path), so the config is not derived from the
+    header either. `--quantization gguf` is said, though the plugin infers it, so the line
+    reads as what it runs (and fails in words where the plugin is missing)."""
+    if ckpt.quant != "gguf" or not ckpt.tokenizer:
+        return ["--quantization", "gguf"] if ckpt.quant == "gguf" else []
+    return ["--quantization", "gguf", "--tokenizer", ckpt.tokenizer,
+            "--hf-config-path", ckpt.tokenizer]
 
 
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}

@@ -104,8 +104,9 @@ def on_gpus(target: Target, ids: list[int]) -> Target:
     """The target narrowed to these GPUs (their free memory only)."""
     if not target.free_by_gpu:
         return target
-    return msgspec.structs.replace(target, free_by_gpu=tuple(g for g in target.free_by_gpu
-                                                             if g[0] in ids))
+    return msgspec.structs.replace(
+        target, free_by_gpu=tuple(g for g in target.free_by_gpu if g[0] in ids),
+        unowned_by_gpu=tuple(g for g in target.unowned_by_gpu if g[0] in ids))
 
 
 def need_util(model: Model, ckpt: Checkpoint, target: Target,

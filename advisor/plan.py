@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterable
 from functools import lru_cache
 from itertools import combinations
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -29,7 +29,7 @@ from advisor.estimate import (
     longest_fitting,
     weights_bytes_per_gpu,
 )
-from advisor.hardware import cuda_gib, find_gpu
+from advisor.hardware import UNOWNED_NOTE_GIB, cuda_gib, find_gpu
 from advisor.history import Measurement, version_of
 from advisor.placement import Placed, layouts
 from advisor.specs import Architecture, Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
@@ -89,16 +89,31 @@ def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
         spec.bandwidth_gbps if spec else None)
     free = None
     by_gpu: tuple[tuple[int, float], ...] = ()
+    # memory no listed process holds is not free, and stopping what runs here frees none of
+    # it: vLLM starts only where free memory covers utilization × total
+    # (v1/worker/utils.py::request_memory), so it narrows what the plan may reserve
+    unowned = tuple((g.index, g.memory_unowned_gib) for g in mine[:count]
+                    if g.memory_unowned_gib is not None
+                    and g.memory_unowned_gib > UNOWNED_NOTE_GIB) if host_gpu else ()
+    basis: Literal["now", "card less unowned"] = "now"
     if check_free and host_gpu:
         # each GPU on its own: a plan takes the GPUs with the most free (estimate.free_on),
-        # so a busy first GPU does not refuse a host whose second is empty
+        # so a busy first GPU does not refuse a host whose second is empty. NVML's free
+        # already leaves the unowned memory out (as CUDA's free, which vLLM checks, does):
+        # taking it off again would count it twice
         by_gpu = tuple((g.index, g.memory_free_gib) for g in mine[:count])
         free = min(f for _, f in by_gpu)
+    elif unowned and not req.gpu_gib:
+        # a recommendation or an estimate plans for the card as if what runs here stopped
+        # (a launch then checks what is free): the card, less what no process holds
+        off = dict(unowned)
+        by_gpu = tuple((g.index, round(gib - off.get(g.index, 0.0), 2)) for g in mine[:count])
+        free, basis = min(f for _, f in by_gpu), "card less unowned"
     # NVLink only where every GPU planned on reports it; unknown is planned as none
     nvlink = all(g.nvlink for g in mine[:count]) if host_gpu and mine else None
     name = host_gpu.name if host_gpu else spec.name if spec else ""
     return Target(engine="vllm", gpu_name=name, gpu_gib=gib, gpus=count, free_gib=free,
-                  free_by_gpu=by_gpu, nvlink=nvlink,
+                  free_by_gpu=by_gpu, free_basis=basis, unowned_by_gpu=unowned, nvlink=nvlink,
                   bandwidth_gbps=bandwidth, bf16_tflops=(spec.bf16_tflops or None) if spec else None,
                   history=tuple(m for m in history if m.gpu_name == name) if host_gpu else ())
 
@@ -671,7 +686,8 @@ def _helpers_of(target: Target, settings: EngineSettings) -> tuple[_Helper, ...]
         if free is not None:
             usable = math.floor((free - CUDA_CONTEXT_GIB) / target.gpu_gib * 100) / 100
             if usable < util:
-                util, why = usable, " (what is free now)"
+                util, why = usable, (" (what is free now)" if target.free_basis == "now" else
+                                     " (what the memory no listed process holds leaves)")
         if util != settings.gpu_mem_util and util > 0.05:
             helpers.append(_Helper(cost=(FLAG, 0), util=util,
                                    words=f"--gpu-memory-utilization {util:.2f}{why}"))

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import psutil
 
 from advisor.config import hf_cache_dir
-from advisor.hardware import cuda_total_gib
+from advisor.hardware import UNOWNED_NOTE_GIB, cuda_total_gib
 from advisor.specs import CpuInfo, DiskInfo, GpuInfo, GpuProcess, HostProfile, RamInfo
 
 GIB = 2**30
@@ -95,13 +95,9 @@ def _gpu(nvml: ModuleType, index: int, driver: str | None, cuda: str | None) -> 
             used = getattr(p, "usedGpuMemory", None)
             procs.append(GpuProcess(pid=int(p.pid), name=_process_name(int(p.pid)),
                                     used_memory_gib=_gib(used) if isinstance(used, int) else None))
-    unowned = _unowned_gib(mem, procs)
+    unowned = _unowned_gib(mem, procs, cuda_gib)
     if unowned is not None and unowned > UNOWNED_NOTE_GIB:
-        notes.append(
-            f"GPU {index}: {unowned:.2f} GiB is in use that no listed process owns (the driver, "
-            "another container's processes NVML cannot name, or memory a dead process left); "
-            "it is outside the free memory a launch is checked against, and a plan for this "
-            f"card has {max(0.0, cuda_gib - unowned):.2f} GiB of its {cuda_gib:.2f} to count on")
+        notes.append(_unowned_note(index, unowned, cuda_gib))
     return GpuInfo(
         index=index,
         name=name,
@@ -148,17 +144,24 @@ def _nvlink(nvml: ModuleType, h: Any) -> bool | None:
     return False if answered else None
 
 
-# Up to this, used-but-unowned memory is the driver's usual share and not worth a note.
-UNOWNED_NOTE_GIB = 0.5
+def _unowned_note(index: int, unowned: float, cuda_gib: float) -> str:
+    return (f"GPU {index}: {unowned:.2f} GiB of GPU memory is held by no listed process "
+            "(another container's processes NVML cannot name, memory a dead process left, or "
+            "the driver's own); it is taken off the budget: vLLM starts only where free memory "
+            "covers gpu_memory_utilization × the total, so a plan for this card counts on "
+            f"{max(0.0, cuda_gib - unowned):.2f} GiB of its {cuda_gib:.2f}")
 
 
-def _unowned_gib(mem: Any, procs: list[GpuProcess]) -> float | None:
-    """NVML's used memory minus what its listed processes hold; None when one process's
+def _unowned_gib(mem: Any, procs: list[GpuProcess], cuda_gib: float) -> float | None:
+    """Memory in use that no listed process owns: CUDA's total less NVML's free less what
+    the listed processes hold. Not NVML's used less the processes: v1's used counts the
+    driver's reservation, which CUDA's total (what vLLM and the budget read) already
+    leaves out, and taking it off again would count it twice. None when one process's
     figure is missing (NVML gives none under some containers and vGPUs)."""
     if not mem or any(p.used_memory_gib is None for p in procs):
         return None
     owned = sum(p.used_memory_gib or 0.0 for p in procs)
-    return round(max(0.0, int(mem.used) / GIB - owned), 2)
+    return round(max(0.0, cuda_gib - int(mem.free) / GIB - owned), 2)
 
 
 def _process_name(pid: int) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from advisor.article import on_row
 from advisor.estimate import EngineSettings, Estimate, Target, estimate
 from advisor.launch import command_line
 from advisor.placement import on_gpus, place, with_layout
@@ -89,6 +90,10 @@ class Result(msgspec.Struct, kw_only=True):
     # shows one row per model, the chosen ones; the JSON keeps every row.
     chosen: bool = False
     rank: int = 0  # the model's place among models (1 = first), the same on all its rows
+    # the seed article's "VRAM (Q4)" for the model as it writes it ("~5 GB"; None where it
+    # sizes none), and why it differs from this row's vLLM accounting (advisor.article)
+    article_vram_q4: str | None = None
+    article_vram_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -435,10 +440,12 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
                 # not scored for this use case, but the floor judged it: say what it saw
                 reasons.append(f"about {est.decode_tokens_per_s:g} tokens/s for one stream "
                                "here (estimate)")
+            article, article_note = on_row(m, c, est)
             results.append(Result(model=m.id, name=m.name, repo=c.repo, quant=c.quant, label=c.label,
                                   params_b=m.params_b, score=score, fits=est.fits,
                                   meets_request=est.meets_request, estimate=est, reasons=reasons,
-                                  command=command_line(c, est, s), too_slow=slow))
+                                  command=command_line(c, est, s), too_slow=slow,
+                                  article_vram_q4=article, article_vram_note=article_note))
     results.sort(key=order_key)
     return mark_chosen(results)
 

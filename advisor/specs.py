@@ -111,6 +111,11 @@ class Checkpoint(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     weight_bytes_source: str = ""  # "read: …" or "computed: …"; filled in by the loader
     at_load: bool = False  # the plain repo quantized by vLLM at load; derived by the loader
     note: str = ""
+    # the repo whose tokenizer and config.json the engine reads instead of the checkpoint's
+    # own ("" = its own): a GGUF file's base model (vllm-gguf-plugin, --tokenizer), with
+    # where that name came from
+    tokenizer: str = ""
+    tokenizer_source: str = ""
 
     @property
     def label(self) -> str:
@@ -196,9 +201,11 @@ class GpuInfo(msgspec.Struct, kw_only=True):
     # which the planner reads as no NVLink
     nvlink: bool | None = None
     processes: list[GpuProcess] = []
-    # NVML's used memory that no listed process owns (the driver's own, another container's
-    # processes that NVML cannot name, or memory a dead process leaked); None: not every
-    # process's figure could be read
+    # GPU memory in use that no listed process owns (another container's processes that
+    # NVML cannot name, memory a dead process leaked, the driver's own beyond its
+    # reservation): CUDA's total less NVML's free less the listed processes' memory, so
+    # the reservation NVML's used counts, which CUDA's total already lacks, is not in it.
+    # None: not every process's figure could be read
     memory_unowned_gib: float | None = None
     notes: list[str] = []
 

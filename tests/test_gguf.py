@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import gguf
+import msgspec
 import numpy as np
 import pytest
 
@@ -28,12 +29,15 @@ def _nbytes(kind: Q, elements: int) -> int:
 
 def write_gguf(path: Path, *, arch: str, layers: int, hidden: int, ffn: int, heads: int,
                kv_heads: int, vocab: int, context: int, tied: bool = False,
-               ftype: gguf.LlamaFileType = gguf.LlamaFileType.MOSTLY_Q4_K_M) -> int:
+               ftype: gguf.LlamaFileType = gguf.LlamaFileType.MOSTLY_Q4_K_M,
+               name: str = "", meta: dict[str, str] | None = None) -> int:
     """A GGUF file of a decoder laid out as llama.cpp's Q4_K_M writes one (Q4_K linears, Q6_K
     down projections and head, F32 norms). Its data section is left sparse (zeros the
     filesystem does not store): only the header is meant to be read. Returns its data bytes."""
     w = gguf.GGUFWriter(path, arch)
-    w.add_name(f"test-{arch}")
+    w.add_name(name or f"test-{arch}")
+    for key, value in (meta or {}).items():  # e.g. general.base_model.0.repo_url
+        w.add_string(key, value)
     w.add_file_type(int(ftype))
     w.add_block_count(layers)
     w.add_embedding_length(hidden)
@@ -153,3 +157,123 @@ def test_a_damaged_header_is_refused_in_words_whatever_bytes_changed(tmp_path: P
             read_gguf(bad)
         except ModelDirError as exc:
             assert "bad.gguf" in str(exc)
+
+
+# ------------------------------------------------------- served on a GPU through the plugin
+
+BASE = "https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def _qwen05(path: Path, **kw: object) -> Path:
+    """Qwen2.5-0.5B-Instruct's shape (the catalog's qwen2.5-0.5b) as a Q4_K_M file."""
+    write_gguf(path, arch="qwen2", layers=24, hidden=896, ffn=4864, heads=14, kv_heads=2,
+               vocab=151936, context=32768, tied=True, **kw)  # type: ignore[arg-type]
+    return path
+
+
+def test_the_tokenizer_repo_comes_from_the_header_else_the_catalog(tmp_path: Path) -> None:
+    from advisor.gguf_file import model_from_gguf
+
+    catalog = load_catalog()
+    based = _qwen05(tmp_path / "a.gguf", meta={"general.base_model.0.repo_url": BASE})
+    ckpt = model_from_gguf(str(based), catalog).checkpoints[0]
+    assert ckpt.tokenizer == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert ckpt.tokenizer_source.startswith("GGUF header general.base_model.0.repo_url")
+    # the repo it was converted from comes before the model it was made from
+    both = _qwen05(tmp_path / "b.gguf", meta={"general.source.repo_url": "org/tuned-0.5b",
+                                               "general.base_model.0.repo_url": BASE})
+    assert model_from_gguf(str(both), catalog).checkpoints[0].tokenizer == "org/tuned-0.5b"
+    # no name in the header: the one catalog model of this architecture
+    bare = model_from_gguf(str(_qwen05(tmp_path / "c.gguf")), catalog).checkpoints[0]
+    assert bare.tokenizer == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert bare.tokenizer_source == "the catalog's qwen2.5-0.5b: the same architecture"
+    # Qwen2.5 7B's shape is also Qwen2.5-Coder 7B's and the R1 distill's: the header's name
+    # picks one, and without one that the catalog knows there is none
+    seven = dict(arch="qwen2", layers=28, hidden=3584, ffn=18944, heads=28, kv_heads=4,
+                 vocab=152064, context=32768)
+    write_gguf(tmp_path / "d.gguf", name="Qwen2.5 Coder 7B Instruct", **seven)  # type: ignore[arg-type]
+    coder = model_from_gguf(str(tmp_path / "d.gguf"), catalog).checkpoints[0]
+    assert coder.tokenizer == "Qwen/Qwen2.5-Coder-7B-Instruct", coder.tokenizer_source
+    write_gguf(tmp_path / "e.gguf", name="someones-7b-merge", **seven)  # type: ignore[arg-type]
+    none = model_from_gguf(str(tmp_path / "e.gguf"), catalog).checkpoints[0]
+    assert none.tokenizer == "" and "names no source or base model" in none.tokenizer_source
+
+
+def _parse(argv: list[str]) -> object:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    return make_arg_parser(FlexibleArgumentParser(prog="api_server.py")).parse_args(argv)
+
+
+def test_on_a_gpu_host_the_supervisor_starts_it_through_the_plugin_with_the_base_tokenizer(
+        python: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The argv the supervisor execs on a faked GPU host (an L4), started for real on the
+    scripted engine (tests/fake_engine.py), and read back by vLLM's own parser. The CUDA
+    engine and the plugin do not run here: this is the command, not a GPU serving it."""
+    from test_multi_gpu import _supervise, host
+
+    from advisor.launch import CPU_ENGINE_MODULE
+    from advisor.supervisor import Supervisor
+
+    f = _qwen05(tmp_path / "qwen2.5-0.5b-instruct-q4_k_m.gguf",
+                meta={"general.base_model.0.repo_url": BASE})
+
+    async def body(sup: Supervisor) -> None:
+        from fake_engine import until_state
+
+        d = await sup.launch(PlanRequest(model=str(f), max_model_len=4096))
+        argv = d.command
+        assert d.quant == "gguf" and d.engine == "vllm" and d.repo == str(f)
+        assert argv[1:5] == ["-m", CPU_ENGINE_MODULE, "--model", str(f)]  # the .gguf itself
+        tail = argv[argv.index("--quantization"):][:6]
+        assert tail == ["--quantization", "gguf", "--tokenizer", "Qwen/Qwen2.5-0.5B-Instruct",
+                        "--hf-config-path", "Qwen/Qwen2.5-0.5B-Instruct"]
+        args = _parse(argv[3:])
+        assert (args.model, args.tokenizer, args.hf_config_path, args.quantization) == (  # type: ignore[attr-defined]
+            str(f), "Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", "gguf")
+        assert (await until_state(sup, d.id, {"ready", "failed"})).state == "ready"
+
+    _supervise(python, monkeypatch, host([0.3]), body)
+
+
+def test_the_pasted_command_names_the_same_flags(tmp_path: Path) -> None:
+    from test_multi_gpu import host
+
+    from advisor.catalog import load_gpus
+    from advisor.launch import command_line
+
+    f = _qwen05(tmp_path / "q.gguf", meta={"general.base_model.0.repo_url": BASE})
+    req = PlanRequest(model=str(f), max_model_len=4096)
+    plan = __import__("advisor.advice", fromlist=["plan_for"]).plan_for(
+        req, load_catalog(), host([0.3]), load_gpus())
+    line = command_line(plan.ckpt, plan.estimate, plan.settings)
+    assert line.startswith(f"vllm serve {f} --host 127.0.0.1")
+    assert line.endswith("--quantization gguf --tokenizer Qwen/Qwen2.5-0.5B-Instruct "
+                         "--hf-config-path Qwen/Qwen2.5-0.5B-Instruct")
+
+
+def test_a_launch_is_refused_on_the_cpu_engine_and_without_a_base_repo(tmp_path: Path) -> None:
+    from test_multi_gpu import host
+
+    from advisor.admit import Refused, admit
+    from advisor.catalog import load_gpus
+
+    catalog, gpus = load_catalog(), load_gpus()
+    f = _qwen05(tmp_path / "q.gguf", meta={"general.base_model.0.repo_url": BASE})
+    cpu = msgspec.structs.replace(host([]), gpus=[], engine="vllm-cpu")
+    with pytest.raises(Refused, match="cannot load GGUF.*nearest that runs there: "
+                                      "Qwen/Qwen2.5-0.5B-Instruct"):
+        admit(PlanRequest(model=str(f), max_model_len=4096), cpu, [], catalog, gpus, (),
+              tmp_path / "hf")
+    seven = tmp_path / "merge.gguf"
+    write_gguf(seven, arch="qwen2", layers=28, hidden=3584, ffn=18944, heads=28, kv_heads=4,
+               vocab=152064, context=32768, name="someones-7b-merge")
+    with pytest.raises(Refused, match="no base repo for its tokenizer: the GGUF header names "
+                                      "no source or base model"):
+        admit(PlanRequest(model=str(seven), max_model_len=4096), host([0.3]), [], catalog,
+              gpus, (), tmp_path / "hf")
+    # with one, the same host admits it
+    chosen = admit(PlanRequest(model=str(f), max_model_len=4096), host([0.3]), [], catalog,
+                   gpus, (), tmp_path / "hf")
+    assert chosen.ckpt.tokenizer == "Qwen/Qwen2.5-0.5B-Instruct" and chosen.estimate.fits

@@ -28,7 +28,7 @@ from advisor.catalog import Catalog
 from advisor.config import Settings
 from advisor.errors import AdvisorError, NeedsKey
 from advisor.estimate import Estimate
-from advisor.hardware import cuda_gib
+from advisor.hardware import UNOWNED_NOTE_GIB, cuda_gib
 from advisor.history import Measurement
 from advisor.launch import command_line, human_readable_int
 from advisor.rank import Result
@@ -227,6 +227,8 @@ def _home_context(host: HostProfile, catalog: Catalog, gpus: list[GpuSpec],
             "carried": CARRIED, "groups": None, "licenses": sorted({m.license for m in catalog.models}),
             "gpu_table": [(g.name, cuda_gib(g), g.bandwidth_gbps) for g in gpus],
             "form": form, "default_budget": budget, "signed_in": signed_in(request),
+            # below this, unowned memory is within the CUDA total's error: not said, not taken off
+            "unowned_note_gib": UNOWNED_NOTE_GIB,
             "here": _here(request, form),
             "errors": {}, "stray_errors": {}, "results": None, "own": None}
 
