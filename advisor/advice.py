@@ -9,7 +9,7 @@ from advisor.catalog import Catalog
 from advisor.errors import AdvisorError
 from advisor.estimate import EngineSettings, Estimate, Target
 from advisor.hfmeta import resolve
-from advisor.history import Measurement, find
+from advisor.history import LoadTest, Measurement, find
 from advisor.placement import on_gpus, place, with_layout
 from advisor.plan import checkpoint_for, plan, settings_for, target_for, with_replica_speed
 from advisor.rank import Result, recommend
@@ -88,12 +88,29 @@ def estimate_for(req: PlanRequest, catalog: Catalog, host: HostProfile, gpus: li
 
 
 def recommend_for(req: PlanRequest, catalog: Catalog, host: HostProfile,
-                  gpus: list[GpuSpec], history: tuple[Measurement, ...] = ()) -> Recommendation:
+                  gpus: list[GpuSpec], history: tuple[Measurement, ...] = (),
+                  tests: tuple[LoadTest, ...] = ()) -> Recommendation:
+    """`tests`: this host's load tests (advisor.history.load_tests); those of the target's
+    engine and hardware calibrate the ranking's speed (advisor.calibrate)."""
     if not req.use_case:
         raise AdvisorError("use_case: one of code, math, chat, edge, long-context, multilingual")
     target = target_for(req, host, gpus, history=history)
     # a pp asked is kept as a tp is: placement does not lay the GPUs out again
     results = recommend(catalog.models, req.use_case, target, settings_for(req),
                         tp_given=req.tp is not None or req.pp is not None,
-                        replicas=req.replicas)
+                        replicas=req.replicas, tests=tests_for(tests, req, host, target))
     return Recommendation(request=req, host=host, results=results)
+
+
+def tests_for(tests: tuple[LoadTest, ...], req: PlanRequest, host: HostProfile,
+              target: Target) -> tuple[LoadTest, ...]:
+    """The load tests that speak for the target: on the CPU engine (always this host's
+    CPU), those of the CPU engine; on a GPU, those of this host's GPU model, and none for a
+    GPU named in the request (another machine's), as target_for takes history."""
+    if not tests:
+        return ()
+    if target.engine == "vllm-cpu":
+        return tuple(t for t in tests if t.engine == "vllm-cpu")
+    if not host.gpus or req.gpu:
+        return ()
+    return tuple(t for t in tests if t.engine == "vllm" and t.gpu_name == target.gpu_name)

@@ -164,3 +164,59 @@ def speed_measurement(d: Deployment) -> SpeedMeasurement | None:
     return SpeedMeasurement(deployment=d.id, repo=d.repo, quant=d.quant, gpu_name=d.gpu_name,
                             tp=int(tp), concurrency=b.concurrency, predicted_tokens_per_s=predicted,
                             measured_tokens_per_s=b.decode_tokens_per_s_per_stream, at=b.at)
+
+
+# ------------------------------------------------------- load tests, for the ranking's speed
+
+
+class LoadTest(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest load test of one checkpoint on this host's engine and hardware: what the
+    ranking calibrates its roofline by (advisor.calibrate) and `edge` ranks efficiency by."""
+
+    deployment: str
+    repo: str
+    quant: str
+    engine: str  # "vllm" (a GPU) or "vllm-cpu"
+    gpu_name: str  # as NVML names it; "" on the CPU engine
+    tp: int
+    version: tuple[int, int]  # the vLLM that served it
+    concurrency: int
+    context: int  # mean tokens of context per decode step: the prompt and half the output
+    tokens_per_s: float  # per stream: 1000 / the client's mean time per output token
+    tokens_per_joule: float | None = None  # output tokens over the GPUs' energy (NVML)
+    energy_source: str = ""
+    at: float
+
+    @property
+    def day(self) -> str:
+        return time.strftime("%Y-%m-%d", time.localtime(self.at))
+
+
+def load_test(d: Deployment, installed: tuple[int, int]) -> LoadTest | None:
+    """The latest load test of a launch that completed requests and timed its tokens."""
+    good = [b for b in d.benches if not b.failed and b.completed and b.decode_tokens_per_s_per_stream]
+    if not good:
+        return None
+    b = good[-1]
+    tp = _number(d.predicted, "tp")
+    version = _version(d.measured.get("version")) or _version(d.request.get("vllm_version")) \
+        or installed
+    return LoadTest(deployment=d.id, repo=d.repo, quant=d.quant, engine=d.engine,
+                    gpu_name=d.gpu_name, tp=int(tp) if tp else 1, version=version,
+                    concurrency=b.concurrency, context=b.input_len + b.output_len // 2,
+                    tokens_per_s=float(b.decode_tokens_per_s_per_stream or 0.0),
+                    tokens_per_joule=b.tokens_per_joule, energy_source=b.energy_source, at=b.at)
+
+
+def load_tests(deployments: Iterable[Deployment], installed: tuple[int, int]) -> tuple[LoadTest, ...]:
+    """The latest load test of each checkpoint on each engine, GPU, tp and vLLM version,
+    the latest first (an older test of the same says nothing the latest does not)."""
+    latest: dict[tuple[object, ...], LoadTest] = {}
+    for d in deployments:
+        t = load_test(d, installed) if d.benches else None
+        if t is None:
+            continue
+        key = (t.repo, t.quant, t.engine, t.gpu_name, t.tp, t.version)
+        if key not in latest or latest[key].at < t.at:
+            latest[key] = t
+    return tuple(sorted(latest.values(), key=lambda t: -t.at))

@@ -37,7 +37,7 @@ from advisor.config import Settings
 from advisor.enginelog import Measured
 from advisor.errors import AdvisorError
 from advisor.estimate import INSTALLED_VLLM
-from advisor.history import Measurement, from_deployments
+from advisor.history import LoadTest, Measurement, from_deployments, load_tests
 from advisor.home import socket_dir
 from advisor.launch import cpu_binds, engine_argv
 from advisor.probes import EngineProbe
@@ -155,6 +155,10 @@ class Supervisor:
     def history(self) -> tuple[Measurement, ...]:
         """What this host's launches measured, for estimates to refine themselves with."""
         return from_deployments(self.store.all(), INSTALLED_VLLM)
+
+    def load_tests(self) -> tuple[LoadTest, ...]:
+        """This host's latest load test of each checkpoint, for the ranking's speed."""
+        return load_tests(self.store.benched(), INSTALLED_VLLM)
 
     def log_tail(self, deployment_id: str, lines: int = 200) -> str:
         return "\n".join(self._tail(self.get(deployment_id), lines)) + "\n"

@@ -29,7 +29,7 @@ from advisor.config import Settings
 from advisor.errors import AdvisorError, NeedsKey
 from advisor.estimate import Estimate
 from advisor.hardware import cuda_gib
-from advisor.history import Measurement
+from advisor.history import LoadTest, Measurement
 from advisor.launch import command_line, human_readable_int
 from advisor.rank import Result
 from advisor.specs import USE_CASES, VLLM_VERSION_PATTERN, GpuSpec, HostProfile, PlanRequest
@@ -245,13 +245,14 @@ async def home(request: Request[Any, Any, Any], settings: NamedDependency[Settin
                profiler: NamedDependency[Callable[[], HostProfile]],
                catalog: NamedDependency[Catalog],
                gpu_table: NamedDependency[list[GpuSpec]],
-               host_history: NamedDependency[tuple[Measurement, ...]]) -> Template:
+               host_history: NamedDependency[tuple[Measurement, ...]],
+               host_tests: NamedDependency[tuple[LoadTest, ...]]) -> Template:
     """The form; with its fields in the query (`/?use_case=chat&gpu=…`), its results too: a
     results page has an address, which sign-in returns to."""
     query = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
     if query.get("use_case"):
         return await asyncio.to_thread(_recommend_page, request, query, profiler, catalog,
-                                       gpu_table, host_history, settings)
+                                       gpu_table, host_history, settings, host_tests)
     ctx = _home_context(await asyncio.to_thread(profiler), catalog, gpu_table, {}, request)
     return Template("index.html", context=ctx, headers=_twin("/api/profile"))
 
@@ -262,15 +263,16 @@ async def recommend_page(request: Request[Any, Any, Any], data: Form,
                          profiler: NamedDependency[Callable[[], HostProfile]],
                          catalog: NamedDependency[Catalog],
                          gpu_table: NamedDependency[list[GpuSpec]],
-                         host_history: NamedDependency[tuple[Measurement, ...]]) -> Template:
+                         host_history: NamedDependency[tuple[Measurement, ...]],
+                         host_tests: NamedDependency[tuple[LoadTest, ...]]) -> Template:
     return await asyncio.to_thread(_recommend_page, request, data, profiler, catalog, gpu_table,
-                                   host_history, settings)
+                                   host_history, settings, host_tests)
 
 
 def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
                     profiler: Callable[[], HostProfile], catalog: Catalog,
                     gpu_table: list[GpuSpec], history: tuple[Measurement, ...],
-                    settings: Settings) -> Template:
+                    settings: Settings, tests: tuple[LoadTest, ...] = ()) -> Template:
     host = profiler()
     ctx = _home_context(host, catalog, gpu_table, data, request)
     ctx["python"] = settings.vllm_python
@@ -278,7 +280,7 @@ def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
     needs_key = False
     if req is not None:
         try:
-            ctx["results"] = recommend_for(req, catalog, host, gpu_table, history).results
+            ctx["results"] = recommend_for(req, catalog, host, gpu_table, history, tests).results
             here = runs_here(data, host, gpu_table)
             ctx["groups"] = group_results(ctx["results"], catalog, here)
             ctx["quants"] = sorted({r.quant for r in ctx["results"]})
