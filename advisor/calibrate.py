@@ -42,6 +42,11 @@ class Measured:
                 f"{t.concurrency} (load test of {t.day}, deployment {t.deployment}; the "
                 f"roofline × {self.ratio:.2f})")
 
+    def efficiency(self) -> str:
+        t = self.test
+        return (f"{t.tokens_per_joule:g} tokens per joule measured on this host (load test of "
+                f"{t.day} at concurrency {t.concurrency}, {t.energy_source})")
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -50,6 +55,11 @@ class Calibration:
     own: dict[tuple[str, str], Measured]  # (repo, quant) → its own test
     factor: float | None  # for the checkpoints not tested here; None when none is known
     factor_said: str
+
+    @property
+    def energy(self) -> bool:
+        """Whether any test measured tokens per joule (edge ranks by it then)."""
+        return any(m.test.tokens_per_joule for m in self.own.values())
 
     def apply(self, ckpt: Checkpoint, est: Estimate) -> tuple[Estimate, str, Measured | None]:
         """The row's estimate with its speed calibrated (a copy: estimates are kept between

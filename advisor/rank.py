@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from advisor.calibrate import calibration
+from advisor.calibrate import Calibration, calibration
 from advisor.estimate import EngineSettings, Estimate, Target, estimate
 from advisor.history import LoadTest
 from advisor.launch import command_line
@@ -87,6 +87,9 @@ class Result(msgspec.Struct, kw_only=True):
     # shows one row per model, the chosen ones; the JSON keeps every row.
     chosen: bool = False
     rank: int = 0  # the model's place among models (1 = first), the same on all its rows
+    # output tokens per joule in this checkpoint's latest load test on this host (a GPU's
+    # NVML energy); `edge` ranks the measured picks by it (docs/ranking.md)
+    tokens_per_joule: float | None = None
 
 
 @dataclass(frozen=True)
@@ -425,9 +428,10 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
             checks.remember(c, target, settings, e.fits)
         for c, first in zip(m.checkpoints, bare, strict=True):
             est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, first, checks, replicas)
-            source = "estimate"
+            source, tpj = "estimate", None
             if cal:  # only where this host ran a load test: no work per row otherwise
-                est, source, _ = cal.apply(c, est)
+                est, source, mine = cal.apply(c, est)
+                tpj = mine.test.tokens_per_joule if mine else None
             score, reasons = score_one(m, c, est, part, source)
             if est.layout:  # how it spreads over the GPUs, said
                 reasons += est.layout.reasons
@@ -451,9 +455,46 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
             results.append(Result(model=m.id, name=m.name, repo=c.repo, quant=c.quant, label=c.label,
                                   params_b=m.params_b, score=score, fits=est.fits,
                                   meets_request=est.meets_request, estimate=est, reasons=reasons,
-                                  command=command_line(c, est, s), too_slow=slow))
-    results.sort(key=order_key)
+                                  command=command_line(c, est, s), too_slow=slow,
+                                  tokens_per_joule=tpj))
+    if use_case == "edge" and cal and cal.energy:
+        by_efficiency(results, cal)
+        results.sort(key=edge_key)
+    else:
+        results.sort(key=order_key)
     return mark_chosen(results)
+
+
+def _top(r: Result) -> bool:
+    """Fits, holds the concurrency asked and decodes at the floor or faster."""
+    return r.fits and r.meets_request and not r.too_slow
+
+
+def edge_key(r: Result) -> tuple[object, ...]:
+    """`edge` where this host measured tokens per joule (docs/ranking.md, "Measured on this
+    host"): among the picks that fit, hold the concurrency and meet the floor, the measured
+    ones first, the most tokens per joule first; the rest in the order of `order_key`."""
+    base = order_key(r)
+    measured = _top(r) and r.tokens_per_joule is not None
+    return (*base[:3], not measured, -(r.tokens_per_joule or 0.0) if measured else 0.0, *base[3:])
+
+
+def by_efficiency(results: list[Result], cal: Calibration) -> None:
+    """Say in each top row's reasons where edge's efficiency rule put it."""
+    measured = sum(1 for r in results if _top(r) and r.tokens_per_joule is not None)
+    if not measured:  # the measured ones do not fit this request: today's order, unsaid
+        return
+    for r in results:
+        if not _top(r):
+            continue
+        mine = cal.own.get((r.repo, r.quant))
+        if r.tokens_per_joule is not None and mine:
+            r.reasons.insert(1, f"edge: ranked by efficiency, {mine.efficiency()}; the picks "
+                                "measured here that fit come first, the most tokens per joule first")
+        else:
+            r.reasons.insert(1, f"edge: no energy measured for it on this host; ranked after the "
+                                f"{measured} measured pick{'s' if measured != 1 else ''} that fit, "
+                                "by score")
 
 
 def order_key(r: Result) -> tuple[bool, bool, bool, float, float, float, float, str, str, str]:

@@ -1,7 +1,8 @@
 """This host's load tests in the ranking: a load-tested checkpoint ranks by its measured speed,
-the others of the same engine and hardware by the roofline times the host's bounded factor.
-Load tests are kept in a real SQLite store as the load test writes them (the client's JSON
-through result_of), ranked by the real ranker."""
+the others of the same engine and hardware by the roofline times the host's bounded factor,
+and `edge` puts the measured picks with the most tokens per joule first. Load tests are kept
+in a real SQLite store as the load test writes them (the client's JSON through result_of;
+energy through EnergyMeter at its NVML seam), ranked by the real ranker."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from test_history import gpu_host
+from test_nvml_energy import EnergyNvml
 
 from advisor.advice import recommend_for
 from advisor.calibrate import HOST_FACTOR_BOUNDS, calibration, roofline_at
@@ -20,8 +22,8 @@ from advisor.estimate import INSTALLED_VLLM
 from advisor.history import LoadTest, load_tests
 from advisor.loadtest import result_of
 from advisor.plan import settings_for, target_for
-from advisor.profile import read_host
-from advisor.rank import SPEED_FLOOR, Result
+from advisor.profile import EnergyMeter, read_host
+from advisor.rank import SPEED_FLOOR, Result, order_key
 from advisor.specs import BenchRequest, Deployment, HostProfile, PlanRequest
 from advisor.store import Store
 
@@ -33,14 +35,20 @@ ONE = (1, 900, 200)
 
 def _stored(store: Store, dep_id: str, repo: str, quant: str, tokens_per_s: float, *,
             engine: str = "vllm-cpu", gpu_name: str = "", shape: tuple[int, int, int] = ONE,
-            at: float | None = None) -> None:
+            joules: float | None = None, at: float | None = None) -> None:
     """A launch and one load test of it, as the supervisor and advisor.loadtest store them."""
     concurrency, inp, out = shape
     n = 20
     raw = {"completed": n, "failed": 0, "duration": n * out / tokens_per_s / concurrency,
            "total_output_tokens": n * out, "output_throughput": tokens_per_s * concurrency,
            "mean_tpot_ms": 1000 / tokens_per_s, "p50_ttft_ms": 40.0}
-    energy, source = None, "no energy counter"
+    energy, source = None, "the CPU engine: no energy counter"
+    if joules is not None:  # what EnergyMeter reads from NVML's counter over the test
+        nvml = EnergyNvml()
+        meter = EnergyMeter([0], nvml=nvml)  # type: ignore[arg-type]
+        meter.start()
+        nvml.mj += int(joules * 1000)
+        energy, source = meter.stop()
     d = Deployment(id=dep_id, model=repo, repo=repo, quant=quant, state="stopped", engine=engine,
                    gpu_name=gpu_name, predicted={"tp": 1, "max_model_len": 4096},
                    request={"concurrency": concurrency}, created_at=time.time())
@@ -174,3 +182,76 @@ def test_only_tests_of_the_targets_engine_hardware_and_vllm_count(tmp_path: Path
                   msgspec.structs.replace(gpu_req, vllm_version="0.19")):
         row = _rows(recommend_for(other, CATALOG, host, GPUS, tests=tests).results, QWEN)["none"]
         assert not any("measured on this host" in x or "load test" in x for x in row.reasons)
+
+
+# ------------------------------------------------------------- edge, by tokens per joule
+
+EDGE = PlanRequest(use_case="edge", max_model_len=4096, concurrency=8)
+
+
+def test_edge_ranks_the_measured_picks_by_tokens_per_joule_first(tmp_path: Path) -> None:
+    host = gpu_host()
+    h100 = host.gpus[0].name
+    before = recommend_for(EDGE, CATALOG, host, GPUS).results
+    chosen = [r for r in before if r.chosen and r.fits and r.meets_request and not r.too_slow]
+    first, low, lower = chosen[0], chosen[5], chosen[8]  # two picks the score puts far down
+    store = Store(tmp_path / "advisor.db")
+    shape = (8, 512, 128)
+    n_tokens = 20 * 128
+    # the lower one the most efficient: 4 tokens/J, then 2, then the score's first at 1
+    _stored(store, "e1", lower.repo, lower.quant, 100.0, engine="vllm", gpu_name=h100,
+            shape=shape, joules=n_tokens / 4)
+    _stored(store, "e2", low.repo, low.quant, 100.0, engine="vllm", gpu_name=h100,
+            shape=shape, joules=n_tokens / 2)
+    _stored(store, "e3", first.repo, first.quant, 100.0, engine="vllm", gpu_name=h100,
+            shape=shape, joules=n_tokens / 1)
+    tests = load_tests(store.benched(), INSTALLED_VLLM)
+    assert sorted(t.tokens_per_joule or 0 for t in tests) == [1.0, 2.0, 4.0]
+    assert all(t.energy_source == "NVML energy counter" for t in tests)
+
+    after = recommend_for(EDGE, CATALOG, host, GPUS, tests=tests).results
+    top = [(r.repo, r.quant) for r in after[:3]]
+    assert top == [(lower.repo, lower.quant), (low.repo, low.quant), (first.repo, first.quant)]
+    assert [r.tokens_per_joule for r in after[:3]] == [4.0, 2.0, 1.0]
+    assert "edge: ranked by efficiency, 4 tokens per joule measured on this host" in after[0].reasons[1]
+    assert "NVML energy counter" in after[0].reasons[1]
+    # the rest keep their order below, said
+    rest = [(r.repo, r.quant) for r in after[3:] if r.chosen]
+    kept = [(r.repo, r.quant) for r in before if r.chosen and (r.repo, r.quant) not in top]
+    assert rest[:5] == kept[:5]
+    fourth = after[3]
+    assert fourth.tokens_per_joule is None
+    assert "no energy measured for it on this host; ranked after the 3 measured picks" in fourth.reasons[1]
+    # another use case is ranked by its own score, the efficiency only shown
+    chat = recommend_for(msgspec.structs.replace(EDGE, use_case="chat"), CATALOG, host, GPUS,
+                         tests=tests).results
+    assert [r.model for r in chat] == [r.model for r in sorted(chat, key=order_key)]
+    assert next(r for r in chat if (r.repo, r.quant) == (lower.repo, lower.quant)
+                ).tokens_per_joule == 4.0
+    assert not any("edge: " in x for r in chat for x in r.reasons)
+
+
+def test_a_measured_pick_that_does_not_fit_the_request_is_not_lifted(tmp_path: Path) -> None:
+    host = gpu_host()
+    h100 = host.gpus[0].name
+    tight = msgspec.structs.replace(EDGE, gpu_gib=10)  # this H100 with 10 GiB given
+    before = recommend_for(tight, CATALOG, host, GPUS).results
+    refused = next(r for r in before if not r.fits)
+    store = Store(tmp_path / "advisor.db")
+    _stored(store, "big", refused.repo, refused.quant, 50.0, engine="vllm", gpu_name=h100,
+            shape=(8, 512, 128), joules=100.0)
+    tests = load_tests(store.benched(), INSTALLED_VLLM)
+    after = recommend_for(tight, CATALOG, host, GPUS, tests=tests).results
+    assert [(r.repo, r.quant) for r in after if r.fits][:5] == \
+        [(r.repo, r.quant) for r in before if r.fits][:5]
+    row = next(r for r in after if (r.repo, r.quant) == (refused.repo, refused.quant))
+    assert not row.fits and row.tokens_per_joule == pytest.approx(25.6)
+    assert not any("edge: " in x for r in after for x in r.reasons)
+
+
+def test_the_rules_are_written_where_the_ranking_is_documented() -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "ranking.md").read_text()
+    part = doc.split("## Measured on this host", 1)[1]
+    lo, hi = HOST_FACTOR_BOUNDS
+    assert f"**bounded to {lo:g}–{hi:g}**" in part
+    assert "**`edge` by tokens per joule.**" in part and "is not lifted" in part
