@@ -247,7 +247,7 @@ def estimate(model: str, as_json: bool, **options: Any) -> None:
     from advisor.advice import estimate_for
 
     req = _request(model=model, **options)
-    est = estimate_for(req, **_context())
+    est = estimate_for(req, **_context(), tests=_history(load_tests=True))
     if as_json:
         _json(est)
         return

@@ -196,7 +196,8 @@ class Supervisor:
         async with self._lock:  # two launches cannot take the same memory
             host = await asyncio.to_thread(self.profiler)
             chosen = await asyncio.to_thread(admit, req, host, self.store.active(), self.catalog,
-                                             self.gpus, self.history(), self.settings.hf_cache)
+                                             self.gpus, self.history(), self.settings.hf_cache,
+                                             tests=self.load_tests())
             records = self._records(req, chosen)
             for d in records:
                 self._save(d)  # StoreUnavailable here: nothing has been started

@@ -83,7 +83,7 @@ def test_a_load_test_on_the_cpu_engine_gives_that_checkpoint_its_measured_speed(
     assert any("tokens/s for one stream (estimate)" in x for x in plain.reasons)
 
     # measured at 0.8 × the roofline, once at the ranking's own shape
-    _stored(store, "abcd", QWEN, "none", round(0.8 * plain.estimate.decode_tokens_per_s, 1))
+    _stored(store, "abcd", QWEN, "none", round(0.8 * plain.estimate.decode_tokens_per_s, 2))
     tests = load_tests(store.benched(), INSTALLED_VLLM)
     assert [(t.repo, t.concurrency, t.context) for t in tests] == [(QWEN, 1, 1000)]
     after = recommend_for(CPU_CHAT, CATALOG, cpu_host, GPUS, tests=tests).results

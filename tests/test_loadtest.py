@@ -21,10 +21,10 @@ from service import KEY, TINY, Service, free_port_range
 from test_profile import FakeNvml
 from tinymodels import TINY_FAMILY, build_servable_model
 
-from advisor.advice import estimate_for
+from advisor.advice import estimate_for, recommend_for
 from advisor.catalog import data_dir, load_catalog
 from advisor.estimate import INSTALLED_VLLM
-from advisor.history import from_deployments
+from advisor.history import load_tests
 from advisor.loadtest import BenchRefused, relay, result_of, shape_of
 from advisor.procs import owns_tcp_port
 from advisor.profile import read_host
@@ -200,6 +200,10 @@ def test_a_load_test_on_the_cpu_engine_stores_what_vllms_client_measured(
     assert any(x.startswith(said) and f"deployment {d['id']}" in x for x in mine["reasons"]), \
         mine["reasons"]
     assert "measured on this host" in mine["estimate"]["provenance"]["decode_tokens_per_s"]
+    # and the estimate of it says the same
+    est = svc.http.post("/api/estimate", json={"model": d["repo"], "concurrency": 2, **TINY}).json()
+    assert est["decode_tokens_per_s"] == mine["estimate"]["decode_tokens_per_s"]
+    assert est["provenance"]["decode_tokens_per_s"].startswith(said)
     # its siblings on this engine: the roofline times this host's factor, said so
     assert any("from this host's load test of 1 other checkpoint" in x
                for x in rows["awq"]["reasons"]), rows["awq"]["reasons"]
@@ -228,11 +232,17 @@ def test_a_load_test_on_this_gpu_scales_the_roofline_of_later_estimates() -> Non
         predicted=msgspec.to_builtins(before), request=msgspec.to_builtins(req),
         measured={"kv_cache_gib": before.kv_cache_gib},
         benches=[_bench(concurrency=1, decode_tokens_per_s_per_stream=before.decode_tokens_per_s / 2)])
-    history = from_deployments([launched], INSTALLED_VLLM)
-    assert history[0].speed is not None and history[0].speed.ratio == pytest.approx(0.5)
-    after = estimate_for(req, catalog, host, [], history=history)
+    tests = load_tests([launched], INSTALLED_VLLM)
+    assert [(t.deployment, t.concurrency, t.gpu_name) for t in tests] == [("d1", 1, host.gpus[0].name)]
+    after = estimate_for(req, catalog, host, [], tests=tests)
     assert after.decode_tokens_per_s == pytest.approx(before.decode_tokens_per_s / 2, abs=0.1)
-    assert "load test of deployment d1" in after.provenance["decode_tokens_per_s"]
+    said = after.provenance["decode_tokens_per_s"]
+    assert said.startswith("measured on this host") and "deployment d1; the roofline × 0.50" in said
+    # the ranking says the same of that checkpoint
+    rec = recommend_for(msgspec.structs.replace(req, model=None, use_case="chat"), catalog, host,
+                        [], tests=tests).results
+    row = next(r for r in rec if (r.repo, r.quant) == (before.repo, before.quant))
+    assert row.estimate.decode_tokens_per_s == after.decode_tokens_per_s
 
 
 @pytest.mark.slow

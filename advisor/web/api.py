@@ -49,11 +49,13 @@ def estimate(request: Request[Any, Any, Any], data: JSONBody[PlanRequest],
              catalog: NamedDependency[Catalog],
              profiler: NamedDependency[Callable[[], HostProfile]],
              gpu_table: NamedDependency[list[GpuSpec]],
-             host_history: NamedDependency[tuple[Measurement, ...]]) -> Estimate:
+             host_history: NamedDependency[tuple[Measurement, ...]],
+             host_tests: NamedDependency[tuple[LoadTest, ...]]) -> Estimate:
     """One memory and speed estimate: what vLLM will print at start-up, and whether it starts.
     A local model folder needs the API key (else 401): the answer would say whether a path exists."""
     try:
         return estimate_for(data, catalog, profiler(), gpu_table, history=host_history,
+                            tests=host_tests,
                             local_ok=allowed(request.scope, request.app.state.api_key))
     except NeedsKey as exc:
         raise NotAuthorizedException(str(exc)) from None

@@ -288,7 +288,7 @@ def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
             ctx["any_launchable"] = any(launchable(r, here, host) for r in ctx["results"])
             if req.model:
                 # a local folder only for a signed-in browser: the answer says whether a path exists
-                ctx["own"] = estimate_for(req, catalog, host, gpu_table, history=history,
+                ctx["own"] = estimate_for(req, catalog, host, gpu_table, history=history, tests=tests,
                                           local_ok=signed_in(request))
         except AdvisorError as exc:
             field = str(exc).split(":", 1)[0] if ":" in str(exc) else "form"
@@ -417,7 +417,7 @@ def _confirm(data: dict[str, str], settings: Settings, host: HostProfile, catalo
     try:
         req = _launch_request(data)
         chosen = admit(req, host, supervisor.store.active(), catalog, gpu_table,
-                       supervisor.history(), settings.hf_cache)
+                       supervisor.history(), settings.hf_cache, tests=supervisor.load_tests())
     except (AdvisorError, msgspec.ValidationError, ValueError) as exc:
         ctx["error"] = str(exc)
         with contextlib.suppress(AdvisorError, msgspec.ValidationError, ValueError):
