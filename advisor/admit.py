@@ -15,7 +15,7 @@ from advisor.advice import Plan, plan_for
 from advisor.catalog import Catalog
 from advisor.errors import AdvisorError
 from advisor.estimate import CPU_PROCESS_OVERHEAD_GIB
-from advisor.history import Measurement
+from advisor.history import LoadTest, Measurement
 from advisor.specs import Deployment, GpuInfo, GpuSpec, HostProfile, PlanRequest
 
 GIB = 2**30
@@ -26,7 +26,10 @@ class Refused(AdvisorError):
 
 
 def admit(req: PlanRequest, host: HostProfile, active: list[Deployment], catalog: Catalog,
-          gpus: list[GpuSpec], history: tuple[Measurement, ...], hf_cache: Path) -> Plan:
+          gpus: list[GpuSpec], history: tuple[Measurement, ...], hf_cache: Path, *,
+          tests: tuple[LoadTest, ...] = ()) -> Plan:
+    """The plan a launch starts, against the memory free now; `tests`: this host's load
+    tests, which calibrate its decode speed (advisor.calibrate)."""
     loading = [d for d in active if d.state in ("pending", "starting")]
     held = sum(d.reserved_gib for d in loading)
     if req.gpus == 0 or not host.gpus:
@@ -41,7 +44,7 @@ def admit(req: PlanRequest, host: HostProfile, active: list[Deployment], catalog
         free = [msgspec.structs.replace(g, memory_free_gib=g.memory_free_gib - on(g))
                 for g in host.gpus]
         host = msgspec.structs.replace(host, gpus=free)
-    chosen = plan_for(req, catalog, host, gpus, check_free=True, history=history)
+    chosen = plan_for(req, catalog, host, gpus, check_free=True, history=history, tests=tests)
     if not chosen.estimate.fits:
         raise Refused(f"will not fit in the memory free now: {chosen.estimate.reason}")
     if chosen.ckpt.quant == "gguf" and not chosen.ckpt.tokenizer:

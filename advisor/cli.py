@@ -216,12 +216,13 @@ def _context() -> dict[str, Any]:
             "history": _history()}
 
 
-def _history() -> Any:
+def _history(load_tests: bool = False) -> Any:
     """What this host's launches measured (ADVISOR_HOME's database, read if it exists:
-    an estimate never creates one)."""
+    an estimate never creates one); with `load_tests`, their latest load tests instead."""
     from advisor.config import load_settings
     from advisor.estimate import INSTALLED_VLLM
     from advisor.history import from_deployments
+    from advisor.history import load_tests as tests_of
     from advisor.store import Store
 
     path = load_settings().home / "advisor.db"
@@ -229,6 +230,8 @@ def _history() -> Any:
         return ()
     store = Store(path)
     try:
+        if load_tests:
+            return tests_of(store.benched(), INSTALLED_VLLM)
         return from_deployments(store.all(), INSTALLED_VLLM)
     finally:
         store.close()
@@ -244,7 +247,7 @@ def estimate(model: str, as_json: bool, **options: Any) -> None:
     from advisor.advice import estimate_for
 
     req = _request(model=model, **options)
-    est = estimate_for(req, **_context())
+    est = estimate_for(req, **_context(), tests=_history(load_tests=True))
     if as_json:
         _json(est)
         return
@@ -308,7 +311,8 @@ def recommend(use_case: str, limit: int, all_checkpoints: bool, as_json: bool,
     suits this host best (every checkpoint with --all-checkpoints or --json)."""
     from advisor.advice import recommend_for
 
-    rec = recommend_for(_request(use_case=use_case, **options), **_context())
+    rec = recommend_for(_request(use_case=use_case, **options), **_context(),
+                        tests=_history(load_tests=True))
     if as_json:
         _json(rec)
         return

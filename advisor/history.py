@@ -9,8 +9,9 @@ this host's GPU, takes the measured figure and says so in its provenance.
 The CPU engine has nothing to refine: its KV cache is the size it is told
 (VLLM_CPU_KVCACHE_SPACE), and the estimate equals what it logs.
 
-A load test of a launch (advisor.loadtest) measures its decode speed; the latest one of the
-same checkpoint and flags scales the roofline's speed for later plans, and says so.
+A load test of a launch (advisor.loadtest) measures its decode speed (and on a GPU its
+tokens per joule); the latest one of each checkpoint on this host's engine and hardware
+calibrates later rankings and estimates (advisor.calibrate), and says so.
 Pure: deployments in, measurements out (the store reads them).
 """
 
@@ -39,7 +40,6 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     predicted_kv_gib: float
     measured_kv_gib: float  # "Available KV cache memory", as the engine logged it
     at: float  # when the engine reported ready
-    speed: SpeedMeasurement | None = None  # its latest load test against the roofline
 
     @property
     def shortfall_gib(self) -> float:
@@ -95,7 +95,6 @@ def from_deployments(deployments: Iterable[Deployment],
         m = measurement(d, installed)
         if m is None:
             continue
-        m = msgspec.structs.replace(m, speed=speed_measurement(d))
         key = (m.repo, m.quant, m.gpu_name, m.tp, m.max_num_batched_tokens, m.enforce_eager,
                m.version)
         if key not in latest or latest[key].at < m.at:
@@ -116,49 +115,57 @@ def find(measurements: tuple[Measurement, ...], repo: str, quant: str, gpu_name:
     return None
 
 
-# ------------------------------------------------------------------ speed, from load tests
+# ------------------------------------------------------- load tests, for the ranking's speed
 
 
-class SpeedMeasurement(msgspec.Struct, frozen=True, kw_only=True):
-    """What a load test of one launch measured against the roofline's decode speed."""
+class LoadTest(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest load test of one checkpoint on this host's engine and hardware: what the
+    ranking calibrates its roofline by (advisor.calibrate) and `edge` ranks efficiency by."""
 
     deployment: str
     repo: str
     quant: str
-    gpu_name: str
+    engine: str  # "vllm" (a GPU) or "vllm-cpu"
+    gpu_name: str  # as NVML names it; "" on the CPU engine
     tp: int
+    version: tuple[int, int]  # the vLLM that served it
     concurrency: int
-    predicted_tokens_per_s: float  # per stream, at the test's concurrency
-    measured_tokens_per_s: float  # per stream: 1000 / the client's mean time per output token
+    context: int  # mean tokens of context per decode step: the prompt and half the output
+    tokens_per_s: float  # per stream: 1000 / the client's mean time per output token
+    tokens_per_joule: float | None = None  # output tokens over the GPUs' energy (NVML)
+    energy_source: str = ""
     at: float
 
     @property
-    def ratio(self) -> float:
-        return self.measured_tokens_per_s / self.predicted_tokens_per_s
-
-    @property
-    def note(self) -> str:
-        day = time.strftime("%Y-%m-%d", time.localtime(self.at))
-        return (f"refined on this host: a load test of deployment {self.deployment} ({day}, "
-                f"concurrency {self.concurrency}) measured {self.measured_tokens_per_s:.1f} "
-                f"tokens/s per stream where the roofline said {self.predicted_tokens_per_s:.1f}; "
-                f"the roofline is scaled by {self.ratio:.2f}")
+    def day(self) -> str:
+        return time.strftime("%Y-%m-%d", time.localtime(self.at))
 
 
-def speed_measurement(d: Deployment) -> SpeedMeasurement | None:
-    """The latest load test of a GPU launch whose plan predicted a decode speed."""
-    if d.engine != "vllm" or not d.gpu_name or not d.benches:
+def load_test(d: Deployment, installed: tuple[int, int]) -> LoadTest | None:
+    """The latest load test of a launch that completed requests and timed its tokens."""
+    good = [b for b in d.benches if not b.failed and b.completed and b.decode_tokens_per_s_per_stream]
+    if not good:
         return None
-    b = d.benches[-1]
-    p = d.predicted
-    requested = d.request.get("concurrency")
-    planned = requested if isinstance(requested, int) and requested > 0 else 1
-    # the plan's per-stream figure at the concurrency the test ran (or the single stream's)
-    predicted = _number(p, "decode_tokens_per_s_at_concurrency") if b.concurrency == planned \
-        and b.concurrency > 1 else _number(p, "decode_tokens_per_s") if b.concurrency == 1 else None
-    tp = _number(p, "tp")
-    if not predicted or not b.decode_tokens_per_s_per_stream or tp is None or b.failed:
-        return None
-    return SpeedMeasurement(deployment=d.id, repo=d.repo, quant=d.quant, gpu_name=d.gpu_name,
-                            tp=int(tp), concurrency=b.concurrency, predicted_tokens_per_s=predicted,
-                            measured_tokens_per_s=b.decode_tokens_per_s_per_stream, at=b.at)
+    b = good[-1]
+    tp = _number(d.predicted, "tp")
+    version = version_of(d.measured.get("version")) or version_of(d.request.get("vllm_version")) \
+        or installed
+    return LoadTest(deployment=d.id, repo=d.repo, quant=d.quant, engine=d.engine,
+                    gpu_name=d.gpu_name, tp=int(tp) if tp else 1, version=version,
+                    concurrency=b.concurrency, context=b.input_len + b.output_len // 2,
+                    tokens_per_s=float(b.decode_tokens_per_s_per_stream or 0.0),
+                    tokens_per_joule=b.tokens_per_joule, energy_source=b.energy_source, at=b.at)
+
+
+def load_tests(deployments: Iterable[Deployment], installed: tuple[int, int]) -> tuple[LoadTest, ...]:
+    """The latest load test of each checkpoint on each engine, GPU, tp and vLLM version,
+    the latest first (an older test of the same says nothing the latest does not)."""
+    latest: dict[tuple[object, ...], LoadTest] = {}
+    for d in deployments:
+        t = load_test(d, installed) if d.benches else None
+        if t is None:
+            continue
+        key = (t.repo, t.quant, t.engine, t.gpu_name, t.tp, t.version)
+        if key not in latest or latest[key].at < t.at:
+            latest[key] = t
+    return tuple(sorted(latest.values(), key=lambda t: -t.at))

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import msgspec
 
 from advisor.article import on_row
+from advisor.calibrate import Calibration, calibration
 from advisor.estimate import EngineSettings, Estimate, Target, estimate
+from advisor.history import LoadTest
 from advisor.launch import command_line
 from advisor.placement import on_gpus, place, with_layout
 from advisor.plan import FitChecks, plan, with_replica_speed
@@ -94,6 +96,9 @@ class Result(msgspec.Struct, kw_only=True):
     # sizes none), and why it differs from this row's vLLM accounting (advisor.article)
     article_vram_q4: str | None = None
     article_vram_note: str = ""
+    # output tokens per joule in this checkpoint's latest load test on this host (a GPU's
+    # NVML energy); `edge` ranks the measured picks by it (docs/ranking.md)
+    tokens_per_joule: float | None = None
 
 
 @dataclass(frozen=True)
@@ -310,10 +315,18 @@ def too_slow(est: Estimate) -> bool:
     return est.decode_tokens_per_s is not None and est.decode_tokens_per_s < SPEED_FLOOR
 
 
-def _speed(model: Model, est: Estimate) -> tuple[float, str]:
+def speed_said(speed: float, source: str = "estimate") -> str:
+    """A row's decode speed in words, with what it rests on: the estimate (perhaps scaled
+    by this host's load tests), or this checkpoint's own load test here."""
+    if source.startswith("measured"):
+        return f"{source}, so about {speed:g} tokens/s for one stream"
+    return f"about {speed:g} tokens/s for one stream ({source})"
+
+
+def _speed(model: Model, est: Estimate, source: str = "estimate") -> tuple[float, str]:
     speed = est.decode_tokens_per_s
     if speed:
-        return min(1.0, speed / 150), f"about {speed:g} tokens/s for one stream (estimate)"
+        return min(1.0, speed / 150), speed_said(speed, source)
     return min(1.0, 3 / max(model.params_b, 0.5)), "speed not estimated for this hardware"
 
 
@@ -362,13 +375,15 @@ def _model_score(model: Model, use_case: str, best: Evidence) -> ModelScore:
                       speed_weight=0.0 if trait else w.trait)
 
 
-def score_one(model: Model, ckpt: Checkpoint, est: Estimate, part: ModelScore) -> tuple[float, list[str]]:
+def score_one(model: Model, ckpt: Checkpoint, est: Estimate, part: ModelScore,
+              source: str = "estimate") -> tuple[float, list[str]]:
     """A checkpoint's score: its model's part, the speed its estimate predicts where the
-    use case weighs speed, and the published cost of 4-bit weights."""
+    use case weighs speed, and the published cost of 4-bit weights. `source`: what the
+    speed rests on (the estimate, or this host's load tests: advisor.calibrate)."""
     reasons = list(part.reasons)
     points = part.points
     if part.speed_weight:
-        speed, text = _speed(model, est)
+        speed, text = _speed(model, est, source)
         points += part.speed_weight * speed
         reasons.append(text)
     score = 100 * points
@@ -405,10 +420,13 @@ def _plan_fewest_gpus(model: Model, ckpt: Checkpoint, target: Target, settings: 
 
 
 def recommend(models: list[Model], use_case: str, target: Target, settings: EngineSettings,
-              tp_given: bool = False, replicas: int | None = None) -> list[Result]:
+              tp_given: bool = False, replicas: int | None = None,
+              tests: tuple[LoadTest, ...] = ()) -> list[Result]:
     """Every checkpoint of every model, best first; none that fits below one that does not.
-    `tp_given`: the request named tp or pp, which are kept; `replicas`: as many as asked."""
+    `tp_given`: the request named tp or pp, which are kept; `replicas`: as many as asked;
+    `tests`: this host's load tests on the target's engine and hardware (advisor.calibrate)."""
     best = best_scores(models)
+    cal = calibration(models, target, settings, tests) if tests else None
     results = []
     for m in models:
         bare = [estimate(m, c, target, settings) for c in m.checkpoints]
@@ -419,7 +437,11 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
             checks.remember(c, target, settings, e.fits)
         for c, first in zip(m.checkpoints, bare, strict=True):
             est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, first, checks, replicas)
-            score, reasons = score_one(m, c, est, part)
+            source, tpj = "estimate", None
+            if cal:  # only where this host ran a load test: no work per row otherwise
+                est, source, mine = cal.apply(c, est)
+                tpj = mine.test.tokens_per_joule if mine else None
+            score, reasons = score_one(m, c, est, part, source)
             if est.layout:  # how it spreads over the GPUs, said
                 reasons += est.layout.reasons
             if not est.fits:
@@ -433,21 +455,57 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
                                   f"{est.max_concurrency:g}× concurrency at {est.max_model_len:,} tokens")
             slow = est.fits and too_slow(est)
             if slow:
-                reasons.insert(1, f"too slow: about {est.decode_tokens_per_s:g} tokens/s for one "
-                                  f"stream here (estimate), under the {SPEED_FLOOR:g} tokens/s "
-                                  "floor; ranked below the faster picks that fit")
+                reasons.insert(1, f"too slow here: {speed_said(est.decode_tokens_per_s or 0.0, source)}, "
+                                  f"under the {SPEED_FLOOR:g} tokens/s floor; ranked below the "
+                                  "faster picks that fit")
             elif est.fits and est.decode_tokens_per_s and not part.speed_weight:
                 # not scored for this use case, but the floor judged it: say what it saw
-                reasons.append(f"about {est.decode_tokens_per_s:g} tokens/s for one stream "
-                               "here (estimate)")
+                reasons.append(speed_said(est.decode_tokens_per_s, source) + " here")
             article, article_note = on_row(m, c, est)
             results.append(Result(model=m.id, name=m.name, repo=c.repo, quant=c.quant, label=c.label,
                                   params_b=m.params_b, score=score, fits=est.fits,
                                   meets_request=est.meets_request, estimate=est, reasons=reasons,
                                   command=command_line(c, est, s), too_slow=slow,
-                                  article_vram_q4=article, article_vram_note=article_note))
-    results.sort(key=order_key)
+                                  article_vram_q4=article, article_vram_note=article_note,
+                                  tokens_per_joule=tpj))
+    if use_case == "edge" and cal and cal.energy:
+        by_efficiency(results, cal)
+        results.sort(key=edge_key)
+    else:
+        results.sort(key=order_key)
     return mark_chosen(results)
+
+
+def _top(r: Result) -> bool:
+    """Fits, holds the concurrency asked and decodes at the floor or faster."""
+    return r.fits and r.meets_request and not r.too_slow
+
+
+def edge_key(r: Result) -> tuple[object, ...]:
+    """`edge` where this host measured tokens per joule (docs/ranking.md, "Measured on this
+    host"): among the picks that fit, hold the concurrency and meet the floor, the measured
+    ones first, the most tokens per joule first; the rest in the order of `order_key`."""
+    base = order_key(r)
+    measured = _top(r) and r.tokens_per_joule is not None
+    return (*base[:3], not measured, -(r.tokens_per_joule or 0.0) if measured else 0.0, *base[3:])
+
+
+def by_efficiency(results: list[Result], cal: Calibration) -> None:
+    """Say in each top row's reasons where edge's efficiency rule put it."""
+    measured = sum(1 for r in results if _top(r) and r.tokens_per_joule is not None)
+    if not measured:  # the measured ones do not fit this request: today's order, unsaid
+        return
+    for r in results:
+        if not _top(r):
+            continue
+        mine = cal.own.get((r.repo, r.quant))
+        if r.tokens_per_joule is not None and mine:
+            r.reasons.insert(1, f"edge: ranked by efficiency, {mine.efficiency()}; the picks "
+                                "measured here that fit come first, the most tokens per joule first")
+        else:
+            r.reasons.insert(1, f"edge: no energy measured for it on this host; ranked after the "
+                                f"{measured} measured pick{'s' if measured != 1 else ''} that fit, "
+                                "by score")
 
 
 def order_key(r: Result) -> tuple[bool, bool, bool, float, float, float, float, str, str, str]:

@@ -169,6 +169,15 @@ class Store:
                 "SELECT id, record FROM deployments ORDER BY created_at DESC").fetchall()
         return self._with_benches(self._decode(rows))
 
+    def benched(self) -> list[Deployment]:
+        """The deployments with a load test, with their tests: what calibrates the ranking
+        (one indexed query that finds nothing on a host that never ran one)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, record FROM deployments WHERE id IN (SELECT DISTINCT deployment "
+                "FROM benches) ORDER BY created_at DESC").fetchall()
+        return self._with_benches(self._decode(rows))
+
     def active(self) -> list[Deployment]:
         marks = ",".join("?" * len(ACTIVE_STATES))
         with self._lock:

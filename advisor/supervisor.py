@@ -37,7 +37,7 @@ from advisor.config import Settings
 from advisor.enginelog import Measured
 from advisor.errors import AdvisorError
 from advisor.estimate import INSTALLED_VLLM
-from advisor.history import Measurement, from_deployments
+from advisor.history import LoadTest, Measurement, from_deployments, load_tests
 from advisor.home import socket_dir
 from advisor.launch import cpu_binds, engine_argv
 from advisor.probes import EngineProbe
@@ -156,6 +156,10 @@ class Supervisor:
         """What this host's launches measured, for estimates to refine themselves with."""
         return from_deployments(self.store.all(), INSTALLED_VLLM)
 
+    def load_tests(self) -> tuple[LoadTest, ...]:
+        """This host's latest load test of each checkpoint, for the ranking's speed."""
+        return load_tests(self.store.benched(), INSTALLED_VLLM)
+
     def log_tail(self, deployment_id: str, lines: int = 200) -> str:
         return "\n".join(self._tail(self.get(deployment_id), lines)) + "\n"
 
@@ -192,7 +196,8 @@ class Supervisor:
         async with self._lock:  # two launches cannot take the same memory
             host = await asyncio.to_thread(self.profiler)
             chosen = await asyncio.to_thread(admit, req, host, self.store.active(), self.catalog,
-                                             self.gpus, self.history(), self.settings.hf_cache)
+                                             self.gpus, self.history(), self.settings.hf_cache,
+                                             tests=self.load_tests())
             records = self._records(req, chosen)
             for d in records:
                 self._save(d)  # StoreUnavailable here: nothing has been started

@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parent.parent / "advisor"
 
 # no I/O, only each other
 PURE = {"errors", "specs", "weights", "estimate", "speed", "plan", "hardware", "enginelog", "rank",
-        "cost", "proof", "article",
+        "cost", "proof", "article", "calibrate",
         "launch", "history", "cluster", "manifests", "placement"}
 # each third-party I/O library has one home module
 HOMES = {"pynvml": "profile", "psutil": "profile", "huggingface_hub": "hfmeta", "sqlite3": "store",

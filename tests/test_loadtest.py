@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,12 +19,12 @@ import msgspec
 import pytest
 from service import KEY, TINY, Service, free_port_range
 from test_profile import FakeNvml
-from tinymodels import build_servable_model
+from tinymodels import TINY_FAMILY, build_servable_model
 
-from advisor.advice import estimate_for
-from advisor.catalog import load_catalog
+from advisor.advice import estimate_for, recommend_for
+from advisor.catalog import data_dir, load_catalog
 from advisor.estimate import INSTALLED_VLLM
-from advisor.history import from_deployments
+from advisor.history import load_tests
 from advisor.loadtest import BenchRefused, relay, result_of, shape_of
 from advisor.procs import owns_tcp_port
 from advisor.profile import read_host
@@ -117,7 +118,14 @@ def test_the_result_keeps_the_figures_the_client_saved_under_its_own_names() -> 
 @pytest.fixture(scope="module", name="ready")
 def fx_ready(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, dict[str, Any]]]:
     model = build_servable_model(tmp_path_factory.mktemp("models") / "tiny")
-    svc = Service(tmp_path_factory.mktemp("svc") / "home", free_port_range(3))
+    # a catalog that lists the tiny model by its folder, so that the ranking holds it (with
+    # the shipped GPU table and API prices)
+    catalog = tmp_path_factory.mktemp("catalog")
+    for part in ("hardware", "pricing"):
+        shutil.copytree(data_dir("catalog") / part, catalog / part)
+    (catalog / "tiny.toml").write_text(TINY_FAMILY.format(repo=model, layers=2))
+    svc = Service(tmp_path_factory.mktemp("svc") / "home", free_port_range(3),
+                  env={"ADVISOR_CATALOG_DIR": str(catalog)})
     try:
         d = svc.launch(model=str(model), concurrency=2, **TINY).json()
         # asked while it starts: refused in words, nothing run
@@ -182,6 +190,24 @@ def test_a_load_test_on_the_cpu_engine_stores_what_vllms_client_measured(
     assert c["missing"] == ["card cost"] and any(a["model"] == "gpt-4o" for a in c["apis"])
     assert svc.http.get(f"/api/deployments/{d['id']}/cost", params={"kwh_price": -1}).status_code == 400
 
+    # the ranking of this host takes the measured speed for that checkpoint, and says so
+    ranked = svc.http.post("/api/recommend", json={"use_case": "chat", "concurrency": 2, **TINY})
+    assert ranked.status_code == 200, ranked.text
+    rows = {r["quant"]: r for r in ranked.json()["results"]}
+    mine = rows["none"]
+    said = (f"measured on this host: {b['decode_tokens_per_s_per_stream']:g} tokens/s per stream "
+            f"at concurrency 2 (load test of ")
+    assert any(x.startswith(said) and f"deployment {d['id']}" in x for x in mine["reasons"]), \
+        mine["reasons"]
+    assert "measured on this host" in mine["estimate"]["provenance"]["decode_tokens_per_s"]
+    # and the estimate of it says the same
+    est = svc.http.post("/api/estimate", json={"model": d["repo"], "concurrency": 2, **TINY}).json()
+    assert est["decode_tokens_per_s"] == mine["estimate"]["decode_tokens_per_s"]
+    assert est["provenance"]["decode_tokens_per_s"].startswith(said)
+    # its siblings on this engine: the roofline times this host's factor, said so
+    assert any("from this host's load test of 1 other checkpoint" in x
+               for x in rows["awq"]["reasons"]), rows["awq"]["reasons"]
+
     # the CLI shows it, and the dashboard shows predicted against measured
     shown_cli = subprocess.run([sys.executable, "-m", "advisor", "bench", d["id"], "--show",
                                 "--url", svc.url, "--kwh-price", "0.3", "--watts", "65"],
@@ -206,11 +232,17 @@ def test_a_load_test_on_this_gpu_scales_the_roofline_of_later_estimates() -> Non
         predicted=msgspec.to_builtins(before), request=msgspec.to_builtins(req),
         measured={"kv_cache_gib": before.kv_cache_gib},
         benches=[_bench(concurrency=1, decode_tokens_per_s_per_stream=before.decode_tokens_per_s / 2)])
-    history = from_deployments([launched], INSTALLED_VLLM)
-    assert history[0].speed is not None and history[0].speed.ratio == pytest.approx(0.5)
-    after = estimate_for(req, catalog, host, [], history=history)
+    tests = load_tests([launched], INSTALLED_VLLM)
+    assert [(t.deployment, t.concurrency, t.gpu_name) for t in tests] == [("d1", 1, host.gpus[0].name)]
+    after = estimate_for(req, catalog, host, [], tests=tests)
     assert after.decode_tokens_per_s == pytest.approx(before.decode_tokens_per_s / 2, abs=0.1)
-    assert "load test of deployment d1" in after.provenance["decode_tokens_per_s"]
+    said = after.provenance["decode_tokens_per_s"]
+    assert said.startswith("measured on this host") and "deployment d1; the roofline × 0.50" in said
+    # the ranking says the same of that checkpoint
+    rec = recommend_for(msgspec.structs.replace(req, model=None, use_case="chat"), catalog, host,
+                        [], tests=tests).results
+    row = next(r for r in rec if (r.repo, r.quant) == (before.repo, before.quant))
+    assert row.estimate.decode_tokens_per_s == after.decode_tokens_per_s
 
 
 @pytest.mark.slow

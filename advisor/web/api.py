@@ -19,7 +19,7 @@ from advisor.config import Settings
 from advisor.cost import Cost, Prices, cost_of, throughput_of
 from advisor.errors import NeedsKey
 from advisor.estimate import Estimate
-from advisor.history import Measurement
+from advisor.history import LoadTest, Measurement
 from advisor.planner import PlanAnswer, answer_for
 from advisor.specs import GpuSpec, HostProfile, Model, PlanRequest
 from advisor.supervisor import Supervisor
@@ -49,11 +49,13 @@ def estimate(request: Request[Any, Any, Any], data: JSONBody[PlanRequest],
              catalog: NamedDependency[Catalog],
              profiler: NamedDependency[Callable[[], HostProfile]],
              gpu_table: NamedDependency[list[GpuSpec]],
-             host_history: NamedDependency[tuple[Measurement, ...]]) -> Estimate:
+             host_history: NamedDependency[tuple[Measurement, ...]],
+             host_tests: NamedDependency[tuple[LoadTest, ...]]) -> Estimate:
     """One memory and speed estimate: what vLLM will print at start-up, and whether it starts.
     A local model folder needs the API key (else 401): the answer would say whether a path exists."""
     try:
         return estimate_for(data, catalog, profiler(), gpu_table, history=host_history,
+                            tests=host_tests,
                             local_ok=allowed(request.scope, request.app.state.api_key))
     except NeedsKey as exc:
         raise NotAuthorizedException(str(exc)) from None
@@ -63,9 +65,12 @@ def estimate(request: Request[Any, Any, Any], data: JSONBody[PlanRequest],
 def recommend(data: JSONBody[PlanRequest], catalog: NamedDependency[Catalog],
               profiler: NamedDependency[Callable[[], HostProfile]],
               gpu_table: NamedDependency[list[GpuSpec]],
-              host_history: NamedDependency[tuple[Measurement, ...]]) -> Recommendation:
-    """Every checkpoint of the catalog ranked for `use_case`, best first, with reasons."""
-    return recommend_for(data, catalog, profiler(), gpu_table, history=host_history)
+              host_history: NamedDependency[tuple[Measurement, ...]],
+              host_tests: NamedDependency[tuple[LoadTest, ...]]) -> Recommendation:
+    """Every checkpoint of the catalog ranked for `use_case`, best first, with reasons; a
+    checkpoint load-tested on this host ranks by its measured speed."""
+    return recommend_for(data, catalog, profiler(), gpu_table, history=host_history,
+                         tests=host_tests)
 
 
 @post("/api/plan", sync_to_thread=True, tags=["plan"], status_code=200)

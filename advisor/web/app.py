@@ -23,7 +23,7 @@ from advisor import __version__
 from advisor.catalog import Catalog, data_dir, load_catalog, load_gpus
 from advisor.config import Settings, ensure_api_key
 from advisor.errors import AdvisorError, HubUnavailable, ModelNotFound
-from advisor.history import Measurement
+from advisor.history import LoadTest, Measurement
 from advisor.home import HomeLock, log_to_file, prepare
 from advisor.profile import read_host
 from advisor.specs import HostProfile
@@ -92,6 +92,9 @@ def create_app(
     def host_history(state: State) -> tuple[Measurement, ...]:
         return state.supervisor.history()  # type: ignore[no-any-return]
 
+    def host_tests(state: State) -> tuple[LoadTest, ...]:
+        return state.supervisor.load_tests()  # type: ignore[no-any-return]
+
     return Litestar(
         route_handlers=[api.healthz, api.profile, api.models, api.estimate, api.recommend, api.plan,
                         pages.plan_page, api.cost,
@@ -112,6 +115,7 @@ def create_app(
             "gpu_table": Provide(lambda: gpus, use_cache=True, sync_to_thread=False),
             "supervisor": Provide(supervisor, sync_to_thread=False),
             "host_history": Provide(host_history, sync_to_thread=False),
+            "host_tests": Provide(host_tests, sync_to_thread=False),
         },
         state=State({"api_key": key, "log_path": str(log_path), "throttle": Throttle(),
                       "csrf": csrf}),

@@ -29,7 +29,7 @@ from advisor.config import Settings
 from advisor.errors import AdvisorError, NeedsKey
 from advisor.estimate import Estimate
 from advisor.hardware import UNOWNED_NOTE_GIB, cuda_gib
-from advisor.history import Measurement
+from advisor.history import LoadTest, Measurement
 from advisor.launch import command_line, human_readable_int
 from advisor.rank import Result
 from advisor.specs import USE_CASES, VLLM_VERSION_PATTERN, GpuSpec, HostProfile, PlanRequest
@@ -247,13 +247,14 @@ async def home(request: Request[Any, Any, Any], settings: NamedDependency[Settin
                profiler: NamedDependency[Callable[[], HostProfile]],
                catalog: NamedDependency[Catalog],
                gpu_table: NamedDependency[list[GpuSpec]],
-               host_history: NamedDependency[tuple[Measurement, ...]]) -> Template:
+               host_history: NamedDependency[tuple[Measurement, ...]],
+               host_tests: NamedDependency[tuple[LoadTest, ...]]) -> Template:
     """The form; with its fields in the query (`/?use_case=chat&gpu=…`), its results too: a
     results page has an address, which sign-in returns to."""
     query = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
     if query.get("use_case"):
         return await asyncio.to_thread(_recommend_page, request, query, profiler, catalog,
-                                       gpu_table, host_history, settings)
+                                       gpu_table, host_history, settings, host_tests)
     ctx = _home_context(await asyncio.to_thread(profiler), catalog, gpu_table, {}, request)
     return Template("index.html", context=ctx, headers=_twin("/api/profile"))
 
@@ -264,15 +265,16 @@ async def recommend_page(request: Request[Any, Any, Any], data: Form,
                          profiler: NamedDependency[Callable[[], HostProfile]],
                          catalog: NamedDependency[Catalog],
                          gpu_table: NamedDependency[list[GpuSpec]],
-                         host_history: NamedDependency[tuple[Measurement, ...]]) -> Template:
+                         host_history: NamedDependency[tuple[Measurement, ...]],
+                         host_tests: NamedDependency[tuple[LoadTest, ...]]) -> Template:
     return await asyncio.to_thread(_recommend_page, request, data, profiler, catalog, gpu_table,
-                                   host_history, settings)
+                                   host_history, settings, host_tests)
 
 
 def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
                     profiler: Callable[[], HostProfile], catalog: Catalog,
                     gpu_table: list[GpuSpec], history: tuple[Measurement, ...],
-                    settings: Settings) -> Template:
+                    settings: Settings, tests: tuple[LoadTest, ...] = ()) -> Template:
     host = profiler()
     ctx = _home_context(host, catalog, gpu_table, data, request)
     ctx["python"] = settings.vllm_python
@@ -280,7 +282,7 @@ def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
     needs_key = False
     if req is not None:
         try:
-            ctx["results"] = recommend_for(req, catalog, host, gpu_table, history).results
+            ctx["results"] = recommend_for(req, catalog, host, gpu_table, history, tests).results
             here = runs_here(data, host, gpu_table)
             ctx["groups"] = group_results(ctx["results"], catalog, here)
             ctx["quants"] = sorted({r.quant for r in ctx["results"]})
@@ -288,7 +290,7 @@ def _recommend_page(request: Request[Any, Any, Any], data: dict[str, str],
             ctx["any_launchable"] = any(launchable(r, here, host) for r in ctx["results"])
             if req.model:
                 # a local folder only for a signed-in browser: the answer says whether a path exists
-                ctx["own"] = estimate_for(req, catalog, host, gpu_table, history=history,
+                ctx["own"] = estimate_for(req, catalog, host, gpu_table, history=history, tests=tests,
                                           local_ok=signed_in(request))
         except AdvisorError as exc:
             field = str(exc).split(":", 1)[0] if ":" in str(exc) else "form"
@@ -417,7 +419,7 @@ def _confirm(data: dict[str, str], settings: Settings, host: HostProfile, catalo
     try:
         req = _launch_request(data)
         chosen = admit(req, host, supervisor.store.active(), catalog, gpu_table,
-                       supervisor.history(), settings.hf_cache)
+                       supervisor.history(), settings.hf_cache, tests=supervisor.load_tests())
     except (AdvisorError, msgspec.ValidationError, ValueError) as exc:
         ctx["error"] = str(exc)
         with contextlib.suppress(AdvisorError, msgspec.ValidationError, ValueError):
