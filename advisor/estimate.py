@@ -29,6 +29,7 @@ import msgspec
 
 from advisor.history import Measurement, find
 from advisor.specs import Architecture, Checkpoint, Layout, Model
+from advisor.weights import load_overhead_bytes
 
 GIB = 2**30
 INSTALLED_VLLM = (0, 32)
@@ -654,6 +655,9 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
     layout = sh.layout
     weights = weights_bytes_per_gpu(ckpt, settings.tp, settings.pp)
     cpu = target.engine == "vllm-cpu"
+    if not cpu:  # what torch's allocator counts for those tensors, and the rotary cache
+        weights += load_overhead_bytes(arch, ckpt.quant, ckpt.bits, ckpt.group_size, ckpt.dtype,
+                                       settings.tp, settings.pp)
     space: int | None = None
     seen: Measurement | None = None
     if cpu:
