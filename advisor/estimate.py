@@ -41,9 +41,13 @@ CUDA_GRAPHS_IN_RESERVATION_SINCE = (0, 21)
 # the KV cache, outside the reservation. The 0.26.0 and 0.27.1 logs here (model_runner.py
 # lines, not gpu_model_runner.py) agree to 0.01 GiB: pool = requested − consumed − peak
 # activation, the graphs printed apart; 0.32's V2 runner estimates for real
-# (v1/worker/gpu/model_runner.py:1038). No 0.28–0.31 log prints the breakdown, so the window
-# ends where the evidence does.
-MRV2_NO_GRAPH_ESTIMATE = ((0, 25), (0, 28))
+# (v1/worker/gpu/model_runner.py:1038). The V2 estimate came with PR #53306 (opened
+# 2026-08-21, merged after; reverted and forward-fixed by #53682/#53955 from 2026-08-26),
+# after v0.28.0 was cut from main of about 2026-08-17 (vllm-project/vllm#54331), so 0.28 is
+# inside: its RTX 5090 log prints a peak of 1.46 GiB, the forward pass and the cold compile's
+# scratch (1.43) with no graph estimate in it, and the GTX 1650 0.28 pool agrees within
+# 0.05 GiB read this way (0.24 under, read with the graphs inside). 0.29 on: outside.
+MRV2_NO_GRAPH_ESTIMATE = ((0, 25), (0, 29))
 
 # ----------------------------------------------------------------- fitted constants
 # Activation peak of the profiling pass. From vLLM 0.19 on it is the larger of the dummy
@@ -107,12 +111,13 @@ COMPILE_SINCE = (0, 24)
 COMPILE_SCRATCH_BYTES = 118.0
 # What a compile leaves allocated after the profile run besides, by cache state: the median
 # of the fit split's residuals once the scratch and 0.27's non-torch are charged, one per
-# configuration (bench/fit_terms.py): cold 0 (Qwen3-1.7B on 0.27 +0.66, the 0.26 logs -0.07
-# and -0.02), warm 0. What Qwen3-1.7B keeps is the allocator segment a small late allocation
-# pins past empty_cache (0.32 guards against it: v1/worker/gpu_worker.py:683-690), so not a
-# term a checkpoint predicts; the band carries it.
-COMPILE_GIB = {"cold": 0.0, "warm": 0.0}
-# The scratch and COMPILE_GIB are measured on the 0.26-0.27 logs only (Model Runner V2's
+# configuration (bench/fit_terms.py): cold 0.09 (Qwen3-1.7B on 0.27 +0.65, Qwen2.5-1.5B
+# GPTQ on a T4, 0.28, +0.71 and its fp16 +0.09, the 0.26 logs -0.10 and -0.05), warm 0. What
+# the +0.65/+0.71 starts keep is an allocator segment a small late allocation pins past
+# empty_cache (0.32 guards against it: v1/worker/gpu_worker.py:683-690): whether it happens
+# is not a term a checkpoint predicts; the band carries it.
+COMPILE_GIB = {"cold": 0.09, "warm": 0.0}
+# The scratch and COMPILE_GIB are measured on the 0.26-0.28 logs only (Model Runner V2's
 # window, MRV2_NO_GRAPH_ESTIMATE, where the printed peak holds no graph estimate to confound
 # them). Outside it a flat cold term stays, as fitted before on the same logs: 0.39 GiB,
 # the median of six fit logs (-0.10 to +0.76); warm 0.
@@ -134,8 +139,8 @@ GRAPH_TP_FACTOR = 2.0
 # bench/accuracy.py prints the errors and the band's coverage, each case left out of the
 # width it is checked against. The CPU engine's pool is the size it is told: no band.
 KV_POOL_SPREAD_GIB: list[tuple[tuple[int, int], float, str]] = [
-    ((0, 24), 1.9, "19 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
-                   "AWQ pair sets it (1.88 GiB; the other 17 are within 0.80)"),
+    ((0, 24), 1.75, "19 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
+                    "AWQ pair sets it (1.73 GiB; the other 17 are within 0.64)"),
     ((0, 0), 0.2, "14 check logs of vLLM 0.8 to 0.19"),
 ]
 
