@@ -265,6 +265,8 @@ def _registered(quant: str, bits: int, group_size: int, i: int, o: int, bias: bo
         out = [i * o, o * 4] if bits == 8 else [i * o * bits // 8, o * groups * plain, 16]
     elif quant == "bitsandbytes":
         out = [i * o // 2, -(-i * o // 64) * 4]
+    elif quant == "gguf":  # the quantized blocks as one byte tensor
+        out = [i * o * bits // 8]
     else:  # fp8: weights of a byte and their scales
         out = [i * o, -(-o // g) * -(-i // g) * 4 if group_size else 4]
     return out + ([o * plain] if bias else [])
