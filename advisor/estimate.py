@@ -29,6 +29,7 @@ import msgspec
 
 from advisor.history import Measurement, find
 from advisor.specs import Architecture, Checkpoint, Layout, Model
+from advisor.weights import load_overhead_bytes
 
 GIB = 2**30
 INSTALLED_VLLM = (0, 32)
@@ -40,9 +41,13 @@ CUDA_GRAPHS_IN_RESERVATION_SINCE = (0, 21)
 # the KV cache, outside the reservation. The 0.26.0 and 0.27.1 logs here (model_runner.py
 # lines, not gpu_model_runner.py) agree to 0.01 GiB: pool = requested − consumed − peak
 # activation, the graphs printed apart; 0.32's V2 runner estimates for real
-# (v1/worker/gpu/model_runner.py:1038). No 0.28–0.31 log prints the breakdown, so the window
-# ends where the evidence does.
-MRV2_NO_GRAPH_ESTIMATE = ((0, 25), (0, 28))
+# (v1/worker/gpu/model_runner.py:1038). The V2 estimate came with PR #53306 (opened
+# 2026-08-21, merged after; reverted and forward-fixed by #53682/#53955 from 2026-08-26),
+# after v0.28.0 was cut from main of about 2026-08-17 (vllm-project/vllm#54331), so 0.28 is
+# inside: its RTX 5090 log prints a peak of 1.46 GiB, the forward pass and the cold compile's
+# scratch (1.43) with no graph estimate in it, and the GTX 1650 0.28 pool agrees within
+# 0.05 GiB read this way (0.24 under, read with the graphs inside). 0.29 on: outside.
+MRV2_NO_GRAPH_ESTIMATE = ((0, 25), (0, 29))
 
 # ----------------------------------------------------------------- fitted constants
 # Activation peak of the profiling pass. From vLLM 0.19 on it is the larger of the dummy
@@ -106,12 +111,13 @@ COMPILE_SINCE = (0, 24)
 COMPILE_SCRATCH_BYTES = 118.0
 # What a compile leaves allocated after the profile run besides, by cache state: the median
 # of the fit split's residuals once the scratch and 0.27's non-torch are charged, one per
-# configuration (bench/fit_terms.py): cold 0 (Qwen3-1.7B on 0.27 +0.66, the 0.26 logs -0.07
-# and -0.02), warm 0. What Qwen3-1.7B keeps is the allocator segment a small late allocation
-# pins past empty_cache (0.32 guards against it: v1/worker/gpu_worker.py:683-690), so not a
-# term a checkpoint predicts; the band carries it.
-COMPILE_GIB = {"cold": 0.0, "warm": 0.0}
-# The scratch and COMPILE_GIB are measured on the 0.26-0.27 logs only (Model Runner V2's
+# configuration (bench/fit_terms.py): cold 0.09 (Qwen3-1.7B on 0.27 +0.65, Qwen2.5-1.5B
+# GPTQ on a T4, 0.28, +0.71 and its fp16 +0.09, the 0.26 logs -0.10 and -0.05), warm 0. What
+# the +0.65/+0.71 starts keep is an allocator segment a small late allocation pins past
+# empty_cache (0.32 guards against it: v1/worker/gpu_worker.py:683-690): whether it happens
+# is not a term a checkpoint predicts; the band carries it.
+COMPILE_GIB = {"cold": 0.09, "warm": 0.0}
+# The scratch and COMPILE_GIB are measured on the 0.26-0.28 logs only (Model Runner V2's
 # window, MRV2_NO_GRAPH_ESTIMATE, where the printed peak holds no graph estimate to confound
 # them). Outside it a flat cold term stays, as fitted before on the same logs: 0.39 GiB,
 # the median of six fit logs (-0.10 to +0.76); warm 0.
@@ -133,8 +139,8 @@ GRAPH_TP_FACTOR = 2.0
 # bench/accuracy.py prints the errors and the band's coverage, each case left out of the
 # width it is checked against. The CPU engine's pool is the size it is told: no band.
 KV_POOL_SPREAD_GIB: list[tuple[tuple[int, int], float, str]] = [
-    ((0, 24), 1.9, "19 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
-                   "AWQ pair sets it (1.88 GiB; the other 17 are within 0.80)"),
+    ((0, 24), 1.75, "19 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
+                    "AWQ pair sets it (1.73 GiB; the other 17 are within 0.64)"),
     ((0, 0), 0.2, "14 check logs of vLLM 0.8 to 0.19"),
 ]
 
@@ -421,6 +427,54 @@ def compile_scratch_gib(arch: Architecture, max_num_batched_tokens: int,
     return COMPILE_SCRATCH_BYTES * max_num_batched_tokens * arch.hidden_size / GIB
 
 
+# Model Runner V2 warms its sampler up after the KV cache is allocated
+# (v1/worker/gpu/warmup.py::warmup_kernels, called from gpu_worker.py::compile_or_warm_up_model)
+# with SamplingParams.for_sampler_warmup(): temperature, top-k, top-p, min-p, penalties,
+# logprobs and prompt logprobs, over min(max_num_seqs, max_num_batched_tokens // 2)
+# requests, while the profile run's dummy sampler skipped top-k, top-p and logprobs
+# (v1/worker/gpu/model_runner.py::_dummy_sampler_run, "using less GPU memory than what is
+# possible during actual execution": SAMPLER_BYTES_PER_LOGIT's 2 bytes from 0.24). So its
+# transient is not in the pool's accounting and must fit in what the pool leaves: the card
+# beyond the reservation and the activation peak reserved (free again by then), less the
+# CUDA graphs, which the window's versions capture first, outside the reservation (the 0.26
+# logs here: "Graph capturing finished" seconds before the warm-up ran out of memory).
+# Modelled in Model Runner V2's window only (dense models; mixture-of-experts kept the old
+# runner, whose profile ran the full sampler): 0.32 warms up before capturing, inside a
+# reservation that holds the graph estimate, with a sampler rewritten around an fp32 copy
+# that its processors change in place and a fused FlashInfer top-k/top-p
+# (v1/worker/gpu/sample/sampler.py), so the 0.26 figure below does not carry to it and no
+# published 0.29+ log shows the warm-up's peak.
+# bytes per (request × vocabulary entry) the full sampler holds at its peak (fp32 logits and
+# their processed copy, top-k/top-p's sort values and int64 indices, probabilities and
+# log-probabilities), fitted: the least the warm-up is known to need, from the fit split's
+# RTX 3060 0.26 start at 320 sequences (rtx3060-qwen25-coder-1p5b-awq-1k-kvfp8-seqs320-FAILED-
+# v0260), which held 1.48 GiB of the warm-up's tensors and asked 186 MiB more when it ran
+# out: (1.48 GiB + 186 MiB) / (320 × 151,936) = 36.7. The fit split's warm Qwen3-8B start on
+# an RTX 4090 at 256 sequences, which came up with 1.51 GiB beside its pool, bounds it from
+# above (41.7); the old full sampler's profiled peak, 38.5 (SAMPLER_BYTES_PER_LOGIT before
+# 0.19), lies between.
+SAMPLER_WARMUP_BYTES_PER_LOGIT = 36.7
+
+
+def sampler_warmup_refusal(arch: Architecture, total_gib: float, requested: int, act: float,
+                           graphs: float, max_num_batched_tokens: int, max_num_seqs: int,
+                           version: tuple[int, int], enforce_eager: bool) -> str:
+    """Why Model Runner V2's sampler warm-up would run out of memory after the KV cache is
+    allocated ("" when it fits; see SAMPLER_WARMUP_BYTES_PER_LOGIT)."""
+    lo, hi = MRV2_NO_GRAPH_ESTIMATE
+    if not lo <= version < hi or arch.experts:
+        return ""
+    reqs = min(max_num_seqs, max_num_batched_tokens // 2)
+    need = reqs * arch.vocab_size * SAMPLER_WARMUP_BYTES_PER_LOGIT
+    left = total_gib * GIB - requested + (act - (0.0 if enforce_eager else graphs)) * GIB
+    if need <= left:
+        return ""
+    return (f"vLLM's sampler warm-up after the KV cache is allocated needs about "
+            f"{_gib(need):.2f} GiB for {reqs:,} sequences of {arch.vocab_size:,} logits; about "
+            f"{_gib(max(left, 0)):.2f} GiB is left beside the pool (lower --max-num-seqs or "
+            "gpu_memory_utilization)")
+
+
 def graphs_in_reservation(arch: Architecture, version: tuple[int, int]) -> bool:
     """Whether vLLM takes its CUDA-graph estimate out of the reservation before sizing the KV
     cache: from 0.21, but not for dense models on Model Runner V2's placeholder
@@ -604,7 +658,9 @@ class _Shared(NamedTuple):
     requested: int  # bytes per GPU: ceil(total × utilization); 0 on the CPU engine
     overhead: int  # bytes taken from the reservation beside the weights
     refusals: tuple[str, ...]  # reasons vLLM would refuse whatever the weights
-    graph_refusal: str  # CUDA graphs that do not fit outside the reservation (before 0.21)
+    # what does not fit beside the pool once it is allocated: CUDA graphs outside the
+    # reservation (before 0.21, and Model Runner V2's window), the sampler warm-up (0.25 on)
+    graph_refusal: str
     shown: tuple[float, float, float, float]  # reservation, activation, non-torch, graphs in GiB
 
 
@@ -640,6 +696,9 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
         if graphs * GIB > outside:
             graph_refusal = (f"CUDA graphs need about {graphs:.2f} GiB outside the reservation; "
                              f"{_gib(outside):.2f} GiB is left")
+    if not graph_refusal:
+        graph_refusal = sampler_warmup_refusal(arch, target.gpu_gib, requested, act, graphs,
+                                               m, s, vllm_version, enforce_eager)
     return _Shared(block=block, batched=m, layout=layout, kv_per_token=per_token, act=act,
                    nontorch=nontorch, graphs=graphs, requested=requested, overhead=overhead,
                    refusals=tuple(_gpu_refusals(whole, target, tp, gpu_mem_util, requested, pp)),
@@ -679,6 +738,9 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
     if skipped := tower_bytes_skipped(arch, settings):
         weights -= math.ceil(skipped / (settings.tp * settings.pp))
     cpu = target.engine == "vllm-cpu"
+    if not cpu:  # what torch's allocator counts for those tensors, and the rotary cache
+        weights += load_overhead_bytes(arch, ckpt.quant, ckpt.bits, ckpt.group_size, ckpt.dtype,
+                                       settings.tp, settings.pp)
     space: int | None = None
     seen: Measurement | None = None
     if cpu:

@@ -266,7 +266,9 @@ def provenance_of(e: Estimate, ckpt: Checkpoint, target: Target,
                           settings.vllm_version, settings.enforce_eager,
                           target.bandwidth_gbps if target.engine == "vllm" else None,
                           target.bf16_tflops), **e.provenance}
-    prov["weights_gib"] = ckpt.weight_bytes_source or "computed"
+    prov["weights_gib"] = ((ckpt.weight_bytes_source or "computed") + "; with what torch's CUDA "
+                           "allocator rounds the tensors up to and the rotary cache "
+                           "(weights.py::load_overhead_bytes)")
     return prov
 
 

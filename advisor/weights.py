@@ -8,6 +8,7 @@ model dtype, as AutoAWQ, GPTQModel and llm-compressor leave them. Pure functions
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -165,3 +166,159 @@ def bnb_held_bytes(tensors: dict[str, tuple[int, int]]) -> int:
         elif name.endswith(".quant_map") or not name.endswith(BNB_STATE_SUFFIXES):
             held += nbytes
     return held
+
+
+# ----------------------------------------------------------------- what vLLM holds after loading
+# vLLM prints as the weights what torch's allocator counts as allocated once the model is
+# built and loaded (vllm/utils/mem_utils.py::DeviceMemoryProfiler, memory_allocated after
+# empty_cache). That is more than the tensors' bytes, by two things of the code, none fitted:
+# - PyTorch's CUDA caching allocator (c10/cuda/CUDACachingAllocator.cpp) rounds a request to
+#   512 bytes, serves those above 1 MiB (kSmallSize) from the large pool: a new segment of
+#   20 MiB (kLargeBuffer) below 10 MiB (kMinLargeAlloc), else the size rounded up to 2 MiB
+#   (kRoundLarge); it takes the smallest free block that holds the request and splits it only
+#   when more than 1 MiB would be left (should_split), so a tensor given a block up to 1 MiB
+#   larger than itself is counted at the block's size. vLLM's fused tensors (qkv_proj,
+#   gate_up_proj) decide which: Qwen2.5-7B's 259 MiB gate_up gets a 260 MiB segment.
+# - the rotary embedding's cos/sin cache, max_position × head_dim in the model dtype, built
+#   on the GPU in the first layer from fp32 temporaries (rotary_embedding/base.py), one per
+#   distinct rope (Gemma 3: a local and a global one); get_rope caches it for the others.
+# The model is built in vLLM's order (embeddings, then per layer attention, MLP and norms, the
+# LM head last, freed again when tied to the embeddings), each linear layer with the tensors
+# its scheme registers. A quantized checkpoint's repacking at load (AWQ and GPTQ to Marlin)
+# allocates each tensor again at the same size and frees the old: not simulated.
+_KIB512, _SMALL, _MIN_LARGE, _LARGE_BUFFER, _ROUND_LARGE = 512, 2**20, 10 * 2**20, 20 * 2**20, 2 * 2**20
+
+
+class _Allocator:
+    """The large pool of torch's CUDA caching allocator, as far as a fresh model build uses it:
+    best fit, split above 1 MiB of remainder, freed blocks merged with free neighbours."""
+
+    def __init__(self) -> None:
+        self.allocated = 0
+        self.stored = 0
+        # a block: [size, free, prev, next]; free blocks sorted by (size, serial)
+        self._free: list[tuple[int, int]] = []
+        self._blocks: dict[int, list] = {}  # type: ignore[type-arg]
+        self._serial = 0
+
+    def _new(self, size: int, free: bool, prev: int, nxt: int) -> int:
+        self._serial += 1
+        self._blocks[self._serial] = [size, free, prev, nxt]
+        if free:
+            insort(self._free, (size, self._serial))
+        return self._serial
+
+    def malloc(self, nbytes: int, stored: bool = True) -> int:
+        """Allocate; `stored`: one of the checkpoint's tensors (counted in `stored`)."""
+        size = _KIB512 * max(1, -(-nbytes // _KIB512))
+        self.stored += nbytes if stored else 0
+        if size <= _SMALL:  # the small pool splits down to 512 bytes: counted as rounded
+            self.allocated += size
+            return 0
+        i = bisect_left(self._free, (size, 0))
+        if i < len(self._free):
+            have, key = self._free.pop(i)
+            block = self._blocks[key]
+        else:
+            have = _LARGE_BUFFER if size < _MIN_LARGE else _ROUND_LARGE * -(-size // _ROUND_LARGE)
+            key = self._new(have, False, 0, 0)
+            block = self._blocks[key]
+        block[1] = False
+        if have - size > _SMALL:
+            rest = self._new(have - size, True, key, block[3])
+            if block[3]:
+                self._blocks[block[3]][2] = rest
+            block[0], block[3] = size, rest
+        self.allocated += block[0]
+        return key
+
+    def free(self, key: int) -> None:
+        if not key:
+            return
+        block = self._blocks[key]
+        self.allocated -= block[0]
+        for side in (2, 3):  # merge with a free neighbour of the same segment
+            other = block[side]
+            if other and self._blocks[other][1]:
+                o = self._blocks.pop(other)
+                self._free.remove((o[0], other))
+                block[0] += o[0]
+                block[side] = o[side]
+                if o[side]:
+                    self._blocks[o[side]][5 - side] = key
+        block[1] = True
+        insort(self._free, (block[0], key))
+
+
+def _registered(quant: str, bits: int, group_size: int, i: int, o: int, bias: bool,
+                plain: int) -> list[int]:
+    """The bytes of each tensor one linear layer registers under the scheme, in its order."""
+    g = group_size or i
+    groups = -(-i // g)
+    if quant == "none":
+        out = [i * o * plain]
+    elif quant == "awq":  # qweight, qzeros, scales
+        out = [i * o * bits // 8, groups * o * bits // 8, groups * o * 2]
+    elif quant == "gptq":  # qweight, g_idx, qzeros, scales
+        out = [i * o * bits // 8, i * 4, groups * o * bits // 8, groups * o * 2]
+    elif quant == "compressed-tensors":
+        out = [i * o, o * 4] if bits == 8 else [i * o * bits // 8, o * groups * plain, 16]
+    elif quant == "bitsandbytes":
+        out = [i * o // 2, -(-i * o // 64) * 4]
+    elif quant == "gguf":  # the quantized blocks as one byte tensor
+        out = [i * o * bits // 8]
+    else:  # fp8: weights of a byte and their scales
+        out = [i * o, -(-o // g) * -(-i // g) * 4 if group_size else 4]
+    return out + ([o * plain] if bias else [])
+
+
+@lru_cache(maxsize=2048)
+def load_overhead_bytes(arch: Architecture, quant: str, bits: int, group_size: int, dtype: str,
+                        tp: int = 1, pp: int = 1) -> int:
+    """What vLLM holds on one GPU after loading beyond the checkpoint's tensors (see above):
+    the allocator's rounding of one rank's tensors (one stage's layers, with the embeddings
+    and the LM head) and the rotary caches."""
+    plain = DTYPE_BYTES.get(dtype, 2)
+    a = _Allocator()
+    h = arch.hidden_size
+    vocab = -(-arch.vocab_size // tp)
+    q_out = arch.attention_heads * arch.head_dim // tp
+    kv_out = max(1, arch.kv_heads // tp) * arch.head_dim
+    experts = arch.experts
+    inter = (arch.expert_intermediate_size if experts else arch.intermediate_size) // tp
+    a.malloc(vocab * h * plain)
+    ropes = 2 if arch.architecture.startswith("Gemma3") else 1
+    for layer in range(-(-arch.layers // pp)):
+        for t in _registered(quant, bits, group_size, h, q_out + 2 * kv_out, arch.qkv_bias, plain):
+            a.malloc(t)
+        for t in _registered(quant, bits, group_size, q_out, h, False, plain):
+            a.malloc(t)
+        if layer == 0:
+            positions, dim = arch.native_context, arch.head_dim
+            for _ in range(ropes):
+                # freqs, cos and sin in fp32, their concatenation, and the cache in the dtype
+                temps = [a.malloc(positions * dim // 2 * 4, False) for _ in range(3)]
+                both = a.malloc(positions * dim * 4, False)
+                for t in temps:
+                    a.free(t)
+                a.malloc(positions * dim * plain, False)
+                a.free(both)
+        if experts:  # FusedMoE: one w13 and one w2 for all experts, and the router
+            a.malloc(h * experts * plain)
+            for t in _registered(quant, bits, group_size, h, 2 * inter, False, plain):
+                a.malloc(t * experts)
+            for t in _registered(quant, bits, group_size, inter, h, False, plain):
+                a.malloc(t * experts)
+        else:
+            for t in _registered(quant, bits, group_size, h, 2 * inter, False, plain):
+                a.malloc(t)
+            for t in _registered(quant, bits, group_size, inter, h, False, plain):
+                a.malloc(t)
+        for _ in range(arch.norms_per_layer):
+            a.malloc(h * plain)
+    a.malloc(h * plain)
+    # vLLM builds the head, then points it at the embeddings where they are tied
+    head = a.malloc(vocab * h * plain, not arch.tied_embeddings)
+    if arch.tied_embeddings:
+        a.free(head)
+    return a.allocated - a.stored

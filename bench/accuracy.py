@@ -148,7 +148,7 @@ def main() -> None:
     summary = [
         "",
         f"Held-out cases: {len(verdicts)}; fit verdict right in {sum(verdicts)} of {len(verdicts)}.",
-        f"Weights: max error {100 * max(w_err, default=0):.2f} % (target 3 %).",
+        f"Weights: max error {100 * max(w_err, default=0):.2f} % (target 2 %).",
         f"KV pool: max error {max(kv_err, default=0):.2f} GiB, median "
         f"{statistics.median(kv_err) if kv_err else 0:.2f} GiB (target 0.25 GiB).",
         f"KV tokens: max error {100 * max(tok_err, default=0):.1f} % (target 10 %).",

@@ -17,7 +17,7 @@ libraries hold outside torch, and the small base of the profiling pass.
   run plus the graph estimate where vLLM applies one) and non-torch memory (0.27: one
   "consumed" figure with the weights). The base of the transient peak is what is left of
   peak activation after the modelled sampler or forward pass and graphs. In Model Runner
-  V2's 0.25-0.27 (no graph estimate) what a cold compile's peak holds beyond the forward pass
+  V2's 0.25-0.28 (no graph estimate) what a cold compile's peak holds beyond the forward pass
   is its autotuning scratch, fitted per (max_num_batched_tokens × hidden).
 """
 
@@ -74,7 +74,7 @@ def main() -> None:
         print(f"GRAPH_TP_FACTOR = {r:.2f}  ({m}: tp 2 estimate over tp 1)")
 
     # 0.24 on: peak activation = the transient peak (+ the graph estimate where vLLM applies
-    # one). On Model Runner V2's 0.25-0.27 there is none (estimate.py MRV2_NO_GRAPH_ESTIMATE),
+    # one). On Model Runner V2's 0.25-0.28 there is none (estimate.py MRV2_NO_GRAPH_ESTIMATE),
     # and what a cold compile prints beyond the forward pass is its autotuning scratch, per
     # (max_num_batched_tokens × hidden): COMPILE_SCRATCH_BYTES
     late_graph, scratch, bases, non_torch = [], [], [], []

@@ -1,6 +1,6 @@
 """The estimator against published vLLM start-up logs kept aside from fitting.
 
-Targets (issue: weights within 3 %, KV pool within 0.25 GiB, KV tokens within 10 %, the
+Targets (issue: weights within 2 %, KV pool within 0.25 GiB, KV tokens within 10 %, the
 fit verdict right every time). The table with every case is bench/accuracy.py's.
 """
 
@@ -11,6 +11,7 @@ import pytest
 from vllm_cases import load_cases
 
 from advisor.estimate import (
+    COMPILE_GIB,
     COMPILE_SCRATCH_BYTES,
     compile_scratch_gib,
     estimate,
@@ -21,23 +22,19 @@ CASES = [c for c in load_cases() if not c.skip]
 CHECK = [c for c in CASES if c.split == "check"]
 # The check logs the estimator misses today (issue 9; bench/accuracy.py and docs/accuracy.md
 # show each figure). Strict: a miss that goes away fails until it is taken off this list.
-# - vLLM 0.27, RTX 4090, Qwen3 1.7B/4B compiled cold: 0.66-0.80 GiB over. Their peak is
+# - vLLM 0.27, RTX 4090, Qwen3 1.7B/4B compiled cold: 0.56-0.64 GiB over. Their peak is
 #   modelled within 0.03 GiB (the compile's autotuning scratch, estimate.py
 #   COMPILE_SCRATCH_BYTES); what they keep allocated after the profile run besides (consumed
 #   0.56 GiB above a warm start; none for Qwen3-8B or on the 0.26 logs: an allocator segment
-#   pinned past empty_cache) is not predicted.
-# - GTX 1650 (0.28): the pool within 0.25 GiB, its tokens 13.8 % under.
-# - RTX 5090, Qwen3-14B-AWQ (0.28): 1.9 GiB over, unexplained.
-# - GTX 1660 SUPER at 512 sequences: vLLM runs out of memory warming up the sampler after
-#   the KV cache is allocated, which the estimator does not model.
+#   pinned past empty_cache) is not predicted. Qwen3-1.7B's tokens come within 10 %.
+# - RTX 5090, Qwen3-14B-AWQ (0.28): 1.7 GiB over, all of it in what vLLM printed as consumed
+#   (weights + non-torch 11.22 GiB against 9.52 modelled); its peak is modelled (1.43 / 1.46).
 KNOWN_MISSES = {
-    ("verdict", "gtx1660s-qwen25-coder-1p5b-awq-1k-seqs512-FAILED-v0260"),
     *(("kv_pool", name) for name in (
         "rtx4090-qwen3-1p7b-util045-cold-v0271",
         "rtx4090-qwen3-4b-base-util045-coresident-v0271", "rtx4090-qwen3-4b-util045-v0271",
         "rtx5090-qwen3-14b-awq-16k-v0280", "rtx5090-qwen3-14b-awq-32k-v0280")),
     *(("kv_tokens", name) for name in (
-        "gtx1650-qwen25-0p5b-v0280", "rtx4090-qwen3-1p7b-util045-cold-v0271",
         "rtx4090-qwen3-4b-base-util045-coresident-v0271",
         "rtx4090-qwen3-4b-util045-v0271", "rtx5090-qwen3-14b-awq-16k-v0280",
         "rtx5090-qwen3-14b-awq-32k-v0280")),
@@ -63,9 +60,9 @@ def test_fit_verdict_matches_what_vllm_did(case) -> None:  # type: ignore[no-unt
 
 @pytest.mark.parametrize("case", [c for c in CHECK if c.measured.weights_gib],
                          ids=lambda c: c.name)
-def test_weights_within_3_percent(case) -> None:  # type: ignore[no-untyped-def]
+def test_weights_within_2_percent(case) -> None:  # type: ignore[no-untyped-def]
     e = case.predict()
-    assert e.weights_gib == pytest.approx(case.measured.weights_gib, rel=0.03)
+    assert e.weights_gib == pytest.approx(case.measured.weights_gib, rel=0.02)
 
 
 @pytest.mark.parametrize("case", _cases("kv_pool", [c for c in CHECK if not c.failed
@@ -84,11 +81,11 @@ def test_kv_tokens_within_10_percent(case) -> None:  # type: ignore[no-untyped-d
         assert e.max_concurrency == pytest.approx(case.measured.max_concurrency, rel=0.10)
 
 
-# Model Runner V2's window (0.25-0.27, estimate.py MRV2_NO_GRAPH_ESTIMATE): vLLM's printed
+# Model Runner V2's window (0.25-0.28, estimate.py MRV2_NO_GRAPH_ESTIMATE): vLLM's printed
 # peak activation is the forward pass plus, compiling cold, the compile's scratch, and
 # nothing for the graphs; the estimate's activation term is held to that figure on the
 # check logs that print it.
-WINDOW = [c for c in CHECK if c.version and (0, 25) <= c.version < (0, 28)
+WINDOW = [c for c in CHECK if c.version and (0, 25) <= c.version < (0, 29)
           and c.measured.activation_gib is not None]
 
 
@@ -127,7 +124,29 @@ def test_a_cold_compile_costs_its_scratch_and_a_warm_one_nothing() -> None:
     scratch = compile_scratch_gib(case.model.arch, 2048, (0, 27), False, "cold")
     assert scratch == pytest.approx(COMPILE_SCRATCH_BYTES * 2048 * 4096 / 2**30)
     assert ec.activation_gib - ew.activation_gib == pytest.approx(scratch, abs=0.01)
-    assert ew.kv_cache_gib - ec.kv_cache_gib == pytest.approx(scratch, abs=0.02)
+    # and what a cold compile leaves allocated besides (COMPILE_GIB)
+    left = COMPILE_GIB["cold"] - COMPILE_GIB["warm"]
+    assert ew.kv_cache_gib - ec.kv_cache_gib == pytest.approx(scratch + left, abs=0.02)
     eager = msgspec.structs.replace(case.settings, compile_cache="cold", enforce_eager=True)
     assert estimate(case.model, case.ckpt, case.target, eager).activation_gib == \
         pytest.approx(ew.activation_gib, abs=0.01)
+
+
+def test_the_sampler_warmup_after_the_pool_is_what_refuses_more_sequences() -> None:
+    # GTX 1660 SUPER, vLLM 0.26: 128 sequences start, 512 run out of memory in the sampler's
+    # warm-up once the KV cache is allocated (the pool itself is the same 3.18 GiB)
+    case = next(c for c in CASES if c.name == "gtx1660s-qwen25-coder-1p5b-awq-1k-seqs512-FAILED-v0260")
+    assert case.settings and case.model and case.ckpt and case.target
+
+    def at(seqs: int, util: float = 0.85, version: tuple[int, int] = (0, 26)):  # type: ignore[no-untyped-def]
+        s = msgspec.structs.replace(case.settings, max_num_seqs=seqs, gpu_mem_util=util,
+                                    vllm_version=version)
+        return estimate(case.model, case.ckpt, case.target, s)
+
+    refused = at(512)
+    assert not refused.fits and "sampler warm-up" in refused.reason
+    assert at(128).fits
+    # what it needs grows with the sequences; a lower utilization leaves it room
+    assert at(512, util=0.4).fits
+    # before 0.25 the profile ran the full sampler, so the pool already left room for it
+    assert "sampler warm-up" not in at(512, version=(0, 19)).reason

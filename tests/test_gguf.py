@@ -113,7 +113,10 @@ def test_a_gguf_of_a_catalog_model_is_estimated_then_refused_on_the_cpu_engine(t
     gpu = estimate_for(PlanRequest(model=str(f), gpu_gib=15.0, gpus=1, max_model_len=4096),
                        catalog, host, [])
     assert gpu.fits, gpu.reason
-    assert gpu.weights_gib == cpu.weights_gib and gpu.kv_cache_tokens > 4096
+    # the same tensors; on the GPU also what torch's allocator rounds them up to and the
+    # rotary cache (weights.py::load_overhead_bytes)
+    assert gpu.weights_gib == pytest.approx(cpu.weights_gib, abs=0.02)
+    assert gpu.weights_gib >= cpu.weights_gib and gpu.kv_cache_tokens > 4096
 
 
 def test_a_gguf_named_by_repo_and_quant_is_read_from_the_hf_cache_only(tmp_path: Path) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 from tinymodels import TINY_LLAMA, build_model
 
 from advisor.hfmeta import arch_from_config
 from advisor.modelfiles import read_local
 from advisor.specs import Checkpoint
-from advisor.weights import active_param_count, checkpoint_bytes, param_count
+from advisor.weights import active_param_count, checkpoint_bytes, load_overhead_bytes, param_count
 
 TINY_QWEN2 = {**TINY_LLAMA, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
               "num_hidden_layers": 3, "tie_word_embeddings": True}
@@ -55,3 +56,41 @@ def test_moe_active_parameters_are_a_share_of_the_experts() -> None:
                             "moe_intermediate_size": 128}, "x")
     assert moe.experts == 8
     assert active_param_count(moe) < param_count(moe)
+
+
+MIB = 2**20
+# Llama-3.1-8B's config.json: every tensor vLLM builds (fused qkv 48 MiB, o 32, gate_up 224,
+# down 112, embeddings 1002) is a whole number of 2 MiB
+LLAMA_8B = arch_from_config({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": 32,
+    "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256,
+    "tie_word_embeddings": False, "max_position_embeddings": 131072,
+    "torch_dtype": "bfloat16"}, "x")
+
+
+def test_a_model_of_whole_2mib_tensors_holds_only_its_rotary_cache_beside_them() -> None:
+    # the cos/sin cache: max_position × head_dim in bf16
+    assert load_overhead_bytes(LLAMA_8B, "none", 16, 0, "bfloat16") == 131072 * 128 * 2
+
+
+def test_a_tensor_that_leaves_at_most_1mib_of_its_segment_is_counted_at_the_segment() -> None:
+    # Qwen2.5-7B: qkv 31.5 MiB (32 MiB segment), gate_up 259 (260), down 129.5 (130) are
+    # not split; o_proj 24.5 MiB leaves 1.5 MiB of a 26 MiB segment, which is split off
+    qwen = msgspec.structs.replace(LLAMA_8B, layers=28, hidden_size=3584, intermediate_size=18944,
+                                   attention_heads=28, kv_heads=4, vocab_size=152064,
+                                   native_context=32768, qkv_bias=True)
+    over = load_overhead_bytes(qwen, "none", 16, 0, "bfloat16")
+    rope = 32768 * 128 * 2
+    assert over - rope == pytest.approx(28 * 2 * MIB + 2 * MIB // 2, abs=MIB // 8)
+    # vLLM 0.19 printed "Model loading took 14.25 GiB" for Qwen2.5-7B-Instruct on an H100
+    # (tests/data/vllm_logs/planner-v0190-qwen25-7b-h100.log), whose tensors are 14.185 GiB
+    assert (checkpoint_bytes(qwen, Checkpoint(repo="q")) + over) / 2**30 == pytest.approx(14.25, abs=0.005)
+
+
+def test_a_tied_head_is_built_then_dropped_and_tensor_parallel_splits_the_tensors() -> None:
+    tied = msgspec.structs.replace(LLAMA_8B, tied_embeddings=True)
+    assert load_overhead_bytes(tied, "none", 16, 0, "bfloat16") == 131072 * 128 * 2
+    # tp 2: the layers' shards are still whole 2 MiB; the embeddings' and the head's 501 MiB
+    # each take a 502 MiB segment
+    assert load_overhead_bytes(LLAMA_8B, "none", 16, 0, "bfloat16", 2) == 131072 * 128 * 2 + 2 * MIB
