@@ -368,6 +368,9 @@ class Deployment(msgspec.Struct, kw_only=True):
     fix: str | None = None
     log_path: str = ""
     reserved_gib: float = 0.0  # memory this launch holds against others (GPU, or RAM on CPU)
+    # the checkpoint's weights as stored, all of them: what a download fetches (the plan's
+    # weights_gib is one GPU's share as the allocator holds it)
+    weight_bytes: int = 0
     engine: str = "vllm"
     gpu_name: str = ""  # the GPU it was planned for, as NVML names it ("" on the CPU engine)
     gpus: list[int] = []  # the GPUs it is pinned to (CUDA_VISIBLE_DEVICES), NVML's indexes

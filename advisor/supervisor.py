@@ -252,6 +252,7 @@ class Supervisor:
                           endpoint="/v1", served_names=names, command=argv, env=env, socket=str(sock),
                           request=msgspec.to_builtins(req), predicted=msgspec.to_builtins(est),
                           log_path=str(self.logs / f"{dep_id}.log"), reserved_gib=reserved_gib(chosen),
+                          weight_bytes=ckpt.weight_bytes,
                           engine=est.engine, gpu_name=chosen.target.gpu_name, created_at=now,
                           gpus=gpus or [], replica=replica, replica_of=replica_of)
 

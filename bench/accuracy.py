@@ -151,7 +151,7 @@ def main() -> None:
         f"Weights: max error {100 * max(w_err, default=0):.2f} % (target 2 %).",
         f"KV pool: max error {max(kv_err, default=0):.2f} GiB, median "
         f"{statistics.median(kv_err) if kv_err else 0:.2f} GiB (target 0.25 GiB).",
-        f"KV tokens: max error {100 * max(tok_err, default=0):.1f} % (target 10 %).",
+        f"KV tokens: max error {100 * max(tok_err, default=0):.1f} % (target 5 %).",
     ]
     breakdown = [
         "", "## Check split by vLLM version family", "",

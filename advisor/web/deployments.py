@@ -95,7 +95,7 @@ async def bench(deployment_id: FromPath[str], data: JSONBody[BenchRequest],
 
 class Download(msgspec.Struct, kw_only=True):
     bytes: int  # in the Hugging Face cache so far, partial files included
-    expected_bytes: int | None  # the checkpoint's weights, as planned
+    expected_bytes: int | None  # the checkpoint's weights as stored (what is fetched)
     local: bool  # a local folder: nothing to download
 
 
@@ -105,8 +105,9 @@ def download(deployment_id: FromPath[str], supervisor: NamedDependency[Superviso
     """How far the model's download has come: the bytes of its folder in the Hugging Face
     cache (the `.incomplete` files huggingface_hub writes included)."""
     d = supervisor.get(deployment_id)
-    weights = d.predicted.get("weights_gib")
-    expected = int(weights * 2**30) if isinstance(weights, int | float) else None
+    weights = d.predicted.get("weights_gib")  # an older record: the plan's share of them
+    expected = d.weight_bytes or (int(weights * 2**30) if isinstance(weights, int | float)
+                                  else None)
     if Path(d.repo).is_dir():
         return Download(bytes=0, expected_bytes=expected, local=True)
     folder = settings.hf_cache / ("models--" + d.repo.replace("/", "--"))
