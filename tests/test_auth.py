@@ -100,27 +100,26 @@ def test_sign_in_locks_a_client_out_after_five_failures_even_for_the_right_key(s
         assert sign_in(other).status_code == 303
 
 
-def test_wrong_bearer_keys_count_too(svc: Service) -> None:
+def _locked_out_after_five_wrong_keys(svc: Service, path: str, address: str) -> httpx.Response:
+    """Five wrong keys from one address (each a 401), then the right one: its answer."""
     def with_key(key: str) -> httpx.Response:
-        return httpx.get(f"{svc.url}/api/deployments/nope/logs", timeout=30,
-                         headers={"Authorization": f"Bearer {key}", "X-Forwarded-For": "203.0.113.8"})
+        return httpx.get(f"{svc.url}{path}", timeout=30,
+                         headers={"Authorization": f"Bearer {key}", "X-Forwarded-For": address})
 
     for _ in range(5):
         assert with_key("guess").status_code == 401
     locked = with_key(KEY)
     assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    return locked
+
+
+def test_wrong_bearer_keys_count_too(svc: Service) -> None:
+    locked = _locked_out_after_five_wrong_keys(svc, "/api/deployments/nope/logs", "203.0.113.8")
     assert "Too many failed" in locked.json()["detail"]
 
 
 def test_during_a_lock_out_v1_refuses_with_429_as_the_other_routes_do(svc: Service) -> None:
-    def with_key(key: str) -> httpx.Response:
-        return httpx.get(f"{svc.url}/v1/models", timeout=30,
-                         headers={"Authorization": f"Bearer {key}", "X-Forwarded-For": "203.0.113.10"})
-
-    for _ in range(5):
-        assert with_key("guess").status_code == 401
-    locked = with_key(KEY)
-    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    locked = _locked_out_after_five_wrong_keys(svc, "/v1/models", "203.0.113.10")
     assert "Too many failed" in locked.json()["error"]["message"]
 
 
