@@ -40,6 +40,9 @@ def fx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cpu_tensor_parallel_2_runs_one_rank_per_core(tmp_path: Path, model: Path) -> None:
     svc = Service(tmp_path / "home", free_port_range(3))
     try:
+        # two ranks on two cores leave the service and the engine's front end little CPU
+        # while they start and take the first request: a slow host needs more than 30 s
+        svc.http.timeout = httpx.Timeout(180)
         d = svc.launch(model=str(model), tp=2, **TINY).json()
         assert d["env"]["VLLM_CPU_OMP_THREADS_BIND"] == "0|1", d
         d = svc.wait_state(d["id"], {"ready", "failed"})
