@@ -78,7 +78,13 @@ def render_profile(host: HostProfile) -> str:
     c = host.cpu
     lines.append(f"CPU:   {c.model}, {c.physical_cores or '?'} cores / {c.logical_cores} threads"
                  + (f" ({', '.join(c.flags)})" if c.flags else ""))
+    if c.core_rate_gops:
+        lines.append(f"       one core unpacks {c.core_rate_gops:g} G 4-bit weights/s (the CPU "
+                     "engine's kernels and fixed costs scale with it)")
     lines.append(f"RAM:   {host.ram.available_gib:.2f} GiB available of {host.ram.total_gib:.2f}")
+    if host.ram.bandwidth_gbps:
+        lines.append(f"       {host.ram.bandwidth_gbps:g} GB/s all cores, "
+                     f"{host.ram.bandwidth_per_core_gbps or 0:g} GB/s one core (STREAM Copy)")
     lines.append(f"Disk:  {host.disk.free_gib:.2f} GiB free for models at {host.disk.path}")
     lines.append(f"Engine: {host.engine}")
     lines += [f"note: {n}" for n in host.notes]

@@ -214,6 +214,7 @@ class Target(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True):
     bandwidth_gbps: float | None = None  # memory bandwidth per GPU, GB/s (CPU: all cores)
     cpu_per_core_gbps: float | None = None  # the CPU engine: one core's memory bandwidth
     cpu_cores: int = 0  # the CPU engine: physical cores
+    cpu_core_rate_gops: float | None = None  # the CPU engine: the profile's core probe
     bf16_tflops: float | None = None  # dense bf16 tensor throughput per GPU
     ram_gib: float = 0.0  # the CPU engine's budget
     cpu_kv_gib: int | None = None  # VLLM_CPU_KVCACHE_SPACE; None: the plan picks one

@@ -38,6 +38,7 @@ from advisor.speed import (
     CpuRoofline,
     Roofline,
     cpu_bandwidth_gbps,
+    cpu_core_factor,
     cpu_threads,
     predict,
     predict_cpu,
@@ -61,7 +62,8 @@ def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
         return Target(engine="vllm-cpu", ram_gib=req.ram_gib or host.ram.available_gib,
                       cpu_kv_gib=req.cpu_kv_gib, bandwidth_gbps=host.ram.bandwidth_gbps,
                       cpu_per_core_gbps=host.ram.bandwidth_per_core_gbps,
-                      cpu_cores=host.cpu.physical_cores or host.cpu.logical_cores)
+                      cpu_cores=host.cpu.physical_cores or host.cpu.logical_cores,
+                      cpu_core_rate_gops=host.cpu.core_rate_gops)
     spec: GpuSpec | None = None
     if req.gpu:
         spec = find_gpu(gpus, req.gpu)
@@ -185,7 +187,7 @@ def cpu_roofline(target: Target) -> CpuRoofline | None:
     if not (target.bandwidth_gbps and target.cpu_per_core_gbps and target.cpu_cores):
         return None
     return CpuRoofline(bandwidth_gbps=target.bandwidth_gbps, per_core_gbps=target.cpu_per_core_gbps,
-                       physical_cores=target.cpu_cores)
+                       physical_cores=target.cpu_cores, core_rate_gops=target.cpu_core_rate_gops)
 
 
 def cpu_scheme(ckpt: Checkpoint) -> str:
@@ -281,8 +283,16 @@ def _cpu_speed_provenance(target: Target, settings: EngineSettings) -> str:
     return (f"estimate: CPU roofline, {threads} engine thread{'s' if threads > 1 else ''} of "
             f"{hw.physical_cores} cores (one kept for the scheduler) at "
             f"{cpu_bandwidth_gbps(hw, settings.tp):g} GB/s measured (STREAM Copy), "
+            f"{_core_speed(hw)}, "
             f"{settings.max_model_len or CONTEXT_TOKENS:,} tokens of context; constants "
             "fitted on the real CPU engine (bench/cpu_speed.py)")
+
+
+def _core_speed(hw: CpuRoofline) -> str:
+    if not hw.core_rate_gops:
+        return "cores as fast as the fitting host's (not measured)"
+    return (f"cores at {cpu_core_factor(hw):.2f}x the fitting host's speed "
+            f"({hw.core_rate_gops:g} G weights/s measured)")
 
 
 @lru_cache(maxsize=256)

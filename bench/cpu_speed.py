@@ -26,6 +26,7 @@ from advisor.modelfiles import read_local  # noqa: E402
 from advisor.profile import read_cpu  # noqa: E402
 from advisor.speed import (  # noqa: E402
     CPU_BANDWIDTH_EFFICIENCY,
+    CPU_CORE_RATE_REF,
     CPU_DEQUANT_WEIGHTS_PER_S,
     CPU_INT8_WEIGHTS_PER_S,
     CPU_LAYER_S,
@@ -79,6 +80,11 @@ def _fit(rows: list[dict[str, object]]) -> list[str]:
     def tiny(name: str) -> float:
         return step(name) - read(name) / (bandwidth(name) * CPU_BANDWIDTH_EFFICIENCY)
 
+    def core(name: str) -> float | None:  # the profile's core probe, where the estimate has it
+        found = re.search(r"\(([\d.]+) G weights/s measured\)", str(by[name]["how"]))
+        return float(found[1]) if found else None
+
+    probes = [p for p in map(core, sorted(FIT)) if p]
     per_layer = (tiny("tiny-32L-256") - tiny("tiny-2L-256")) / (layers("tiny-32L-256") - 2)
     fixed = tiny("tiny-2L-256") - 2 * per_layer
     large = "large-8L-2048"
@@ -90,7 +96,10 @@ def _fit(rows: list[dict[str, object]]) -> list[str]:
     quantized = shape["num_hidden_layers"] * (2 * h * heads * 64 + 2 * h * kvh * 64 + 3 * h * inter)
     w4 = quantized / threads / (step(large + "-awq") - overhead)
     int8 = quantized / threads / (step(large + "-w8a8") - overhead)
-    return [f"fitted on this run ({threads} engine thread(s)):",
+    ref = (f"  CPU_CORE_RATE_REF = {statistics.median(probes):.3g}  (in use {CPU_CORE_RATE_REF}; "
+           "the constants below are at this run's cores)" if probes
+           else "  CPU_CORE_RATE_REF: no core probe in the estimates")
+    return [f"fitted on this run ({threads} engine thread(s)):", ref,
             f"  CPU_STEP_S = {fixed:.5f}  (in use {CPU_STEP_S})",
             f"  CPU_LAYER_S = {per_layer:.6f}  (in use {CPU_LAYER_S})",
             f"  CPU_BANDWIDTH_EFFICIENCY = {eff:.2f}  (in use {CPU_BANDWIDTH_EFFICIENCY})",

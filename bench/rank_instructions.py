@@ -32,6 +32,10 @@ sys.path.insert(0, {bench!r})
 from rank_speed import CACHES, REQUESTS
 from advisor.advice import recommend_for
 from advisor.catalog import load_catalog, load_gpus
+import advisor.profile
+# the core probe runs for a set time, so its instructions vary from run to run; the
+# ranking's cost is what is counted here, not the profile's
+advisor.profile._measure_core = lambda: (1.7, "fixed for the count")
 from advisor.profile import read_host
 catalog, gpus, host = load_catalog(), load_gpus(), read_host()
 req = REQUESTS[sys.argv[1]]

@@ -14,9 +14,12 @@ from cpu_speed_cases import BY_NAME, build, measure_decode, predicted, serving
 
 from advisor.profile import read_host
 from advisor.speed import (
+    CPU_CORE_RATE_REF,
+    CPU_LAYER_S,
     CPU_STEP_S,
     CpuRoofline,
     cpu_bandwidth_gbps,
+    cpu_core_factor,
     cpu_decode_step_s,
     cpu_threads,
 )
@@ -32,6 +35,29 @@ def test_the_profile_measures_memory_bandwidth_and_says_how() -> None:
     # a copy through DRAM: more than a disk, less than any cache; all cores at least one
     assert 1 < ram.bandwidth_per_core_gbps <= ram.bandwidth_gbps < 2000
     assert ram.bandwidth_method.startswith("measured: memmove")
+
+
+def test_the_profile_measures_one_cores_speed_and_says_how() -> None:
+    cpu = read_host().cpu
+    assert cpu.core_rate_gops and 0.01 < cpu.core_rate_gops < 1000
+    assert cpu.core_rate_method.startswith("measured: 4-bit unpack")
+
+
+def test_a_slower_core_slows_the_kernels_and_the_fixed_costs_but_not_the_bytes() -> None:
+    ref = CpuRoofline(bandwidth_gbps=40, per_core_gbps=30, physical_cores=2,
+                      core_rate_gops=CPU_CORE_RATE_REF)
+    half = ref._replace(core_rate_gops=CPU_CORE_RATE_REF / 2)
+    assert cpu_core_factor(ref) == 1 and cpu_core_factor(half) == 0.5
+    assert cpu_core_factor(ref._replace(core_rate_gops=None)) == 1  # unmeasured: as fitted
+    assert cpu_core_factor(ref._replace(core_rate_gops=1e-6)) == 0.25  # bounded
+    # a 4-bit model's step is all arithmetic and fixed costs: twice as long on half the core
+    slow, fast = (cpu_decode_step_s(2 * 10**8, 1024, 8, hw, quantized_weights=10**9, scheme="w4")
+                  for hw in (half, ref))
+    assert slow / fast == pytest.approx(2, rel=0.01)
+    # a plain model far beyond the caches is bound by the bytes: only its fixed costs grow
+    big, small = (cpu_decode_step_s(8 * 10**9, 1024, 8, hw) for hw in (half, ref))
+    extra = CPU_STEP_S + 8 * CPU_LAYER_S
+    assert big - small == pytest.approx(extra, rel=0.01)
 
 
 def test_the_cpu_engine_computes_on_all_cores_but_the_schedulers() -> None:
