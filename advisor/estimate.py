@@ -946,6 +946,8 @@ def _gpu_refusals(arch: Architecture, target: Target, tp: int, gpu_mem_util: flo
 
 def unowned_notes(target: Target) -> list[str]:
     """The estimate's note on GPU memory no listed process holds, on the GPUs it takes."""
+    if not target.unowned_by_gpu:  # most hosts, and every CPU one: nothing to say, per row
+        return []
     mine = {i for i, _ in target.free_by_gpu}
     out = []
     for i, gib in target.unowned_by_gpu:
