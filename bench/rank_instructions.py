@@ -33,9 +33,10 @@ from rank_speed import CACHES, REQUESTS
 from advisor.advice import recommend_for
 from advisor.catalog import load_catalog, load_gpus
 import advisor.profile
+from advisor.speed import CPU_CORE_RATE_REF
 # the core probe runs for a set time, so its instructions vary from run to run; the
-# ranking's cost is what is counted here, not the profile's
-advisor.profile._measure_core = lambda: (1.7, "fixed for the count")
+# ranking's cost is what is counted here, not the profile's: the fitting host's speed
+advisor.profile._measure_core = lambda: (CPU_CORE_RATE_REF, "fixed for the count")
 from advisor.profile import read_host
 catalog, gpus, host = load_catalog(), load_gpus(), read_host()
 req = REQUESTS[sys.argv[1]]
