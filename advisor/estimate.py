@@ -707,7 +707,7 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                    shown=(_gib(requested), round(act, 2), round(nontorch, 2), round(graphs, 2)))
 
 
-class _Account(NamedTuple):
+class Account(NamedTuple):
     """One checkpoint's accounting, in bytes and tokens, before it is rounded for people."""
 
     shared: _Shared
@@ -723,8 +723,10 @@ class _Account(NamedTuple):
     seqs: int  # max_num_seqs as vLLM resolves it
 
 
-def _account(model: Model, ckpt: Checkpoint, target: Target,
-             settings: EngineSettings) -> _Account:
+def account(model: Model, ckpt: Checkpoint, target: Target,
+            settings: EngineSettings) -> Account:
+    """One checkpoint's accounting under one set of flags: what `estimate` rounds and
+    words for people (a caller that asks again keeps it: plan.FitChecks)."""
     arch = model.arch
     length = settings.max_model_len or arch.native_context
     batched, seqs = batching(target, settings.tp, settings.max_num_batched_tokens,
@@ -816,28 +818,29 @@ def _account(model: Model, ckpt: Checkpoint, target: Target,
     if max_len and available > 0:
         concurrency = (available // layout.bytes_per_block) / layout.blocks_per_request(max_len)
         tokens = int(concurrency * max_len)
-    return _Account(shared=sh, weights=weights, available=available, space=space,
+    return Account(shared=sh, weights=weights, available=available, space=space,
                     longest=longest, max_len=max_len, concurrency=concurrency, tokens=tokens,
                     reasons=reasons, seen=seen, seqs=seqs)
 
 
 def fits(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:
     """Whether vLLM would start: `estimate(...).fits` without building the answer."""
-    return not _account(model, ckpt, target, settings).reasons
+    return not account(model, ckpt, target, settings).reasons
 
 
 def longest_fitting(model: Model, ckpt: Checkpoint, target: Target,
                     settings: EngineSettings) -> int:
     """The longest max_model_len vLLM would start with under these flags, as
     `--max-model-len auto` finds it (0: it would not start at any length)."""
-    a = _account(model, ckpt, target, msgspec.structs.replace(settings, max_model_len=None))
+    a = account(model, ckpt, target, msgspec.structs.replace(settings, max_model_len=None))
     return 0 if a.reasons else a.longest
 
 
-def estimate(model: Model, ckpt: Checkpoint, target: Target,
-             settings: EngineSettings) -> Estimate:
-    """One checkpoint under one set of flags on one target, as vLLM would account for it."""
-    a = _account(model, ckpt, target, settings)
+def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
+             accounted: Account | None = None) -> Estimate:
+    """One checkpoint under one set of flags on one target, as vLLM would account for it.
+    `accounted`: `account(...)` of these same arguments, where the caller kept it."""
+    a = accounted or account(model, ckpt, target, settings)
     sh = a.shared
     ok = not a.reasons
     reservation, act, nontorch, graphs = sh.shown

@@ -78,12 +78,19 @@ def command_line(ckpt: Checkpoint, est: Estimate, settings: EngineSettings) -> s
     The same words as engine_argv's; the ranker writes one per checkpoint, so the parts
     that repeat between checkpoints are quoted once."""
     gpu = est.engine == "vllm"
-    env = [f"{k}={shlex.quote(v)}" for k, v in {**pinned_env(est), **_env(est)}.items()]
+    env = tuple({**pinned_env(est), **_env(est)}.items())
     # the replicas of one pasted line: vLLM's own --data-parallel-size balances them
     dp = est.layout.dp if gpu and est.layout else 1
-    gguf = gguf_flags(ckpt)
-    return " ".join([*env, _head_line(ckpt.repo, gpu), "--host 127.0.0.1",
-                     *_flags_line(_flag_key(est, settings, ckpt, dp)),
+    return _command_line(ckpt.repo, ckpt.quant, ckpt.tokenizer, gpu, env,
+                         _flag_key(est, settings, ckpt, dp))
+
+
+@lru_cache(maxsize=4096)
+def _command_line(repo: str, quant: str, tokenizer: str, gpu: bool,
+                  env: tuple[tuple[str, str], ...], key: _FlagKey) -> str:
+    gguf = _gguf_flags(quant, tokenizer)
+    return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env), _head_line(repo, gpu),
+                     "--host 127.0.0.1", *_flags_line(key),
                      *([shlex.join(gguf)] if gguf else [])])
 
 
@@ -96,10 +103,13 @@ def gguf_flags(ckpt: Checkpoint) -> list[str]:
     and its config.json too (--hf-config-path), so the config is not derived from the
     header either. `--quantization gguf` is said, though the plugin infers it, so the line
     reads as what it runs (and fails in words where the plugin is missing)."""
-    if ckpt.quant != "gguf" or not ckpt.tokenizer:
-        return ["--quantization", "gguf"] if ckpt.quant == "gguf" else []
-    return ["--quantization", "gguf", "--tokenizer", ckpt.tokenizer,
-            "--hf-config-path", ckpt.tokenizer]
+    return _gguf_flags(ckpt.quant, ckpt.tokenizer)
+
+
+def _gguf_flags(quant: str, tokenizer: str) -> list[str]:
+    if quant != "gguf" or not tokenizer:
+        return ["--quantization", "gguf"] if quant == "gguf" else []
+    return ["--quantization", "gguf", "--tokenizer", tokenizer, "--hf-config-path", tokenizer]
 
 
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}

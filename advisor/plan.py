@@ -17,13 +17,14 @@ from advisor.errors import AdvisorError
 from advisor.estimate import (
     CUDA_CONTEXT_GIB,
     INSTALLED_VLLM,
+    Account,
     EngineSettings,
     Estimate,
     Target,
+    account,
     cpu_engine_refuses,
     estimate,
     estimate_provenance,
-    fits,
     free_on,
     graphs_in_reservation,
     longest_fitting,
@@ -313,6 +314,9 @@ class _Memo:
     """What a FitChecks remembers, apart from the model it asks about."""
 
     def __init__(self) -> None:
+        # the estimator's accounting of each row asked (FitChecks.estimate), and whether the
+        # flags the fix search tries fit
+        self.accounts: dict[tuple[str, str, Target, EngineSettings], Account] = {}
         self.fits: dict[tuple[str, str, Target, EngineSettings], bool] = {}
         self.longest: dict[tuple[str, str, Target, EngineSettings], int] = {}
         self.spaces: dict[tuple[Target, EngineSettings, bool], _Space] = {}
@@ -347,7 +351,8 @@ class FitChecks:
     def __init__(self, model: Model, memo: _Memo | None = None) -> None:
         self.model = model
         memo = memo or _Memo()
-        self._fits, self._longest, self._spaces = memo.fits, memo.longest, memo.spaces
+        self._accounts, self._fits = memo.accounts, memo.fits
+        self._longest, self._spaces = memo.longest, memo.spaces
         self.fixes = memo.fixes
         self.placed = memo.placed
 
@@ -356,16 +361,26 @@ class FitChecks:
         """The one kept for this model (by value), target and settings."""
         return cls(model, _kept_memo(_model_key(model), target, settings))
 
-    def remember(self, ckpt: Checkpoint, target: Target, settings: EngineSettings,
-                 fit: bool) -> None:
-        """What an estimate the caller already made said (`estimate(...).fits`)."""
-        self._fits[ckpt.repo, ckpt.quant, target, settings] = fit
+    def account(self, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> Account:
+        """The estimator's accounting (estimate.account), worked out once per key."""
+        key = (ckpt.repo, ckpt.quant, target, settings)
+        got = self._accounts.get(key)
+        if got is None:
+            got = self._accounts[key] = account(self.model, ckpt, target, settings)
+        return got
+
+    def estimate(self, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> Estimate:
+        """A new Estimate (callers fill it in) from the remembered accounting."""
+        return estimate(self.model, ckpt, target, settings,
+                        self.account(ckpt, target, settings))
 
     def fits(self, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:
+        # the fix search asks this thousands of times a ranking: only the answer is kept
         key = (ckpt.repo, ckpt.quant, target, settings)
         got = self._fits.get(key)
         if got is None:
-            got = self._fits[key] = fits(self.model, ckpt, target, settings)
+            kept = self._accounts.get(key)
+            got = self._fits[key] = not (kept or account(self.model, ckpt, target, settings)).reasons
         return got
 
     def longest(self, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> int:

@@ -18,7 +18,7 @@ import msgspec
 
 from advisor.article import on_row
 from advisor.calibrate import Calibration, calibration
-from advisor.estimate import EngineSettings, Estimate, Target, estimate
+from advisor.estimate import EngineSettings, Estimate, Target
 from advisor.history import LoadTest
 from advisor.launch import command_line
 from advisor.placement import on_gpus, place, with_layout
@@ -430,12 +430,11 @@ def recommend(models: list[Model], use_case: str, target: Target, settings: Engi
     cal = calibration(models, target, settings, tests) if tests else None
     results = []
     for m in models:
-        bare = [estimate(m, c, target, settings) for c in m.checkpoints]
-        part = model_score(m, use_case, best)
-        # the fix search of each refused checkpoint tries its siblings: tell it what they did
+        # the fix search of each refused checkpoint tries its siblings: it finds their
+        # accounting kept, as a request seen before finds all of it
         checks = FitChecks.kept(m, target, settings)
-        for c, e in zip(m.checkpoints, bare, strict=True):
-            checks.remember(c, target, settings, e.fits)
+        bare = [checks.estimate(c, target, settings) for c in m.checkpoints]
+        part = model_score(m, use_case, best)
         for c, first in zip(m.checkpoints, bare, strict=True):
             est, s = _plan_fewest_gpus(m, c, target, settings, tp_given, first, checks, replicas)
             source, tpj = "estimate", None

@@ -44,7 +44,7 @@ REQUESTS = {
 CACHES = [estimate._shared, estimate.kv_layout, estimate.activation_gib, estimate.cudagraph_counts,
           estimate.cudagraph_capture_sizes, estimate.kv_pool_spread_gib, plan._provenance,
           plan._cpu_speed_provenance, plan.cpu_roofline, plan._cpu_speed, plan._kept_memo,
-          plan._helpers, launch._plan_flags, launch._flags_line]
+          plan._helpers, launch._plan_flags, launch._flags_line, launch._command_line]
 
 
 def _ms(f: Callable[[], object]) -> float:

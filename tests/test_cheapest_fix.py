@@ -283,3 +283,23 @@ def test_a_cpu_refusal_gets_the_answer_of_the_full_search(ram: int) -> None:
                 (full and (full.ckpt.repo, full.ckpt.quant, full.text)), (m.id, c.repo, c.quant)
             compared += 1
     assert compared >= 30
+
+
+def test_the_kept_accounting_gives_the_estimators_own_answer_each_time_anew() -> None:
+    # the ranker builds its rows and the fix search its checks from FitChecks' kept
+    # accounting: it must be the estimator's answer, and a new Estimate per call, since the
+    # ranker fills each one in (speed, provenance, the fix's words)
+    cpu = Target(engine="vllm-cpu", ram_gib=12.0, cpu_cores=2)
+    for target, settings in [(gpu(RTX_3060), EngineSettings()), (cpu, EngineSettings()),
+                             (gpu(T4, 2), EngineSettings(tp=2, max_model_len=32768))]:
+        for m in CATALOG.models:
+            checks = FitChecks(m)
+            for c in m.checkpoints:
+                kept = checks.estimate(c, target, settings)
+                again = checks.estimate(c, target, settings)
+                assert kept is not again
+                assert msgspec.json.encode(kept) == msgspec.json.encode(
+                    estimate(m, c, target, settings))
+                assert checks.fits(c, target, settings) is fits(m, c, target, settings)
+                kept.reason += "changed by a caller"
+                assert "changed" not in checks.estimate(c, target, settings).reason
