@@ -29,7 +29,7 @@ import msgspec
 
 from advisor.history import Measurement, find
 from advisor.specs import Architecture, Checkpoint, Layout, Model
-from advisor.weights import load_overhead_bytes
+from advisor.weights import REPACK_COUNTED_SINCE, load_overhead_bytes, repack_held_bytes
 
 GIB = 2**30
 INSTALLED_VLLM = (0, 32)
@@ -111,12 +111,13 @@ COMPILE_SINCE = (0, 24)
 COMPILE_SCRATCH_BYTES = 118.0
 # What a compile leaves allocated after the profile run besides, by cache state: the median
 # of the fit split's residuals once the scratch and 0.27's non-torch are charged, one per
-# configuration (bench/fit_terms.py): cold 0.09 (Qwen3-1.7B on 0.27 +0.65, Qwen2.5-1.5B
-# GPTQ on a T4, 0.28, +0.71 and its fp16 +0.09, the 0.26 logs -0.10 and -0.05), warm 0. What
-# the +0.65/+0.71 starts keep is an allocator segment a small late allocation pins past
-# empty_cache (0.32 guards against it: v1/worker/gpu_worker.py:683-690): whether it happens
-# is not a term a checkpoint predicts; the band carries it.
-COMPILE_GIB = {"cold": 0.09, "warm": 0.0}
+# configuration (bench/fit_terms.py): cold 0.08 (Qwen3-1.7B on 0.27 +0.65, Qwen2.5-1.5B
+# GPTQ on a T4, 0.28, +0.08 once Marlin's repacking is counted (weights.py::
+# repack_held_bytes; +0.71 before) and its fp16 +0.09, the 0.26 logs -0.10 and -0.05),
+# warm 0. What the +0.65 start keeps is likely an allocator segment a small late allocation
+# pins past empty_cache (0.32 guards against it: v1/worker/gpu_worker.py:683-690): whether
+# it happens is not a term a checkpoint predicts; the band carries it.
+COMPILE_GIB = {"cold": 0.08, "warm": 0.0}
 # The scratch and COMPILE_GIB are measured on the 0.26-0.28 logs only (Model Runner V2's
 # window, MRV2_NO_GRAPH_ESTIMATE, where the printed peak holds no graph estimate to confound
 # them). Outside it a flat cold term stays, as fitted before on the same logs: 0.39 GiB,
@@ -139,8 +140,8 @@ GRAPH_TP_FACTOR = 2.0
 # bench/accuracy.py prints the errors and the band's coverage, each case left out of the
 # width it is checked against. The CPU engine's pool is the size it is told: no band.
 KV_POOL_SPREAD_GIB: list[tuple[tuple[int, int], float, str]] = [
-    ((0, 24), 1.75, "19 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 5090 "
-                    "AWQ pair sets it (1.73 GiB; the other 17 are within 0.64)"),
+    ((0, 24), 0.65, "19 check logs of vLLM 0.26 to 0.28 on cards of 5.6 to 44 GiB; the RTX 4090 "
+                    "Qwen3-4B cold starts set it (0.65 GiB; the other 17 are within 0.57)"),
     ((0, 0), 0.2, "14 check logs of vLLM 0.8 to 0.19"),
 ]
 
@@ -721,6 +722,7 @@ class Account(NamedTuple):
     reasons: list[str]
     seen: Measurement | None  # this host's launch that refined the pool
     seqs: int  # max_num_seqs as vLLM resolves it
+    held: int  # bytes the weights' repacking leaves held (non-torch, as vLLM prints it)
 
 
 def account(model: Model, ckpt: Checkpoint, target: Target,
@@ -741,9 +743,13 @@ def account(model: Model, ckpt: Checkpoint, target: Target,
     if skipped := tower_bytes_skipped(arch, settings):
         weights -= math.ceil(skipped / (settings.tp * settings.pp))
     cpu = target.engine == "vllm-cpu"
+    held = 0  # what the weights' repacking leaves held beside them (weights.py)
     if not cpu:  # what torch's allocator counts for those tensors, and the rotary cache
         weights += load_overhead_bytes(arch, ckpt.quant, ckpt.bits, ckpt.group_size, ckpt.dtype,
                                        settings.tp, settings.pp)
+        if settings.vllm_version >= REPACK_COUNTED_SINCE:
+            held = repack_held_bytes(arch, ckpt.quant, ckpt.bits, ckpt.group_size, ckpt.dtype,
+                                     settings.tp, settings.pp)
     space: int | None = None
     seen: Measurement | None = None
     if cpu:
@@ -774,17 +780,17 @@ def account(model: Model, ckpt: Checkpoint, target: Target,
         # still captures and the pool must all fit in the card, or allocation runs out.
         available = settings.kv_cache_memory_bytes
         reasons = list(sh.refusals)
-        held = weights + int((sh.act + sh.nontorch + sh.graphs) * GIB) + available
+        need = weights + held + int((sh.act + sh.nontorch + sh.graphs) * GIB) + available
         free = free_on(target, settings.tp * settings.pp)
         card = free if free is not None else target.gpu_gib
         room = int((card - CUDA_CONTEXT_GIB) * GIB)
-        if held > room:
+        if need > room:
             reasons.append(f"--kv-cache-memory-bytes {available:,} ({_gib(available):.2f} GiB) "
                            f"with weights {_gib(weights):.2f}, activation, non-torch and CUDA "
-                           f"graphs needs {_gib(held):.2f} GiB per GPU; {_gib(room):.2f} GiB "
+                           f"graphs needs {_gib(need):.2f} GiB per GPU; {_gib(room):.2f} GiB "
                            f"is there beside the {CUDA_CONTEXT_GIB} GiB CUDA context")
     else:
-        available = sh.requested - weights - sh.overhead
+        available = sh.requested - weights - sh.overhead - held
         if target.history:
             seen = find(target.history, ckpt.repo, ckpt.quant, target.gpu_name, settings.tp,
                         sh.batched, settings.enforce_eager, settings.vllm_version)
@@ -820,7 +826,7 @@ def account(model: Model, ckpt: Checkpoint, target: Target,
         tokens = int(concurrency * max_len)
     return Account(shared=sh, weights=weights, available=available, space=space,
                     longest=longest, max_len=max_len, concurrency=concurrency, tokens=tokens,
-                    reasons=reasons, seen=seen, seqs=seqs)
+                    reasons=reasons, seen=seen, seqs=seqs, held=held)
 
 
 def fits(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings) -> bool:
@@ -859,6 +865,12 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSet
     if settings.kv_cache_memory_bytes:
         prov["kv_cache_gib"] = ("--kv-cache-memory-bytes: the pool as given (vLLM skips the "
                                 "memory profile and gpu_memory_utilization)")
+    if a.held:
+        nontorch = round(nontorch + a.held / GIB, 2)
+        prov["non_torch_gib_repack"] = (
+            f"with {_gib(a.held)} GiB of the quantized tensors Marlin's repacking replaced "
+            "that stay held in 20 MiB-split blocks, counted in vLLM's consumed memory from "
+            "0.27 (weights.py::repack_held_bytes)")
     if skipped := tower_bytes_skipped(model.arch, settings):
         prov["weights_tower"] = (f"text only: vLLM {settings.vllm_version[0]}."
                                  f"{settings.vllm_version[1]} loads none of the multimodal "

@@ -322,3 +322,43 @@ def load_overhead_bytes(arch: Architecture, quant: str, bits: int, group_size: i
     if arch.tied_embeddings:
         a.free(head)
     return a.allocated - a.stored
+
+
+# What a 4-bit weight-only checkpoint's repacking leaves behind on the GPU. vLLM loads AWQ,
+# GPTQ and compressed-tensors W4A16 through its Marlin kernel on any GPU of compute
+# capability 7.5 or more (kernels/linear/mixed_precision/marlin.py, marlin_utils.py), whose
+# process_weights_after_loading replaces every quantized tensor of a linear layer by a
+# repacked copy (ops.gptq_marlin_repack, the scales and zeros permuted; AWQ's first through
+# quantization/auto_awq.py::_convert_awq_to_standard_format). Loading runs under
+# max_split_size_mb=20 (0.32: v1/worker/gpu_worker.py::load_model), so the allocator splits
+# and shares blocks under 20 MiB: an original freed there stays in a segment that live
+# tensors pin, and empty_cache cannot hand it back. "Model loading took" counts allocated
+# bytes, so none of it is in the weights vLLM prints; from 0.27 the start-up's consumed
+# memory is read from free memory (utils/mem_utils.py::memory_profiling, total_consumed),
+# so all of it is in what the profile takes from the KV pool. Charged as the bytes of the
+# replaced tensors under the split size: not fitted (the T4 0.28 AWQ and GPTQ rows and the
+# RTX 5090 0.28 Qwen3-14B-AWQ log, 0.6-0.7 and about 1.6-1.8 GiB short, agree with the
+# 0.63 and 1.41 GiB it gives); tensors the allocator happens to reuse would make it less.
+REPACK_SPLIT_BYTES = 20 * 2**20
+REPACK_COUNTED_SINCE = (0, 27)
+
+
+@lru_cache(maxsize=2048)
+def repack_held_bytes(arch: Architecture, quant: str, bits: int, group_size: int, dtype: str,
+                      tp: int = 1, pp: int = 1) -> int:
+    """The bytes of the quantized tensors Marlin's repacking replaces that sit in split
+    blocks (under REPACK_SPLIT_BYTES), on one GPU: 0 for other schemes."""
+    if quant not in ("awq", "gptq", "compressed-tensors") or bits != 4:
+        return 0
+    plain = DTYPE_BYTES.get(dtype, 2)
+    h = arch.hidden_size
+    q_out = arch.attention_heads * arch.head_dim // tp
+    kv_out = max(1, arch.kv_heads // tp) * arch.head_dim
+    experts = arch.experts
+    inter = (arch.expert_intermediate_size if experts else arch.intermediate_size) // tp
+    shapes = [(h, q_out + 2 * kv_out, 1), (q_out, h, 1), (h, 2 * inter, max(experts, 1)),
+              (inter, h, max(experts, 1))]
+    per_layer = sum(t * n for i, o, n in shapes
+                    for t in _registered(quant, bits, group_size, i, o, False, plain)
+                    if t * n < REPACK_SPLIT_BYTES)
+    return per_layer * -(-arch.layers // pp)

@@ -27,8 +27,10 @@ CHECK = [c for c in CASES if c.split == "check"]
 #   COMPILE_SCRATCH_BYTES); what they keep allocated after the profile run besides (consumed
 #   0.56 GiB above a warm start; none for Qwen3-8B or on the 0.26 logs: an allocator segment
 #   pinned past empty_cache) is not predicted. Qwen3-1.7B's tokens come within 10 %.
-# - RTX 5090, Qwen3-14B-AWQ (0.28): 1.7 GiB over, all of it in what vLLM printed as consumed
-#   (weights + non-torch 11.22 GiB against 9.52 modelled); its peak is modelled (1.43 / 1.46).
+# - RTX 5090, Qwen3-14B-AWQ (0.28): 0.32 GiB over. It was 1.73, all of it in what vLLM
+#   printed as consumed (weights + non-torch 11.22 GiB against 9.52 modelled) until Marlin's
+#   repacking was counted (weights.py::repack_held_bytes, 1.41 GiB); its tokens come within
+#   5 %, its peak is modelled (1.43 / 1.46).
 KNOWN_MISSES = {
     *(("kv_pool", name) for name in (
         "rtx4090-qwen3-1p7b-util045-cold-v0271",
@@ -36,8 +38,7 @@ KNOWN_MISSES = {
         "rtx5090-qwen3-14b-awq-16k-v0280", "rtx5090-qwen3-14b-awq-32k-v0280")),
     *(("kv_tokens", name) for name in (
         "rtx4090-qwen3-4b-base-util045-coresident-v0271",
-        "rtx4090-qwen3-4b-util045-v0271", "rtx5090-qwen3-14b-awq-16k-v0280",
-        "rtx5090-qwen3-14b-awq-32k-v0280")),
+        "rtx4090-qwen3-4b-util045-v0271")),
 }
 
 

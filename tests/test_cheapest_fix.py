@@ -70,7 +70,7 @@ def _first(values, ok):  # type: ignore[no-untyped-def]
 
 
 def test_a_fix_that_needs_two_changes_is_found() -> None:
-    """Gemma 3 12B at a long context on a T4: neither a 4-bit checkpoint nor a higher
+    """Gemma 3 12B at a longer context than fits on a T4: neither a 4-bit checkpoint nor a higher
     utilization fits alone; both together do (the one-change-at-a-time search said tp 4 on
     GPUs not given)."""
     m = model("gemma-3-12b")
@@ -83,7 +83,7 @@ def test_a_fix_that_needs_two_changes_is_found() -> None:
         return (not fits(m, four_bit, target, s) and not fits(m, plain, target, high)
                 and fits(m, four_bit, target, high))
 
-    settings = EngineSettings(max_model_len=_first(range(32768, 131073, 2048), both_needed))
+    settings = EngineSettings(max_model_len=_first(range(4096, 131073, 1024), both_needed))
     fix = find_fix(m, plain, target, settings)
     weights = four_bit.weight_bytes / 2**30  # the checkpoint's tensors, as the fix names it
     assert fix and fix.text == (f"use ISTA-DASLab/gemma-3-12b-it-GPTQ-4b-128g (gptq 4-bit, "

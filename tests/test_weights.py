@@ -94,3 +94,46 @@ def test_a_tied_head_is_built_then_dropped_and_tensor_parallel_splits_the_tensor
     # tp 2: the layers' shards are still whole 2 MiB; the embeddings' and the head's 501 MiB
     # each take a 502 MiB segment
     assert load_overhead_bytes(LLAMA_8B, "none", 16, 0, "bfloat16", 2) == 131072 * 128 * 2 + 2 * MIB
+
+
+def test_marlins_repacking_holds_the_replaced_tensors_under_the_split_size() -> None:
+    # weights.py::repack_held_bytes: per layer, the 4-bit tensors under 20 MiB that Marlin's
+    # repacking replaces. Qwen2.5-1.5B-AWQ: every one of them (gate_up's qweight is 13.8 MB);
+    # Qwen3-14B-AWQ: all but gate_up's and down's qweights (89 and 45 MB)
+    from advisor.catalog import load_catalog
+    from advisor.estimate import EngineSettings, Target, estimate
+    from advisor.weights import REPACK_SPLIT_BYTES, repack_held_bytes
+
+    catalog = load_catalog()
+    small = catalog.by_id("qwen2.5-1.5b")
+    big = catalog.by_id("qwen3-14b")
+    assert small and big
+    a = small.arch
+    per_layer = 0
+    for i, o in [(a.hidden_size, (a.attention_heads + 2 * a.kv_heads) * a.head_dim),
+                 (a.attention_heads * a.head_dim, a.hidden_size),
+                 (a.hidden_size, 2 * a.intermediate_size), (a.intermediate_size, a.hidden_size)]:
+        groups = i // 128
+        per_layer += i * o // 2 + groups * o // 2 + groups * o * 2  # qweight, qzeros, scales
+        assert i * o // 2 < REPACK_SPLIT_BYTES
+    assert repack_held_bytes(a, "awq", 4, 128, "float16") == per_layer * a.layers
+    assert repack_held_bytes(a, "awq", 4, 128, "float16") / 2**30 == pytest.approx(0.63, abs=0.01)
+    assert repack_held_bytes(big.arch, "awq", 4, 128, "float16") / 2**30 == pytest.approx(1.41, abs=0.01)
+    # no repacking: plain and 8-bit checkpoints; each rank holds its share at tp 2
+    assert repack_held_bytes(a, "none", 16, 0, "bfloat16") == 0
+    assert repack_held_bytes(a, "compressed-tensors", 8, 0, "bfloat16") == 0
+    assert repack_held_bytes(big.arch, "awq", 4, 128, "float16", tp=2) < \
+        repack_held_bytes(big.arch, "awq", 4, 128, "float16")
+    # charged from 0.27, when vLLM reads consumed memory from free memory; shown as non-torch
+    awq = next(c for c in big.checkpoints if c.quant == "awq")
+    card = Target(engine="vllm", gpu_gib=31.36, gpus=1)
+    old = estimate(big, awq, card, EngineSettings(max_model_len=16384, vllm_version=(0, 26)))
+    new = estimate(big, awq, card, EngineSettings(max_model_len=16384, vllm_version=(0, 28)))
+    assert "non_torch_gib_repack" in new.provenance and "non_torch_gib_repack" not in old.provenance
+    plain = next(c for c in big.checkpoints if c.quant == "none")
+    same = EngineSettings(max_model_len=16384, vllm_version=(0, 28))
+    assert new.non_torch_gib == pytest.approx(
+        estimate(big, plain, card, same).non_torch_gib + 1.41, abs=0.011)
+    assert old.non_torch_gib == pytest.approx(
+        estimate(big, plain, card, EngineSettings(max_model_len=16384,
+                                                  vllm_version=(0, 26))).non_torch_gib)
