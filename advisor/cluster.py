@@ -63,6 +63,7 @@ class ClusterShape(msgspec.Struct, kw_only=True, frozen=True):
     network: Network
     bandwidth_gbps: float | None = None  # per GPU, from the GPU table
     bf16_tflops: float | None = None
+    compute_capability: tuple[int, int] | None = None  # from the GPU table
 
     @property
     def gpus(self) -> int:
@@ -170,7 +171,8 @@ def stage_of(model: Model, ckpt: Checkpoint, pp: int) -> tuple[Model, Checkpoint
 
 def _target(shape: ClusterShape, tp: int) -> Target:
     return Target(engine="vllm", gpu_name=shape.gpu_name, gpu_gib=shape.gpu_gib, gpus=tp,
-                  bandwidth_gbps=shape.bandwidth_gbps, bf16_tflops=shape.bf16_tflops)
+                  bandwidth_gbps=shape.bandwidth_gbps, bf16_tflops=shape.bf16_tflops,
+                  compute_capability=shape.compute_capability)
 
 
 def size(model: Model, ckpt: Checkpoint, shape: ClusterShape, split: Split,
@@ -207,11 +209,12 @@ def replica_requests_per_s(model: Model, ckpt: Checkpoint, shape: ClusterShape, 
 
 
 def shape_of(req: ClusterRequest, gpu_gib: float, gpu_name: str = "",
-             bandwidth_gbps: float | None = None, bf16_tflops: float | None = None) -> ClusterShape:
+             bandwidth_gbps: float | None = None, bf16_tflops: float | None = None,
+             compute_capability: tuple[int, int] | None = None) -> ClusterShape:
     return ClusterShape(nodes=req.nodes, gpus_per_node=req.gpus_per_node, gpu_name=gpu_name,
                         gpu_gib=gpu_gib, interconnect=req.interconnect or "nvlink",
-                        network=req.network,
-                        bandwidth_gbps=bandwidth_gbps, bf16_tflops=bf16_tflops)
+                        network=req.network, bandwidth_gbps=bandwidth_gbps,
+                        bf16_tflops=bf16_tflops, compute_capability=compute_capability)
 
 
 def _describe_split(s: Split, shape: ClusterShape) -> str:

@@ -167,9 +167,7 @@ def cpu_engine_refuses(ckpt: Checkpoint) -> str:
         return (f"vLLM's CPU engine does not quantize at load ({ckpt.quant}); use a published "
                 "4-bit AWQ or GPTQ, an INT8 W8A8, or the plain checkpoint")
     if ckpt.quant == "compressed-tensors":
-        # the catalog does not say which 8-bit scheme; RedHatAI names its FP8 repos and
-        # notes so (…-FP8-dynamic, "FP8 weights"), and its INT8 ones …-quantized.w8a8
-        fp8 = "fp8" in ckpt.repo.lower() or "fp8" in ckpt.note.lower()
+        fp8 = fp8_weights(ckpt)
         if ckpt.bits == 4 or (ckpt.bits == 8 and not fp8):
             return ""
         return ("vLLM's CPU engine reads compressed-tensors as 4-bit W4A16 or INT8 W8A8; "
@@ -187,6 +185,66 @@ def cpu_engine_refuses(ckpt: Checkpoint) -> str:
         return (f"vLLM's CPU kernels for {ckpt.quant.upper()} take 4-bit weights only "
                 f"(CPUWNA16); this checkpoint is {ckpt.bits}-bit")
     return ""
+
+
+def fp8_weights(ckpt: Checkpoint) -> bool:
+    """Whether the checkpoint's weights are FP8. The catalog does not say which 8-bit
+    compressed-tensors scheme a repo is; RedHatAI names its FP8 repos and notes so
+    (…-FP8-dynamic, "FP8 weights"), and its INT8 ones …-quantized.w8a8."""
+    if ckpt.quant == "fp8":
+        return True
+    return ckpt.quant == "compressed-tensors" and ckpt.bits == 8 and (
+        "fp8" in ckpt.repo.lower() or "fp8" in ckpt.note.lower())
+
+
+# The oldest GPU vLLM's CUDA build runs on, by the release from which it holds: its
+# installation guide (docs/getting_started/installation/gpu.cuda.inc.md) says compute
+# capability 7.0 (V100) up to v0.14.0's docs and 7.5 (T4, RTX 20xx) in v0.21.0's and since;
+# the releases between were not read, and are given the older floor.
+GPU_FLOOR = (((0, 21), (7, 5)), ((0, 0), (7, 0)))
+# The compute capability each quantization needs, from get_min_capability in vLLM 0.32's
+# model_executor/layers/quantization (auto_awq.py 75, fp8.py 75 and online/base.py 75 for fp8
+# at load, compressed_tensors schemes W4A16, INT8 W8A8 and W8A16-FP8 75, auto_gptq.py 60):
+# vLLM refuses the checkpoint at start below it (config/vllm.py::_get_quantization_config).
+QUANT_FLOOR = {"awq": (7, 5), "fp8": (7, 5), "compressed-tensors": (7, 5), "gptq": (6, 0)}
+# FP8 weights run natively from compute capability 8.9 (Ada, Hopper); below it vLLM 0.32
+# serves them weight-only through Marlin (kernels/linear/scaled_mm/marlin.py,
+# MarlinFP8ScaledMMLinearKernel), which repacks each tensor as it does 4-bit ones.
+FP8_NATIVE_SINCE = (8, 9)
+
+
+def gpu_floor_refusal(target: Target, version: tuple[int, int]) -> str:
+    """Why vLLM's CUDA build will not run on the target's GPU ("" when it will, or unknown)."""
+    cc = target.compute_capability
+    floor = next(f for since, f in GPU_FLOOR if version >= since)
+    if cc is None or cc >= floor:
+        return ""
+    return (f"vLLM {version[0]}.{version[1]} runs on GPUs of compute capability "
+            f"{floor[0]}.{floor[1]} or newer; {target.gpu_name or 'this GPU'} is "
+            f"{cc[0]}.{cc[1]} (plan for the CPU engine instead: gpus 0)")
+
+
+def quant_refusal(ckpt: Checkpoint, target: Target) -> str:
+    """Why vLLM refuses this checkpoint's quantization on the target's GPU ("" when not)."""
+    cc, floor = target.compute_capability, QUANT_FLOOR.get(ckpt.quant)
+    if cc is None or floor is None or cc >= floor:
+        return ""
+    return (f"vLLM's {ckpt.quant} kernels need compute capability {floor[0]}.{floor[1]}; "
+            f"{target.gpu_name or 'this GPU'} is {cc[0]}.{cc[1]}")
+
+
+def marlin_repacks(ckpt: Checkpoint, target: Target) -> bool:
+    """Whether vLLM loads these weights through Marlin, which repacks them (weights.py::
+    repack_held_bytes): 4-bit AWQ, GPTQ and W4A16 from compute capability 7.5, and FP8
+    weights from 7.5 up to the native FP8 of 8.9. An unknown GPU is taken as recent."""
+    cc = target.compute_capability
+    if ckpt.bits == 4 and ckpt.quant in ("awq", "gptq", "compressed-tensors"):
+        return cc is None or cc >= (7, 5)
+    if fp8_weights(ckpt) and not ckpt.at_load:
+        # fp8 at load quantizes layer by layer as it loads (quantization/online/fp8.py):
+        # what that leaves held was not read, so it is not charged
+        return cc is not None and (7, 5) <= cc < FP8_NATIVE_SINCE
+    return False
 
 
 # The CPU engine: what the Python process holds beside weights and KV (torch, vLLM, the
@@ -217,6 +275,8 @@ class Target(msgspec.Struct, kw_only=True, frozen=True, cache_hash=True):
     cpu_cores: int = 0  # the CPU engine: physical cores
     cpu_core_rate_gops: float | None = None  # the CPU engine: the profile's core probe
     bf16_tflops: float | None = None  # dense bf16 tensor throughput per GPU
+    # (major, minor): which kernels vLLM picks, and whether its build runs here; None: unknown
+    compute_capability: tuple[int, int] | None = None
     ram_gib: float = 0.0  # the CPU engine's budget
     cpu_kv_gib: int | None = None  # VLLM_CPU_KVCACHE_SPACE; None: the plan picks one
     history: tuple[Measurement, ...] = ()  # this host's launches on this GPU (advisor.history)
@@ -703,7 +763,8 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                                                m, s, vllm_version, enforce_eager)
     return _Shared(block=block, batched=m, layout=layout, kv_per_token=per_token, act=act,
                    nontorch=nontorch, graphs=graphs, requested=requested, overhead=overhead,
-                   refusals=tuple(_gpu_refusals(whole, target, tp, gpu_mem_util, requested, pp)),
+                   refusals=tuple(_gpu_refusals(whole, target, tp, gpu_mem_util, requested, pp,
+                                                vllm_version)),
                    graph_refusal=graph_refusal,
                    shown=(_gib(requested), round(act, 2), round(nontorch, 2), round(graphs, 2)))
 
@@ -747,7 +808,7 @@ def account(model: Model, ckpt: Checkpoint, target: Target,
     if not cpu:  # what torch's allocator counts for those tensors, and the rotary cache
         weights += load_overhead_bytes(arch, ckpt.quant, ckpt.bits, ckpt.group_size, ckpt.dtype,
                                        settings.tp, settings.pp)
-        if settings.vllm_version >= REPACK_COUNTED_SINCE:
+        if settings.vllm_version >= REPACK_COUNTED_SINCE and marlin_repacks(ckpt, target):
             held = repack_held_bytes(arch, ckpt.quant, ckpt.bits, ckpt.group_size, ckpt.dtype,
                                      settings.tp, settings.pp)
     space: int | None = None
@@ -780,6 +841,8 @@ def account(model: Model, ckpt: Checkpoint, target: Target,
         # still captures and the pool must all fit in the card, or allocation runs out.
         available = settings.kv_cache_memory_bytes
         reasons = list(sh.refusals)
+        if refused := quant_refusal(ckpt, target):
+            reasons.append(refused)
         need = weights + held + int((sh.act + sh.nontorch + sh.graphs) * GIB) + available
         free = free_on(target, settings.tp * settings.pp)
         card = free if free is not None else target.gpu_gib
@@ -797,6 +860,8 @@ def account(model: Model, ckpt: Checkpoint, target: Target,
             if seen:
                 available -= int(seen.shortfall_gib * GIB)
         reasons = list(sh.refusals)
+        if refused := quant_refusal(ckpt, target):
+            reasons.append(refused)
         if weights > sh.requested:
             reasons.append(f"the weights alone ({_gib(weights):.2f} GiB per GPU) exceed the "
                            f"{_gib(sh.requested):.2f} GiB reservation")
@@ -935,8 +1000,11 @@ def estimate_provenance(engine: str, block: int, batched: int, version: tuple[in
 
 
 def _gpu_refusals(arch: Architecture, target: Target, tp: int, gpu_mem_util: float,
-                  requested: int, pp: int = 1) -> list[str]:
+                  requested: int, pp: int = 1,
+                  version: tuple[int, int] = INSTALLED_VLLM) -> list[str]:
     out = []
+    if too_old := gpu_floor_refusal(target, version):
+        out.append(too_old)
     if pp > 1 and tp * pp > max(target.gpus, 1):
         out.append(f"tensor parallel size {tp} × pipeline parallel size {pp} needs {tp * pp} "
                    f"GPUs; {target.gpus} planned")

@@ -31,6 +31,12 @@ FALLBACK_CUDA_RATIO = 0.9853
 # profile nor taken off a plan's budget (advisor.plan.target_for).
 UNOWNED_NOTE_GIB = 0.5
 
+def capability_of(text: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a compute capability as NVML or the GPU table writes it ("8.6")."""
+    found = re.fullmatch(r"\s*(\d{1,2})\.(\d{1,2})\s*", text or "")
+    return (int(found[1]), int(found[2])) if found else None
+
+
 def cuda_total_gib(name: str, nvml_total: int, reserved: int | None) -> tuple[float, str]:
     """What CUDA will call the total, and how it was derived.
 

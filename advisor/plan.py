@@ -30,7 +30,7 @@ from advisor.estimate import (
     longest_fitting,
     weights_bytes_per_gpu,
 )
-from advisor.hardware import UNOWNED_NOTE_GIB, cuda_gib, find_gpu
+from advisor.hardware import UNOWNED_NOTE_GIB, capability_of, cuda_gib, find_gpu
 from advisor.history import Measurement, version_of
 from advisor.placement import Placed, layouts
 from advisor.specs import Architecture, Checkpoint, GpuSpec, HostProfile, Model, PlanRequest
@@ -115,7 +115,10 @@ def target_for(req: PlanRequest, host: HostProfile, gpus: list[GpuSpec],
     # NVLink only where every GPU planned on reports it; unknown is planned as none
     nvlink = all(g.nvlink for g in mine[:count]) if host_gpu and mine else None
     name = host_gpu.name if host_gpu else spec.name if spec else ""
+    capability = capability_of((host_gpu.compute_capability if host_gpu else None)
+                               or (spec.compute_capability if spec else None))
     return Target(engine="vllm", gpu_name=name, gpu_gib=gib, gpus=count, free_gib=free,
+                  compute_capability=capability,
                   free_by_gpu=by_gpu, free_basis=basis, unowned_by_gpu=unowned, nvlink=nvlink,
                   bandwidth_gbps=bandwidth, bf16_tflops=(spec.bf16_tflops or None) if spec else None,
                   history=tuple(m for m in history if m.gpu_name == name) if host_gpu else ())

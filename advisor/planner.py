@@ -12,7 +12,7 @@ import msgspec
 from advisor.catalog import Catalog, data_dir, load_catalog
 from advisor.cluster import ClusterPlan, ClusterRequest, plan_cluster, shape_of
 from advisor.errors import AdvisorError
-from advisor.hardware import cuda_gib, find_gpu
+from advisor.hardware import capability_of, cuda_gib, find_gpu
 from advisor.hfmeta import resolve
 from advisor.manifests import FORMATS, render
 from advisor.plan import checkpoint_for
@@ -51,7 +51,8 @@ def plan_for(req: ClusterRequest, catalog: Catalog, gpus: list[GpuSpec], *,
                            "name a card of the GPU table with gpu")
     shape = shape_of(req, req.gpu_gib or cuda_gib(spec),  # type: ignore[arg-type]
                      spec.name if spec else "", spec.bandwidth_gbps if spec else None,
-                     (spec.bf16_tflops or None) if spec else None)
+                     (spec.bf16_tflops or None) if spec else None,
+                     capability_of(spec.compute_capability) if spec else None)
     return plan_cluster(req, model, ckpt, shape)
 
 

@@ -260,6 +260,7 @@ class GpuSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     memory_cuda_gib: float = 0.0  # 0: derive from NVML's figure
     bandwidth_gbps: float
     bf16_tflops: float = 0.0  # 0: not sourced
+    compute_capability: str = ""  # "8.6", NVIDIA's table; "": not known
     source: str
 
 

@@ -347,8 +347,12 @@ REPACK_COUNTED_SINCE = (0, 27)
 def repack_held_bytes(arch: Architecture, quant: str, bits: int, group_size: int, dtype: str,
                       tp: int = 1, pp: int = 1) -> int:
     """The bytes of the quantized tensors Marlin's repacking replaces that sit in split
-    blocks (under REPACK_SPLIT_BYTES), on one GPU: 0 for other schemes."""
-    if quant not in ("awq", "gptq", "compressed-tensors") or bits != 4:
+    blocks (under REPACK_SPLIT_BYTES), on one GPU: 0 for schemes Marlin does not take.
+    Whether the GPU loads them through Marlin is the caller's (estimate.marlin_repacks):
+    8-bit FP8 weights are repacked only below native FP8."""
+    four = quant in ("awq", "gptq", "compressed-tensors") and bits == 4
+    eight = quant in ("fp8", "compressed-tensors") and bits == 8
+    if not (four or eight):
         return 0
     plain = DTYPE_BYTES.get(dtype, 2)
     h = arch.hidden_size

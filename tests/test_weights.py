@@ -101,7 +101,7 @@ def test_marlins_repacking_holds_the_replaced_tensors_under_the_split_size() -> 
     # repacking replaces. Qwen2.5-1.5B-AWQ: every one of them (gate_up's qweight is 13.8 MB);
     # Qwen3-14B-AWQ: all but gate_up's and down's qweights (89 and 45 MB)
     from advisor.catalog import load_catalog
-    from advisor.estimate import EngineSettings, Target, estimate
+    from advisor.estimate import EngineSettings, Target, estimate, marlin_repacks
     from advisor.weights import REPACK_SPLIT_BYTES, repack_held_bytes
 
     catalog = load_catalog()
@@ -119,9 +119,13 @@ def test_marlins_repacking_holds_the_replaced_tensors_under_the_split_size() -> 
     assert repack_held_bytes(a, "awq", 4, 128, "float16") == per_layer * a.layers
     assert repack_held_bytes(a, "awq", 4, 128, "float16") / 2**30 == pytest.approx(0.63, abs=0.01)
     assert repack_held_bytes(big.arch, "awq", 4, 128, "float16") / 2**30 == pytest.approx(1.41, abs=0.01)
-    # no repacking: plain and 8-bit checkpoints; each rank holds its share at tp 2
+    # no repacking: plain checkpoints, and 8-bit ones where Marlin does not take them (INT8
+    # W8A8 anywhere, FP8 on native FP8: estimate.marlin_repacks decides, tests/
+    # test_compute_capability.py); each rank holds its share at tp 2
     assert repack_held_bytes(a, "none", 16, 0, "bfloat16") == 0
-    assert repack_held_bytes(a, "compressed-tensors", 8, 0, "bfloat16") == 0
+    int8 = next(c for c in catalog.by_id("llama-3.2-1b").checkpoints  # type: ignore[union-attr]
+                if c.repo.endswith("quantized.w8a8"))
+    assert not marlin_repacks(int8, Target(engine="vllm", gpu_gib=39.38, compute_capability=(8, 0)))
     assert repack_held_bytes(big.arch, "awq", 4, 128, "float16", tp=2) < \
         repack_held_bytes(big.arch, "awq", 4, 128, "float16")
     # charged from 0.27, when vLLM reads consumed memory from free memory; shown as non-torch

@@ -16,7 +16,7 @@ from pathlib import Path
 from advisor.catalog import Catalog, data_dir, load_catalog, load_gpus
 from advisor.enginelog import Measured, summarize
 from advisor.estimate import COMPILE_WARM_S, CUDA_CONTEXT_GIB, EngineSettings, Estimate, Target, estimate
-from advisor.hardware import cuda_gib, find_gpu
+from advisor.hardware import capability_of, cuda_gib, find_gpu
 from advisor.plan import checkpoint_for
 from advisor.specs import Checkpoint, Model
 from advisor.weights import checkpoint_bytes, describe_computation
@@ -245,7 +245,9 @@ def load_cases() -> list[Case]:
             if hit:  # as vLLM saw it, after its CUDA context: NVML read that much more
                 free = float(hit[1]) + CUDA_CONTEXT_GIB
         case.target = Target(engine="vllm", gpu_name=head.get("gpu", ""), gpu_gib=total, gpus=tp,
-                             free_gib=free)
+                             free_gib=free,
+                             compute_capability=capability_of(spec.compute_capability)
+                             if spec else None)
         mnbt = int(head["max_num_batched_tokens"]) if head.get("max_num_batched_tokens") else None
         max_len = int(head["max_model_len"]) if head.get("max_model_len") else None
         seqs = int(head["max_num_seqs"]) if head.get("max_num_seqs") else None
