@@ -102,6 +102,9 @@ _FIGURES: list[tuple[re.Pattern[str], str]] = [
                 + r" GiB \(estimated\)"), "graph_pool"),
     # how long torch.compile took: seconds on a cold cache, under one on a warm one
     (re.compile(r"torch\.compile took " + _NUM + r" ?s in total"), "compile_s"),
+    # the same total on the engine's init line, where a run skipped the line above
+    # ("init engine (profile, create kv cache, warmup model) took 4.68 s (compilation: 0.11 s)")
+    (re.compile(r"\(compilation: " + _NUM + r" ?s\)"), "compile_s_init"),
 ]
 
 _FAILURES: list[tuple[re.Pattern[str], str]] = [
@@ -152,6 +155,9 @@ def read_figure(line: str, into: Measured) -> bool:
             into.cuda_graph_gib, into.cuda_graph_estimate_gib = _f(g[0]), _f(g[1])
         elif name == "compile_s":
             into.compile_s = _f(g[0])
+        elif name == "compile_s_init":
+            if into.compile_s is None:
+                into.compile_s = _f(g[0])
         elif name == "free_total":
             into.total_gib = _f(g[1])
         elif name == "cpu_kv":

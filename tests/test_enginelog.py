@@ -73,3 +73,17 @@ def test_the_graph_estimate_and_the_compile_time_are_read() -> None:
     assert read_figure("(EngineCore pid=894) INFO 08-28 23:30:48 [monitor.py:53] "
                        "torch.compile took 0.30 s in total", m)
     assert (m.cuda_graph_gib, m.cuda_graph_estimate_gib, m.compile_s) == (0.56, 0.61, 0.30)
+
+
+def test_the_compile_time_is_read_from_the_init_line_where_it_is_alone() -> None:
+    # a log that kept only the engine's init line (rtx4090-qwen25-0p5b-2k-util085-wsl2-v0271.log)
+    init = ("(EngineCore pid=14790) INFO 08-22 20:25:17 [core.py:348] init engine (profile, create "
+            "kv cache, warmup model) took 4.68 s (compilation: 0.11 s)")
+    m = Measured()
+    assert read_figure(init, m)
+    assert m.compile_s == 0.11
+    # beside torch.compile's own line the first figure read stands
+    m = Measured()
+    read_figure("INFO [monitor.py:53] torch.compile took 35.49 s in total", m)
+    read_figure(init.replace("0.11", "35.50"), m)
+    assert m.compile_s == 35.49

@@ -29,6 +29,7 @@ ALIASES = {
     "unsloth/llama-3.2-3b-instruct": "meta-llama/Llama-3.2-3B-Instruct",
     "meta-llama/meta-llama-3-8b": "meta-llama/Llama-3.1-8B-Instruct",
     "qwen/qwen3-4b-base": "Qwen/Qwen3-4B",  # the base model: same architecture and tensors
+    "qwen/qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B-Instruct",  # likewise
 }
 # The logs this file knew before issue 9's collection; their split is as it was.
 ORIGINAL_LOGS = frozenset({
