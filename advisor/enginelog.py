@@ -35,6 +35,7 @@ class Measured:
     auto_fit_from: int | None = None
     version: str | None = None
     compile_s: float | None = None  # "torch.compile took … s in total"
+    gpu_mem_util: float | None = None  # "Desired GPU memory utilization is (0.92, …)"
 
     def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -98,6 +99,7 @@ _FIGURES: list[tuple[re.Pattern[str], str]] = [
                 + _NUM + r" GiB for peak activation, and " + _NUM + r" GiB for CUDAGraph memory"),
      "usage_consumed"),
     (re.compile(r"Free memory on device \(" + _NUM + r"/" + _NUM + r" GiB\) on startup"), "free_total"),
+    (re.compile(r"Desired GPU memory utilization is \(" + _NUM + r","), "gpu_mem_util"),
     (re.compile(r"CUDA graph pool memory: " + _NUM + r" GiB \(actual\), " + _NUM
                 + r" GiB \(estimated\)"), "graph_pool"),
     # how long torch.compile took: seconds on a cold cache, under one on a warm one
@@ -155,6 +157,8 @@ def read_figure(line: str, into: Measured) -> bool:
             into.cuda_graph_gib, into.cuda_graph_estimate_gib = _f(g[0]), _f(g[1])
         elif name == "compile_s":
             into.compile_s = _f(g[0])
+        elif name == "gpu_mem_util":
+            into.gpu_mem_util = _f(g[0])
         elif name == "compile_s_init":
             if into.compile_s is None:
                 into.compile_s = _f(g[0])

@@ -127,6 +127,21 @@ COMPILE_WARM_S = 5.0
 # What the CUDA context takes before vLLM's first snapshot: free memory as NVML reads it
 # must exceed the reservation by this much (planner v0.19 logs: cuda_memory=0.51GiB).
 CUDA_CONTEXT_GIB = 0.51
+# vLLM's own gpu_memory_utilization when a start does not pass one, by version: what a
+# published log means when it states none. The advisor's commands always pass the flag, so
+# this reads logs only. 0.92 in 0.32 (config/cache.py, Field(default=0.92)) and in what 0.27.1
+# prints unasked ("Desired GPU memory utilization is (0.92, …)"); 0.26.0 already lists an
+# explicit 0.9 among its "non-default args" (the A40 logs here); 0.19.1 asked nothing and
+# printed "increase --gpu-memory-utilization from 0.9000". The release between is not known:
+# 0.20-0.25 keep 0.9 until a log shows otherwise.
+ENGINE_DEFAULT_UTIL: list[tuple[tuple[int, int], float]] = [((0, 26), 0.92), ((0, 0), 0.9)]
+
+
+def engine_default_util(version: tuple[int, int]) -> float:
+    """The gpu_memory_utilization vLLM of this version uses when none is passed."""
+    return next(u for since, u in ENGINE_DEFAULT_UTIL if version >= since)
+
+
 # CUDA graphs (cuda_graph_gib): MiB per (layer × graph captured), the median of the fit
 # split's printed estimates at tp 1 (bench/fit_terms.py: Gemma-2-2B 0.205 and Llama-3.1-8B
 # 0.269 on the v0.19 H100 logs; what the 0.26-0.27 fit logs' peak activation implies,

@@ -159,3 +159,12 @@ def test_the_sampler_warmup_after_the_pool_is_what_refuses_more_sequences() -> N
     assert at(512, util=0.4).fits
     # before 0.25 the profile ran the full sampler, so the pool already left room for it
     assert "sampler warm-up" not in at(512, version=(0, 19)).reason
+
+
+def test_a_log_that_states_no_utilization_reads_the_engines_own_default() -> None:
+    from advisor.estimate import engine_default_util
+    assert engine_default_util((0, 19)) == 0.9
+    assert engine_default_util((0, 27)) == engine_default_util((0, 32)) == 0.92
+    # the installed vLLM's own default, read from its config
+    from vllm.config.cache import CacheConfig
+    assert CacheConfig().gpu_memory_utilization == engine_default_util((0, 32))

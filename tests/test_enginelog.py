@@ -87,3 +87,14 @@ def test_the_compile_time_is_read_from_the_init_line_where_it_is_alone() -> None
     read_figure("INFO [monitor.py:53] torch.compile took 35.49 s in total", m)
     read_figure(init.replace("0.11", "35.50"), m)
     assert m.compile_s == 35.49
+
+
+def test_the_utilization_vllm_used_is_read_from_its_breakdown_line() -> None:
+    # rtx4090-qwen3-8b-8k-warm-v0271.log: no --gpu-memory-utilization passed, 0.92 printed
+    m = Measured()
+    assert read_figure("(EngineCore pid=894) INFO [gpu_worker.py:789] Free memory on device "
+                       "(22.64/23.52 GiB) on startup. Desired GPU memory utilization is (0.92, "
+                       "21.64 GiB). Actual usage is 15.54 GiB for consumed memory (weights + "
+                       "non-torch), 0.19 GiB for peak activation, and 0.56 GiB for CUDAGraph "
+                       "memory.", m)
+    assert (m.gpu_mem_util, m.total_gib, m.consumed_gib) == (0.92, 23.52, 15.54)

@@ -15,7 +15,15 @@ from pathlib import Path
 
 from advisor.catalog import Catalog, data_dir, load_catalog, load_gpus
 from advisor.enginelog import Measured, summarize
-from advisor.estimate import COMPILE_WARM_S, CUDA_CONTEXT_GIB, EngineSettings, Estimate, Target, estimate
+from advisor.estimate import (
+    COMPILE_WARM_S,
+    CUDA_CONTEXT_GIB,
+    EngineSettings,
+    Estimate,
+    Target,
+    engine_default_util,
+    estimate,
+)
 from advisor.hardware import capability_of, cuda_gib, find_gpu
 from advisor.plan import checkpoint_for
 from advisor.specs import Checkpoint, Model
@@ -239,7 +247,9 @@ def load_cases() -> list[Case]:
             case.skip = "GPU memory not known"
             continue
         tp = int(head.get("tp") or 1)
-        util = _number(head.get("gpu_memory_utilization", "")) or 0.9
+        # as stated; else as the log printed it; else the engine's own default for its version
+        util = (_number(head.get("gpu_memory_utilization", "")) or m.gpu_mem_util
+                or engine_default_util(version))
         free = None
         for f in summary.failures:
             hit = re.search(r"Free memory on device \S+ \(([0-9.]+)/", f.line)
