@@ -129,12 +129,13 @@ COMPILE_WARM_S = 5.0
 CUDA_CONTEXT_GIB = 0.51
 # vLLM's own gpu_memory_utilization when a start does not pass one, by version: what a
 # published log means when it states none. The advisor's commands always pass the flag, so
-# this reads logs only. 0.92 in 0.32 (config/cache.py, Field(default=0.92)) and in what 0.27.1
-# prints unasked ("Desired GPU memory utilization is (0.92, …)"); 0.26.0 already lists an
-# explicit 0.9 among its "non-default args" (the A40 logs here); 0.19.1 asked nothing and
-# printed "increase --gpu-memory-utilization from 0.9000". The release between is not known:
-# 0.20-0.25 keep 0.9 until a log shows otherwise.
-ENGINE_DEFAULT_UTIL: list[tuple[tuple[int, int], float]] = [((0, 26), 0.92), ((0, 0), 0.9)]
+# this reads logs only. 0.92 from 0.21: vllm-project/vllm PR #38284 ("Enable CUDAGraph memory
+# profiling by default", commit 96a85c5, merged 2026-04-21: "slated for default enablement in
+# v0.21 ... correspondingly increases the default --gpu-memory-utilization to 0.92"; vLLM's
+# own warning reads "default since v0.21.0", as CUDA_GRAPHS_IN_RESERVATION_SINCE). Agreeing:
+# 0.32's config/cache.py (Field(default=0.92)), 0.27.1's unasked starts printing 0.92, 0.26.0
+# listing an explicit 0.9 among its "non-default args"; 0.19.1 unasked printed 0.9000.
+ENGINE_DEFAULT_UTIL: list[tuple[tuple[int, int], float]] = [((0, 21), 0.92), ((0, 0), 0.9)]
 
 
 def engine_default_util(version: tuple[int, int]) -> float:

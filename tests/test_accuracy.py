@@ -163,7 +163,8 @@ def test_the_sampler_warmup_after_the_pool_is_what_refuses_more_sequences() -> N
 
 def test_a_log_that_states_no_utilization_reads_the_engines_own_default() -> None:
     from advisor.estimate import engine_default_util
-    assert engine_default_util((0, 19)) == 0.9
+    assert engine_default_util((0, 19)) == engine_default_util((0, 20)) == 0.9
+    assert engine_default_util((0, 21)) == 0.92
     assert engine_default_util((0, 27)) == engine_default_util((0, 32)) == 0.92
     # the installed vLLM's own default, read from its config
     from vllm.config.cache import CacheConfig
