@@ -14,6 +14,7 @@ from advisor.estimate import (
     COMPILE_GIB,
     COMPILE_SCRATCH_BYTES,
     compile_scratch_gib,
+    engine_default_util,
     estimate,
     graphs_in_reservation,
 )
@@ -162,7 +163,6 @@ def test_the_sampler_warmup_after_the_pool_is_what_refuses_more_sequences() -> N
 
 
 def test_a_log_that_states_no_utilization_reads_the_engines_own_default() -> None:
-    from advisor.estimate import engine_default_util
     assert engine_default_util((0, 19)) == engine_default_util((0, 20)) == 0.9
     assert engine_default_util((0, 21)) == 0.92
     assert engine_default_util((0, 27)) == engine_default_util((0, 32)) == 0.92
