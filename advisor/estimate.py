@@ -118,11 +118,15 @@ COMPILE_SCRATCH_BYTES = 118.0
 # pins past empty_cache (0.32 guards against it: v1/worker/gpu_worker.py:683-690): whether
 # it happens is not a term a checkpoint predicts; the band carries it.
 COMPILE_GIB = {"cold": 0.08, "warm": 0.0}
-# The scratch and COMPILE_GIB are measured on the 0.26-0.28 logs only (Model Runner V2's
-# window, MRV2_NO_GRAPH_ESTIMATE, where the printed peak holds no graph estimate to confound
-# them). Outside it a flat cold term stays, as fitted before on the same logs: 0.39 GiB,
-# the median of six fit logs (-0.10 to +0.76); warm 0.
-COMPILE_GIB_OUTSIDE = {"cold": 0.39, "warm": 0.0}
+# The scratch and COMPILE_GIB were measured on Model Runner V2's 0.26-0.28 logs, where the
+# printed peak holds no graph estimate to confound them, and are charged on every compiled
+# version from 0.24: the mechanism is the same code outside that window (0.32:
+# utils/mem_utils.py::memory_profiling resets the high-water mark once, on entry, and
+# profile_run compiles inside it; nothing resets it after the compile). The A100 0.31 start
+# of issue 9 agrees: a peak of 1.44 GiB less its 0.23 graph estimate leaves 1.21, the
+# forward pass (0.23) and 125 B per (2048 batched tokens x 4096 hidden) of scratch. A flat
+# cold non-torch term of 0.39 GiB stood here before (the median of six fit logs, -0.10 to
+# +0.76): it put that start's pool 0.41 GiB over what vLLM printed (now 0.20 under).
 COMPILE_WARM_S = 5.0
 # What the CUDA context takes before vLLM's first snapshot: free memory as NVML reads it
 # must exceed the reservation by this much (planner v0.19 logs: cuda_memory=0.51GiB).
@@ -482,15 +486,9 @@ def profile_peak_gib(arch: Architecture, tp: int, max_num_batched_tokens: int,
 def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM,
                   enforce_eager: bool = False, compile_cache: str = "cold") -> float:
     """What the libraries hold outside torch, and, compiled from 0.24, what a compile of that
-    cache state leaves (COMPILE_GIB in Model Runner V2's window, COMPILE_GIB_OUTSIDE else)."""
+    cache state leaves (COMPILE_GIB)."""
     one, many = next(v for since, v in NON_TORCH_GIB if version >= since)
-    lo, hi = MRV2_NO_GRAPH_ESTIMATE
-    if enforce_eager or version < COMPILE_SINCE:
-        compiled = 0.0
-    elif lo <= version < hi:
-        compiled = COMPILE_GIB[compile_cache]
-    else:
-        compiled = COMPILE_GIB_OUTSIDE[compile_cache]
+    compiled = 0.0 if enforce_eager or version < COMPILE_SINCE else COMPILE_GIB[compile_cache]
     return (one if tp == 1 else many) + compiled
 
 
@@ -499,9 +497,8 @@ def compile_scratch_gib(arch: Architecture, max_num_batched_tokens: int,
                         compile_cache: str) -> float:
     """A cold torch.compile's autotuning scratch, part of the peak activation vLLM prints
     (COMPILE_SCRATCH_BYTES per row of the residual stream it benchmarks on,
-    max_num_batched_tokens × hidden); 0 warm, eager, or outside the window it was measured in."""
-    lo, hi = MRV2_NO_GRAPH_ESTIMATE
-    if enforce_eager or compile_cache != "cold" or not lo <= version < hi:
+    max_num_batched_tokens × hidden); 0 warm, eager, or before vLLM compiled (COMPILE_SINCE)."""
+    if enforce_eager or compile_cache != "cold" or version < COMPILE_SINCE:
         return 0.0
     return COMPILE_SCRATCH_BYTES * max_num_batched_tokens * arch.hidden_size / GIB
 
@@ -997,15 +994,11 @@ def estimate_provenance(engine: str, block: int, batched: int, version: tuple[in
     prov["activation_gib"] = (f"modelled: max_num_batched_tokens {batched}, "
                               "fitted on published vLLM logs (bench/accuracy.py)")
     prov["non_torch_gib"] = "fitted on published vLLM logs (bench/fit_terms.py)"
-    if mrv2 and not eager:
+    if version >= COMPILE_SINCE and not eager:
         prov["activation_gib"] += (f"; with {COMPILE_SCRATCH_BYTES:g} bytes per (batched token "
                                    "× hidden) that a first start's torch.compile autotunes in "
                                    "inside the profiling window (a start that finds the "
                                    "compile cache keeps that much more for the KV cache)")
-    elif version >= COMPILE_SINCE and not eager:
-        prov["non_torch_gib"] += (f"; with {COMPILE_GIB_OUTSIDE['cold']} GiB that a first "
-                                  "start's torch.compile leaves behind (a start that finds the "
-                                  "compile cache keeps about that much more for the KV cache)")
     prov["cuda_graph_gib"] = ("0: --enforce-eager" if eager else
                               f"modelled per layer; {'inside' if inside else 'outside'} the "
                               f"reservation in vLLM {version[0]}.{version[1]}"

@@ -11,4 +11,4 @@ $advisor plan llama-3.1-70b --gpus-per-node 8 --gpu "H100 80GB" --interconnect n
 # 8 x 80 GB for throughput: Llama 3.1 8B replicas for 250 requests/s of 256 output tokens
 $advisor plan llama-3.1-8b --gpus-per-node 8 --gpu "H100 80GB" --interconnect nvlink --max-model-len 8192 --requests-per-s 250 --out deploy/examples/8x80gb-llama-3.1-8b-250rps
 # 2 nodes x 8 x 80 GB: Llama 3.1 405B in bf16 (756 GiB of weights) over both nodes
-$advisor plan llama-3.1-405b --nodes 2 --gpus-per-node 8 --gpu "H100 80GB" --interconnect nvlink --network infiniband --out deploy/examples/2x8x80gb-llama-3.1-405b
+$advisor plan llama-3.1-405b --nodes 2 --gpus-per-node 8 --gpu "H100 80GB" --interconnect nvlink --network infiniband --max-model-len 65536 --out deploy/examples/2x8x80gb-llama-3.1-405b
