@@ -895,6 +895,12 @@ def account(model: Model, ckpt: Checkpoint, target: Target,
     if available <= 0 and not reasons:
         reasons.append("no memory left for the KV cache after weights"
                        + ("" if cpu else ", activations and CUDA graphs"))
+    elif asked is None and longest == 0 and not reasons:
+        # a pool too small for one block per KV group beside vLLM's null block: no context
+        # length starts (an asked one gets the sentence below, with its need)
+        reasons.append(f"{_gib(available):.2f} GiB is left for the KV cache, too little for "
+                       f"one {layout.block_size}-token block of context beside vLLM's null "
+                       "block")
     elif asked is not None and longest < asked and available > 0 and not reasons:
         need = layout.blocks_per_request(asked) * layout.bytes_per_block
         reasons.append(f"one {asked:,}-token sequence needs {_gib(need):.2f} GiB of KV cache; "

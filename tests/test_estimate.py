@@ -226,3 +226,19 @@ def test_no_cpu_ranking_offers_a_checkpoint_the_cpu_engine_cannot_load() -> None
             ckpt = next(c for m in catalog.models for c in m.checkpoints
                         if c.repo == r.estimate.repo and c.quant == r.estimate.quant)
             assert not cpu_engine_refuses(ckpt), r.estimate.repo
+
+
+def test_a_pool_too_small_for_one_block_is_refused_not_called_a_fit() -> None:
+    """A card where what is left after weights, activation, non-torch and graphs is positive
+    but under two KV blocks (vLLM's null block and one more): no context starts. The
+    estimate once said `fits` with 0 tokens and no length, and the home page gave a 500."""
+    # the overhead is the same on any card under 70 GiB (vLLM's batching defaults change there)
+    base = est(model="llama-3.2-1b", gpu_gib=16, max_model_len=None)
+    overhead = base.reservation_gib - base.kv_cache_gib  # weights and the rest, in GiB
+    block = base.block_size * base.kv_bytes_per_token / 2**30
+    # a card whose reservation leaves 1.5 blocks: positive, below the two needed
+    card = (overhead + 1.5 * block) / base.gpu_mem_util
+    e = est(model="llama-3.2-1b", gpu_gib=round(card, 6))
+    assert e.kv_cache_gib < 0.01
+    assert not e.fits and e.max_concurrency == 0.0
+    assert "too little for one 16-token block" in e.reason
