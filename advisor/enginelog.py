@@ -35,6 +35,9 @@ class Measured:
     auto_fit_from: int | None = None
     version: str | None = None
     compile_s: float | None = None  # "torch.compile took … s in total"
+    # whether vLLM's compile cache held the graphs: True where it loaded them and compiled
+    # none ("Directly load the compiled graph(s) …"), False where it compiled one
+    compile_cache_hit: bool | None = None
     gpu_mem_util: float | None = None  # "Desired GPU memory utilization is (0.92, …)"
 
     def as_dict(self) -> dict[str, object]:
@@ -103,10 +106,15 @@ _FIGURES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"CUDA graph pool memory: " + _NUM + r" GiB \(actual\), " + _NUM
                 + r" GiB \(estimated\)"), "graph_pool"),
     # how long torch.compile took: seconds on a cold cache, under one on a warm one
-    (re.compile(r"torch\.compile took " + _NUM + r" ?s in total"), "compile_s"),
+    # ("takes" before 0.12)
+    (re.compile(r"torch\.compile t(?:ook|akes) " + _NUM + r" ?s in total"), "compile_s"),
     # the same total on the engine's init line, where a run skipped the line above
     # ("init engine (profile, create kv cache, warmup model) took 4.68 s (compilation: 0.11 s)")
     (re.compile(r"\(compilation: " + _NUM + r" ?s\)"), "compile_s_init"),
+    # the compile cache, said outright: a hit can take seconds (graphs read from disk), so
+    # these outrank the total's length (compilation/backends.py, decorators.py)
+    (re.compile(r"Directly load (?:the compiled graph\(s\)|AOT compilation)"), "compile_hit"),
+    (re.compile(r"Compiling a graph for (?:dynamic shape|compile range|shape)"), "compile_miss"),
 ]
 
 _FAILURES: list[tuple[re.Pattern[str], str]] = [
@@ -162,6 +170,11 @@ def read_figure(line: str, into: Measured) -> bool:
         elif name == "compile_s_init":
             if into.compile_s is None:
                 into.compile_s = _f(g[0])
+        elif name == "compile_hit":
+            if into.compile_cache_hit is None:
+                into.compile_cache_hit = True
+        elif name == "compile_miss":  # one graph compiled: Inductor ran, whatever else loaded
+            into.compile_cache_hit = False
         elif name == "free_total":
             into.total_gib = _f(g[1])
         elif name == "cpu_kv":

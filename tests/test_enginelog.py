@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vllm_cases import compile_cache_of
+
 from advisor.enginelog import Measured, read_failure, read_figure, read_phase, summarize
 
 LOGS = Path(__file__).parent / "data" / "vllm_logs"
@@ -98,3 +100,25 @@ def test_the_utilization_vllm_used_is_read_from_its_breakdown_line() -> None:
                        "non-torch), 0.19 GiB for peak activation, and 0.56 GiB for CUDAGraph "
                        "memory.", m)
     assert (m.gpu_mem_util, m.total_gib, m.consumed_gib) == (0.92, 23.52, 15.54)
+
+
+def test_the_compile_cache_is_read_from_its_own_hit_and_miss_lines() -> None:
+    # vllm-project/vllm PR 17122's L40S log (l40s-llama31-8b-pr17122-v1.log): a cache hit
+    # whose total took 6.41 s, longer than a warm total usually is; its own line says hit
+    hit = summarize((LOGS / "l40s-llama31-8b-pr17122-v1.log").read_text().splitlines()).measured
+    assert (hit.compile_cache_hit, hit.compile_s) == (True, 6.41)
+    assert compile_cache_of(hit) == "warm"
+    # 0.32's wording of a miss (compilation/backends.py): one graph compiled is a cold start,
+    # whatever else loaded, and a short total does not make it warm
+    m = Measured()
+    read_figure("INFO [backends.py:296] Directly load the compiled graph(s) for compile range "
+                "(1, 2048) from the cache, took 0.512 s", m)
+    assert m.compile_cache_hit is True
+    read_figure("INFO [backends.py:399] Compiling a graph for compile range (1, 8192) takes "
+                "3.10 s", m)
+    read_figure("INFO [monitor.py:20] torch.compile took 3.90 s in total", m)
+    assert (m.compile_cache_hit, compile_cache_of(m)) == (False, "cold")
+    # no line of either kind: the total decides, as before
+    assert compile_cache_of(Measured(compile_s=0.30)) == "warm"
+    assert compile_cache_of(Measured(compile_s=35.49)) == "cold"
+    assert compile_cache_of(Measured()) == "cold"
