@@ -5,10 +5,11 @@ table come in as arguments.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable
 from functools import lru_cache
-from itertools import combinations
+from itertools import chain, combinations
 from typing import Literal, NamedTuple
 
 import msgspec
@@ -533,17 +534,22 @@ class _Space:
     def _pairs_of(self, ckpt: Checkpoint, change: tuple[int, int] | None) -> tuple[_Pair, ...]:
         card = self.target.gpu_gib * GIB
         cpu = self.target.engine == "vllm-cpu"
-        return tuple(
-            _Pair(ckpt=ckpt, tp=tp, pp=pp, target=target, cost=_cost_of(change, tp_cost))
-            for tp, pp, tp_cost, target in self.layouts
-            # no flag makes room beyond the card
-            if cpu or weights_bytes_per_gpu(ckpt, tp, pp) <= card)
+        pairs = []
+        for tp, pp, tp_cost, target in self.layouts:
+            if not cpu and weights_bytes_per_gpu(ckpt, tp, pp) > card:
+                continue  # no flag makes room beyond the card
+            pairs.append(_Pair(ckpt=ckpt, tp=tp, pp=pp, target=target,
+                               cost=_cost_of(change, tp_cost)))
+        return tuple(pairs)
 
 
-def _cost_of(*changes: tuple[int, int] | None) -> Cost:
-    present = [c for c in changes if c]
-    # most pairs change one thing or nothing: no sort to build
-    return tuple(present) if len(present) < 2 else tuple(sorted(present, reverse=True))
+def _cost_of(a: tuple[int, int] | None, b: tuple[int, int] | None) -> Cost:
+    """The cost of a pair's two possible changes (a checkpoint, a layout), costliest first."""
+    if a is None:
+        return () if b is None else (b,)
+    if b is None:
+        return (a,)
+    return (a, b) if a > b else (b, a)
 
 
 def cheapest_fix(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSettings,
@@ -609,15 +615,22 @@ def _search(checks: FitChecks, ckpt: Checkpoint, space: _Space) -> Fix | None:
     # the CPU engine refuses such a checkpoint whatever the flags: only another one fixes it
     refused = space.target.engine == "vllm-cpu" and bool(cpu_engine_refuses(ckpt))
     own = () if refused else space.pairs(ckpt)
-    others = [p for p in space.changes if refused or p.ckpt.weight_bytes < ckpt.weight_bytes]
+    # lazily: the search stops at its first fit, most often well before the last pair
+    others = (p for p in space.changes if refused or p.ckpt.weight_bytes < ckpt.weight_bytes)
     if space.tp_below:
         return _search_sorted(checks, space, [*own, *others])
-    asked = [p for p in own if not p.cost]
-    for p in asked + sorted([p for p in own if p.cost] + others, key=lambda p: p.cost):
+    costed = sorted((p for p in own if p.cost), key=_pair_cost)
+    # both in cost order (space.changes is sorted); on a tie the asked checkpoint first
+    rest = heapq.merge(costed, others, key=_pair_cost) if costed else others
+    for p in chain((p for p in own if not p.cost), rest):
         fix = _first_fit(checks, space, p)
         if fix is not None:
             return fix
     return None
+
+
+def _pair_cost(p: _Pair) -> Cost:
+    return p.cost
 
 
 def _search_sorted(checks: FitChecks, space: _Space, pairs: list[_Pair]) -> Fix | None:
