@@ -96,7 +96,10 @@ _FIGURES: list[tuple[re.Pattern[str], str]] = [
                 + r"\) = " + _NUM), "reservation"),
     (re.compile(r"Requested memory: [0-9.]+ \(util\), " + _NUM + " GiB"), "requested_gib"),
     (re.compile(r"total_memory=" + _NUM + "GiB"), "total_gib"),
-    (re.compile(r"V1 LLM engine \(v([0-9][^)]*)\)|vLLM API server version ([0-9][^\s]*)"), "version"),
+    # the engine's line, the API server's (before 0.11), and the banner's (0.11 on:
+    # "█ ▀▄▀ █  version 0.27.1")
+    (re.compile(r"V1 LLM engine \(v([0-9][^)]*)\)|vLLM API server version ([0-9][^\s]*)"
+                r"|█\s+version v?([0-9][^\s]*)"), "version"),
     # 0.26+: the breakdown vLLM prints beside its --kv-cache-memory-bytes hint
     (re.compile(r"Actual usage is " + _NUM + r" GiB for consumed memory \(weights \+ non-torch\), "
                 + _NUM + r" GiB for peak activation, and " + _NUM + r" GiB for CUDAGraph memory"),
@@ -193,7 +196,7 @@ def read_figure(line: str, into: Measured) -> bool:
         elif name == "reservation":
             into.total_gib, into.requested_gib = _f(g[0]), _f(g[2])
         elif name == "version":
-            into.version = g[0] or g[1]
+            into.version = g[0] or g[1] or g[2]
         elif name in ("requested_gib", "total_gib"):
             if getattr(into, name) is None:
                 setattr(into, name, _f(g[0]))

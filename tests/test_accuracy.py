@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from vllm_cases import load_cases
+from vllm_cases import _count, _flag, _version, load_cases
 
 from advisor.estimate import (
     COMPILE_GIB,
@@ -169,3 +169,12 @@ def test_a_log_that_states_no_utilization_reads_the_engines_own_default() -> Non
     # the installed vLLM's own default, read from its config
     from vllm.config.cache import CacheConfig
     assert CacheConfig().gpu_memory_utilization == engine_default_util((0, 32))
+
+
+def test_a_logs_header_is_read_as_people_write_it() -> None:
+    # further published logs are added by hand: a version as `vllm --version` or a docker
+    # tag prints it, counts with separators, booleans in any case
+    assert [_version(v, "x.log") for v in ("0.31.0", "v0.30.1", "0.10.1.1", "0.13.0+cu126", "")] \
+        == [(0, 31), (0, 30), (0, 10), (0, 13), None]
+    assert [_count(v) for v in ("8192", "8,192", "8_192", " ", "")] == [8192, 8192, 8192, None, None]
+    assert [_flag(v) for v in ("true", "True", "yes", "false", "")] == [True, True, True, False, False]

@@ -122,3 +122,15 @@ def test_the_compile_cache_is_read_from_its_own_hit_and_miss_lines() -> None:
     assert compile_cache_of(Measured(compile_s=0.30)) == "warm"
     assert compile_cache_of(Measured(compile_s=35.49)) == "cold"
     assert compile_cache_of(Measured()) == "cold"
+
+
+def test_the_version_is_read_from_the_banner_where_no_engine_line_was_kept() -> None:
+    # rtx4090-qwen3-8b-8k-cold-v0271.log's banner line, verbatim
+    m = Measured()
+    assert read_figure("(APIServer pid=130) INFO 08-28 23:28:00 [api_utils.py:345]  ▄▄ ▄█ █     █"
+                       "     █ ▀▄▀ █  version 0.27.1", m)
+    assert m.version == "0.27.1"
+    m = Measured()
+    read_figure("INFO 10-06 17:00:00 [core.py:1] Initializing a V1 LLM engine (v0.31.0) with "
+                "config: model='meta-llama/Llama-3.1-8B-Instruct'", m)
+    assert m.version == "0.31.0"

@@ -25,6 +25,7 @@ from advisor.estimate import (
     estimate,
 )
 from advisor.hardware import capability_of, cuda_gib, find_gpu
+from advisor.history import version_of
 from advisor.plan import checkpoint_for
 from advisor.specs import Checkpoint, Model
 from advisor.weights import checkpoint_bytes, describe_computation
@@ -154,10 +155,18 @@ def _header(lines: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def _version(text: str, name: str) -> tuple[int, int] | None:
-    m = re.match(r"(\d+)\.(\d+)", text or "")
-    if m:
-        return int(m[1]), int(m[2])
-    return None
+    # as the advisor reads `vllm --version` ("v0.31.0", "0.10.1.1", "0.13.0+cu126")
+    return version_of(text or "")
+
+
+def _count(text: str) -> int | None:
+    """A header's count as people write it ("8192", "8,192", "8_192"); None where empty."""
+    text = (text or "").replace(",", "").replace("_", "").strip()
+    return int(text) if text else None
+
+
+def _flag(text: str) -> bool:
+    return (text or "").strip().lower() in ("true", "yes", "1")
 
 
 def _number(text: str) -> float | None:
@@ -254,7 +263,7 @@ def load_cases() -> list[Case]:
         if total is None:
             case.skip = "GPU memory not known"
             continue
-        tp = int(head.get("tp") or 1)
+        tp = _count(head.get("tp", "")) or 1
         # as stated; else as the log printed it; else the engine's own default for its version
         util = (_number(head.get("gpu_memory_utilization", "")) or m.gpu_mem_util
                 or engine_default_util(version))
@@ -267,13 +276,16 @@ def load_cases() -> list[Case]:
                              free_gib=free,
                              compute_capability=capability_of(spec.compute_capability)
                              if spec else None)
-        mnbt = int(head["max_num_batched_tokens"]) if head.get("max_num_batched_tokens") else None
-        max_len = int(head["max_model_len"]) if head.get("max_model_len") else None
-        seqs = int(head["max_num_seqs"]) if head.get("max_num_seqs") else None
+        mnbt = _count(head.get("max_num_batched_tokens", ""))
+        max_len = _count(head.get("max_model_len", ""))
+        seqs = _count(head.get("max_num_seqs", ""))
         case.settings = EngineSettings(
             gpu_mem_util=util, tp=tp, max_model_len=max_len,
-            kv_cache_dtype="fp8" if head.get("kv_cache_dtype") == "fp8" else "auto",
-            max_num_batched_tokens=mnbt, max_num_seqs=seqs, enforce_eager=head.get("enforce_eager") == "true",
+            # fp8, fp8_e4m3 and fp8_e5m2 all store one byte per element
+            kv_cache_dtype="fp8" if head.get("kv_cache_dtype", "").lower().startswith("fp8")
+            else "auto",
+            max_num_batched_tokens=mnbt, max_num_seqs=seqs,
+            enforce_eager=_flag(head.get("enforce_eager", "")),
             vllm_version=version,
             compile_cache=compile_cache_of(m),
         )
