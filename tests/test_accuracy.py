@@ -176,5 +176,6 @@ def test_a_logs_header_is_read_as_people_write_it() -> None:
     # tag prints it, counts with separators, booleans in any case
     assert [_version(v, "x.log") for v in ("0.31.0", "v0.30.1", "0.10.1.1", "0.13.0+cu126", "")] \
         == [(0, 31), (0, 30), (0, 10), (0, 13), None]
-    assert [_count(v) for v in ("8192", "8,192", "8_192", " ", "")] == [8192, 8192, 8192, None, None]
+    assert [_count(v) for v in ("8192", "8,192", "8_192", "32k", "32K", " ", "", "auto", "-1")] \
+        == [8192, 8192, 8192, 32000, 32768, None, None, None, None]
     assert [_flag(v) for v in ("true", "True", "yes", "false", "")] == [True, True, True, False, False]

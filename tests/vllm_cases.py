@@ -26,6 +26,7 @@ from advisor.estimate import (
 )
 from advisor.hardware import capability_of, cuda_gib, find_gpu
 from advisor.history import version_of
+from advisor.launch import human_readable_int
 from advisor.plan import checkpoint_for
 from advisor.specs import Checkpoint, Model
 from advisor.weights import checkpoint_bytes, describe_computation
@@ -160,9 +161,12 @@ def _version(text: str, name: str) -> tuple[int, int] | None:
 
 
 def _count(text: str) -> int | None:
-    """A header's count as people write it ("8192", "8,192", "8_192"); None where empty."""
+    """A header's count as people write it ("8192", "8,192", "8_192", or as vLLM's flags
+    take it, "32k", "32K"); None where empty, "auto" or -1 (vLLM's own choice)."""
     text = (text or "").replace(",", "").replace("_", "").strip()
-    return int(text) if text else None
+    if text.lower() in ("", "auto", "-1"):
+        return None
+    return human_readable_int(text)
 
 
 def _flag(text: str) -> bool:
@@ -263,7 +267,10 @@ def load_cases() -> list[Case]:
         if total is None:
             case.skip = "GPU memory not known"
             continue
-        tp = _count(head.get("tp", "")) or 1
+        try:
+            tp = _count(head.get("tp", "")) or 1
+        except ValueError as e:
+            raise ValueError(f"{path.name}: its tp is not a number: {e}") from e
         # as stated; else as the log printed it; else the engine's own default for its version
         util = (_number(head.get("gpu_memory_utilization", "")) or m.gpu_mem_util
                 or engine_default_util(version))
@@ -276,9 +283,12 @@ def load_cases() -> list[Case]:
                              free_gib=free,
                              compute_capability=capability_of(spec.compute_capability)
                              if spec else None)
-        mnbt = _count(head.get("max_num_batched_tokens", ""))
-        max_len = _count(head.get("max_model_len", ""))
-        seqs = _count(head.get("max_num_seqs", ""))
+        try:
+            mnbt = _count(head.get("max_num_batched_tokens", ""))
+            max_len = _count(head.get("max_model_len", ""))
+            seqs = _count(head.get("max_num_seqs", ""))
+        except ValueError as e:  # a hand-written header: say which file
+            raise ValueError(f"{path.name}: a count in its header is not a number: {e}") from e
         case.settings = EngineSettings(
             gpu_mem_util=util, tp=tp, max_model_len=max_len,
             # fp8, fp8_e4m3 and fp8_e5m2 all store one byte per element
