@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 
 from advisor.specs import GpuSpec
 
@@ -22,9 +23,12 @@ KNOWN_CUDA_TOTALS: dict[str, tuple[float, float]] = {
     "L4": (22.49, 22.16),
     "Tesla T4": (15.00, 14.74),
     "GeForce RTX 3060": (12.00, 11.63),
+    # Linux; under WSL2 CUDA reports the 4090's full 23.99 (tests/data/vllm_logs/*4090*)
+    "GeForce RTX 4090": (23.99, 23.52),
+    "GeForce RTX 5090": (31.84, 31.36),
 }
 # The median CUDA/NVML ratio of the cards above, for a card we have no figure for.
-FALLBACK_CUDA_RATIO = 0.9853
+FALLBACK_CUDA_RATIO = statistics.median(cu / nv for nv, cu in KNOWN_CUDA_TOTALS.values())
 
 # GPU memory held by no listed process, up to this, is within the error of CUDA's total as
 # derived from NVML's (a published pair, or the fallback ratio): neither noted in the
