@@ -40,6 +40,7 @@ from advisor.estimate import (  # noqa: E402
 )
 
 POST_024 = (0, 24)
+V2_ESTIMATE_SINCE = (0, 29)
 
 
 def _graphs(case) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
@@ -56,18 +57,31 @@ def _transient(case, batched: int, seqs: int) -> float:  # type: ignore[no-untyp
 def main() -> None:
     fit = [c for c in load_cases() if c.split == "fit" and not c.skip and c.settings]
     per_graph: list[tuple[str, float]] = []
+    v2_per_graph: list[tuple[str, float]] = []  # 0.29 on: Model Runner V2's own estimate
     by_model_tp: dict[tuple[str, int], float] = {}
     for c in fit:
         est = c.measured.cuda_graph_estimate_gib
         if est is None or c.settings.enforce_eager:
             continue
         _, _, graphs = _graphs(c)
+        per = est * 1024 / (c.model.arch.layers * graphs)
+        if c.version >= V2_ESTIMATE_SINCE:
+            # V2 captures every PIECEWISE graph to estimate and extrapolates only FULL
+            # (0.32: v1/worker/gpu/cudagraph_utils.py::profile_cudagraph_memory): another
+            # measurement than the one GRAPH_MIB_PER_LAYER was fitted on; printed, not shipped
+            if c.settings.tp == 1:
+                v2_per_graph.append((c.name, per))
+            continue
         by_model_tp[(c.model.id, c.settings.tp)] = est
         if c.settings.tp == 1:
-            per_graph.append((c.name, est * 1024 / (c.model.arch.layers * graphs)))
+            per_graph.append((c.name, per))
     mib = statistics.median(v for _, v in per_graph)
     print(f"GRAPH_MIB_PER_LAYER = {mib:.3f}  (median of {len(per_graph)}: "
           + ", ".join(f"{n} {v:.3f}" for n, v in per_graph) + ")")
+    if v2_per_graph:
+        print(f"GRAPH_MIB_PER_LAYER (0.29+ V2 estimate, not shipped) = "
+              f"{statistics.median(v for _, v in v2_per_graph):.3f}  ("
+              + ", ".join(f"{n} {v:.3f}" for n, v in v2_per_graph) + ")")
     ratios = [(m, est / by_model_tp[(m, 1)]) for (m, tp), est in by_model_tp.items()
               if tp > 1 and (m, 1) in by_model_tp]
     for m, r in ratios:
