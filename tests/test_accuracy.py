@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from vllm_cases import _count, _flag, _version, load_cases
+from vllm_cases import _count, _flag, load_cases
 
 from advisor.estimate import (
     COMPILE_GIB,
@@ -18,6 +18,7 @@ from advisor.estimate import (
     estimate,
     graphs_in_reservation,
 )
+from advisor.history import version_of
 
 CASES = [c for c in load_cases() if not c.skip]
 CHECK = [c for c in CASES if c.split == "check"]
@@ -174,7 +175,7 @@ def test_a_log_that_states_no_utilization_reads_the_engines_own_default() -> Non
 def test_a_logs_header_is_read_as_people_write_it() -> None:
     # further published logs are added by hand: a version as `vllm --version` or a docker
     # tag prints it, counts with separators, booleans in any case
-    assert [_version(v, "x.log") for v in ("0.31.0", "v0.30.1", "0.10.1.1", "0.13.0+cu126", "")] \
+    assert [version_of(v) for v in ("0.31.0", "v0.30.1", "0.10.1.1", "0.13.0+cu126", "")] \
         == [(0, 31), (0, 30), (0, 10), (0, 13), None]
     assert [_count(v) for v in ("8192", "8,192", "8_192", "32k", "32K", " ", "", "auto", "-1")] \
         == [8192, 8192, 8192, 32000, 32768, None, None, None, None]

@@ -155,11 +155,6 @@ def _header(lines: list[str]) -> tuple[dict[str, str], list[str]]:
     return head, lines[i:]
 
 
-def _version(text: str, name: str) -> tuple[int, int] | None:
-    # as the advisor reads `vllm --version` ("v0.31.0", "0.10.1.1", "0.13.0+cu126")
-    return version_of(text or "")
-
-
 def _count(text: str) -> int | None:
     """A header's count as people write it ("8192", "8,192", "8_192", or as vLLM's flags
     take it, "32k", "32K"); None where empty, "auto" or -1 (vLLM's own choice)."""
@@ -236,8 +231,8 @@ def load_cases() -> list[Case]:
         failed = "FAILED" in path.name or bool(summary.failures)
         case = Case(path.stem, head, m, failed)
         cases.append(case)
-        version = _version(head.get("vllm_version", ""), path.name) or m.version and _version(
-            m.version, path.name)
+        # as the advisor reads `vllm --version` ("v0.31.0", "0.10.1.1", "0.13.0+cu126")
+        version = version_of(head.get("vllm_version", "")) or version_of(m.version)
         case.version = version or None
         total = m.total_gib
         stated = re.search(r"\(([0-9.]+) GiB\)", head.get("gpu", ""))
@@ -269,8 +264,11 @@ def load_cases() -> list[Case]:
             continue
         try:
             tp = _count(head.get("tp", "")) or 1
-        except ValueError as e:
-            raise ValueError(f"{path.name}: its tp is not a number: {e}") from e
+            mnbt = _count(head.get("max_num_batched_tokens", ""))
+            max_len = _count(head.get("max_model_len", ""))
+            seqs = _count(head.get("max_num_seqs", ""))
+        except ValueError as e:  # a hand-written header: say which file
+            raise ValueError(f"{path.name}: a count in its header is not a number: {e}") from e
         # as stated; else as the log printed it; else the engine's own default for its version
         util = (_number(head.get("gpu_memory_utilization", "")) or m.gpu_mem_util
                 or engine_default_util(version))
@@ -283,12 +281,6 @@ def load_cases() -> list[Case]:
                              free_gib=free,
                              compute_capability=capability_of(spec.compute_capability)
                              if spec else None)
-        try:
-            mnbt = _count(head.get("max_num_batched_tokens", ""))
-            max_len = _count(head.get("max_model_len", ""))
-            seqs = _count(head.get("max_num_seqs", ""))
-        except ValueError as e:  # a hand-written header: say which file
-            raise ValueError(f"{path.name}: a count in its header is not a number: {e}") from e
         case.settings = EngineSettings(
             gpu_mem_util=util, tp=tp, max_model_len=max_len,
             # fp8, fp8_e4m3 and fp8_e5m2 all store one byte per element
