@@ -161,7 +161,10 @@ def test_a_rating_is_accepted_outside_0_100_and_a_percentage_is_not(broken: Path
 @pytest.mark.parametrize(("nvml_name", "card"), [
     ("NVIDIA A40", "A40 48GB"), ("NVIDIA RTX A4000", None), ("NVIDIA L40", None),
     ("NVIDIA L4", "L4 24GB"), ("NVIDIA L40S", "L40S 48GB"), ("NVIDIA A10", "A10 24GB"),
-    ("NVIDIA A100-SXM4-80GB", "A100 80GB"), ("NVIDIA H100 PCIe", "H100 PCIe 80GB")])
+    ("NVIDIA A100-SXM4-80GB", "A100 80GB"), ("NVIDIA H100 PCIe", "H100 PCIe 80GB"),
+    ("NVIDIA RTX A6000", "RTX A6000 48GB"), ("NVIDIA GeForce RTX 5060 Ti", "RTX 5060 Ti 16GB"),
+    ("NVIDIA GeForce RTX 5060", None), ("NVIDIA GeForce RTX 4080 SUPER", "RTX 4080 SUPER 16GB"),
+    ("NVIDIA GeForce RTX 4080", None)])
 def test_a_card_is_matched_by_a_whole_word_of_its_nvml_name(nvml_name: str, card: str | None) -> None:
     # a 16 GB RTX A4000 planned as a 48 GB A40 would be advice that does not start
     from advisor.catalog import load_gpus
