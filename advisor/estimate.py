@@ -44,9 +44,9 @@ CUDA_GRAPHS_IN_RESERVATION_SINCE = (0, 21)
 # (v1/worker/gpu/model_runner.py:1038). The V2 estimate came with PR #53306 (opened
 # 2026-08-21, merged after; reverted and forward-fixed by #53682/#53955 from 2026-08-26),
 # after v0.28.0 was cut from main of about 2026-08-17 (vllm-project/vllm#54331), so 0.28 is
-# inside: its RTX 5090 log prints a peak of 1.46 GiB, the forward pass and the cold compile's
-# scratch (1.43) with no graph estimate in it, and the GTX 1650 0.28 pool agrees within
-# 0.05 GiB read this way (0.24 under, read with the graphs inside). 0.29 on: outside.
+# inside: its RTX 5090 log prints a peak of 1.46 GiB, the cold compile's benchmark buffers
+# (1.49, compile_peak_gib) with no graph estimate in it, and the GTX 1650 0.28 pool agrees
+# within 0.05 GiB read this way (0.24 under, read with the graphs inside). 0.29 on: outside.
 MRV2_NO_GRAPH_ESTIMATE = ((0, 25), (0, 29))
 
 # ----------------------------------------------------------------- fitted constants
@@ -92,41 +92,46 @@ NON_TORCH_GIB: list[tuple[tuple[int, int], tuple[float, float]]] = [
 # From 0.24 vLLM measures what its start-up consumed by free memory (mem_utils.py::
 # memory_profiling, total_consumed), and its transient peak as torch's high-water mark over
 # the whole profile_run (0.32: utils/mem_utils.py:284-321). A cold torch.compile runs inside
-# that window: Inductor compiles the graph and autotunes its Triton kernels on the profile
-# run's own inputs, max_num_batched_tokens rows of the residual stream, cloning the buffers a
-# kernel mutates (torch 2.13 _inductor/runtime/triton_heuristics.py::maybe_clone_args;
-# vLLM config/compilation.py:989-1002 turns on benchmark_combo_kernel), and nothing resets
-# the high-water mark before the measured forward (vllm-project/vllm#54122, #54383, PR
-# #54209). A warm cache loads the tuned kernels and skips all of it. The scratch is charged
-# as bytes per (max_num_batched_tokens × hidden): the median of what the fit split's cold
-# compiled 0.24+ starts print as peak activation beyond the modelled forward pass
-# (bench/fit_terms.py; a log is warm when its "torch.compile took" is under
-# COMPILE_WARM_S). Charged with the activation, as vLLM prints it; 0 with --enforce-eager.
+# that window, before the profiling forward pass: vLLM turns on Inductor's combo kernels with
+# benchmark_combo_kernel on CUDA (config/compilation.py, 0.27-0.32), and Inductor benchmarks
+# each candidate kernel on inputs it allocates afresh, a rand_strided device tensor for every
+# buffer argument, graph inputs included (torch 2.13 _inductor/codegen/triton.py::
+# codegen_kernel_benchmark, get_args). The largest kernel input of the decoder is the
+# embedding table, read by the gather that Inductor fuses with the first layer's norm, whose
+# two outputs (the residual and the normed rows) are max_num_batched_tokens × hidden each. A
+# warm cache finds the timings on disk (.kernel_perf) and benchmarks nothing. So the cold peak
+# is the larger of the forward pass and that benchmark's buffers (`compile_peak_gib`): not
+# fitted. On the published cold starts it agrees within 0.03 GiB (the cold peak vLLM printed
+# against the copy and outputs): Qwen3-1.7B 0.59 / 0.60, Qwen3-4B 0.74 / 0.74, Qwen3-8B
+# 1.18 / 1.19 (RTX 4090, 0.27); Llama-3.1-8B-W8A8 1.01 / 1.01 (A40, 0.26); Qwen2.5-1.5B-AWQ
+# 0.45 / 0.45 (RTX 3060, 0.26); Qwen2.5-0.5B at 8192 batched tokens 0.31 against a forward
+# pass of 0.28, which its copy (0.28) does not exceed. A per-(batched token × hidden)
+# scratch of 118 B, fitted here before, put that last start 0.77 GiB over. Charged with the
+# activation, as vLLM prints it; 0 with --enforce-eager.
 COMPILE_SINCE = (0, 24)
-# 118 B: the median of Llama-3.1-8B-W8A8 100 (A40, 0.26), Qwen2.5-1.5B-AWQ 111 (RTX 3060,
-# 0.26) and Qwen3-1.7B 125 (RTX 4090, 0.27, two logs). Not × layers: the piecewise graph's
-# per-layer pieces are one compiled graph (cache hits after the first), tuned once, so the
-# scratch is one kernel's buffers at a time; on the fit split a per-layer shape leaves
-# Llama-3.1-8B 0.28 GiB off against 0.14 for this one.
-COMPILE_SCRATCH_BYTES = 118.0
 # What a compile leaves allocated after the profile run besides, by cache state: the median
-# of the fit split's residuals once the scratch and 0.27's non-torch are charged, one per
-# configuration (bench/fit_terms.py): cold 0.08 (Qwen3-1.7B on 0.27 +0.65, Qwen2.5-1.5B
-# GPTQ on a T4, 0.28, +0.08 once Marlin's repacking is counted (weights.py::
-# repack_held_bytes; +0.71 before) and its fp16 +0.09, the 0.26 logs -0.10 and -0.05),
-# warm 0. What the +0.65 start keeps is likely an allocator segment a small late allocation
-# pins past empty_cache (0.32 guards against it: v1/worker/gpu_worker.py:683-690): whether
-# it happens is not a term a checkpoint predicts; the band carries it.
-COMPILE_GIB = {"cold": 0.08, "warm": 0.0}
-# The scratch and COMPILE_GIB were measured on Model Runner V2's 0.26-0.28 logs, where the
+# of the fit split's residuals once the benchmark's peak and 0.27's non-torch are charged, one
+# per configuration (bench/fit_terms.py): cold 0.10 (Qwen3-1.7B on 0.27 +0.62, Qwen2.5-1.5B
+# GPTQ on a T4, 0.28, +0.10 once Marlin's repacking is counted (weights.py::
+# repack_held_bytes) and its fp16 +0.12, the 0.26 logs +0.04 and -0.02), warm 0. What the
+# +0.62 start keeps is most likely the benchmark's freed copy of the embedding table: a later
+# allocation that outlives the profile run carved out of its block pins the whole segment
+# past empty_cache, and vLLM counts it as consumed (the case 0.31 guards against by running
+# profile_run under max_split_size_mb=20, v1/worker/gpu_worker.py:683-690). Whether a start
+# gets pinned so is not a term a checkpoint predicts (Qwen3-1.7B and -4B did on 0.27, Qwen3-8B
+# and Qwen2.5-0.5B did not); the band carries it.
+COMPILE_GIB = {"cold": 0.10, "warm": 0.0}
+# The benchmark's peak and COMPILE_GIB were checked on Model Runner V2's 0.26-0.28 logs, where the
 # printed peak holds no graph estimate to confound them, and are charged on every compiled
 # version from 0.24: the mechanism is the same code outside that window (0.32:
 # utils/mem_utils.py::memory_profiling resets the high-water mark once, on entry, and
 # profile_run compiles inside it; nothing resets it after the compile). The A100 0.31 start
-# of issue 9 agrees: a peak of 1.44 GiB less its 0.23 graph estimate leaves 1.21, the
-# forward pass (0.23) and 125 B per (2048 batched tokens x 4096 hidden) of scratch. A flat
-# cold non-torch term of 0.39 GiB stood here before (the median of six fit logs, -0.10 to
-# +0.76): it put that start's pool 0.41 GiB over what vLLM printed (now 0.20 under).
+# of issue 9 prints a peak of 1.44 GiB: its 0.23 graph estimate and the 1.01 of its compile
+# benchmark's buffers leave 0.20, and the two 0.29/0.30 starts of the RTX 5060 Ti leave 0.35
+# cold and 0.38 warm beyond their forward pass or benchmark and printed graphs: a term of
+# Model Runner V2's 0.29+ estimate not modelled (its graph term here runs over by about as
+# much: the pools are 0.09 and 0.10 under). A flat cold non-torch term of 0.39 GiB stood here
+# before (the median of six fit logs, -0.10 to +0.76): it put that start's pool 0.41 GiB over.
 COMPILE_WARM_S = 5.0
 # What the CUDA context takes before vLLM's first snapshot: free memory as NVML reads it
 # must exceed the reservation by this much (planner v0.19 logs: cuda_memory=0.51GiB).
@@ -160,9 +165,9 @@ GRAPH_TP_FACTOR = 2.0
 # bench/accuracy.py prints the errors and the band's coverage, each case left out of the
 # width it is checked against. The CPU engine's pool is the size it is told: no band.
 KV_POOL_SPREAD_GIB: list[tuple[tuple[int, int], float, str]] = [
-    ((0, 24), 0.85, "23 check logs of vLLM 0.26 to 0.31 on cards of 5.6 to 79 GiB; an RTX 4090 "
-                    "Qwen2.5-0.5B start that recompiled without autotuning sets it (0.81 GiB "
-                    "under; the other 22 are within 0.65)"),
+    ((0, 24), 0.65, "23 check logs of vLLM 0.26 to 0.31 on cards of 5.6 to 79 GiB; the RTX 4090 "
+                    "Qwen3-4B cold starts of 0.27 set it (0.61 GiB over: what a cold compile "
+                    "may leave pinned, see COMPILE_GIB; the other 21 are within 0.51)"),
     ((0, 0), 0.2, "14 check logs of vLLM 0.8 to 0.19"),
 ]
 
@@ -492,15 +497,17 @@ def non_torch_gib(tp: int, version: tuple[int, int] = INSTALLED_VLLM,
     return (one if tp == 1 else many) + compiled
 
 
-def compile_scratch_gib(arch: Architecture, max_num_batched_tokens: int,
-                        version: tuple[int, int], enforce_eager: bool,
-                        compile_cache: str) -> float:
-    """A cold torch.compile's autotuning scratch, part of the peak activation vLLM prints
-    (COMPILE_SCRATCH_BYTES per row of the residual stream it benchmarks on,
-    max_num_batched_tokens × hidden); 0 warm, eager, or before vLLM compiled (COMPILE_SINCE)."""
+def compile_peak_gib(arch: Architecture, tp: int, max_num_batched_tokens: int,
+                     version: tuple[int, int], enforce_eager: bool, compile_cache: str) -> float:
+    """What a cold torch.compile's kernel benchmark holds at once (see COMPILE_SINCE): a copy
+    of this rank's share of the embedding table and the gather's two outputs, in the model's
+    dtype; 0 warm, eager, or before vLLM compiled."""
     if enforce_eager or compile_cache != "cold" or version < COMPILE_SINCE:
         return 0.0
-    return COMPILE_SCRATCH_BYTES * max_num_batched_tokens * arch.hidden_size / GIB
+    dtype_b = 4 if arch.torch_dtype == "float32" else 2
+    table = math.ceil(arch.vocab_size / tp) * arch.hidden_size * dtype_b
+    outputs = 2 * max_num_batched_tokens * arch.hidden_size * dtype_b
+    return (table + outputs) / GIB
 
 
 # Model Runner V2 warms its sampler up after the KV cache is allocated
@@ -760,8 +767,8 @@ def _shared(arch: Architecture, target: Target, dtype_b: int, tp: int, gpu_mem_u
                        nontorch=0.0, graphs=0.0, requested=0, overhead=0, refusals=(),
                        graph_refusal="", shown=(round(target.ram_gib, 2), 0.0, 0.0, 0.0))
     requested = math.ceil(target.gpu_gib * GIB * gpu_mem_util)
-    act = activation_gib(arch, tp, m, s, vllm_version, mm_items) + \
-        compile_scratch_gib(arch, m, vllm_version, enforce_eager, compile_cache)
+    act = max(activation_gib(arch, tp, m, s, vllm_version, mm_items),
+              compile_peak_gib(arch, tp, m, vllm_version, enforce_eager, compile_cache))
     nontorch = non_torch_gib(tp * pp, vllm_version, enforce_eager, compile_cache)
     graphs = cuda_graph_gib(arch, enforce_eager, m, s, tp)
     in_reservation = graphs_in_reservation(arch, vllm_version)
@@ -1001,10 +1008,10 @@ def estimate_provenance(engine: str, block: int, batched: int, version: tuple[in
                               "fitted on published vLLM logs (bench/accuracy.py)")
     prov["non_torch_gib"] = "fitted on published vLLM logs (bench/fit_terms.py)"
     if version >= COMPILE_SINCE and not eager:
-        prov["activation_gib"] += (f"; with {COMPILE_SCRATCH_BYTES:g} bytes per (batched token "
-                                   "× hidden) that a first start's torch.compile autotunes in "
-                                   "inside the profiling window (a start that finds the "
-                                   "compile cache keeps that much more for the KV cache)")
+        prov["activation_gib"] += ("; a first start's torch.compile benchmarks its kernels on "
+                                   "fresh copies of their inputs inside the profiling window, "
+                                   "the embedding table the largest, so its peak is at least "
+                                   "that copy (a start that finds the compile cache does not)")
     prov["cuda_graph_gib"] = ("0: --enforce-eager" if eager else
                               f"modelled per layer; {'inside' if inside else 'outside'} the "
                               f"reservation in vLLM {version[0]}.{version[1]}"

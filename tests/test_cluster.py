@@ -95,7 +95,7 @@ def test_one_split_is_sized_by_the_estimator_on_its_heaviest_stage() -> None:
 
 def test_405b_in_bf16_needs_both_nodes_tp8_pp2() -> None:
     m = model("llama-3.1-405b")
-    # 65,536 tokens: a first start's compile scratch leaves the native 131,072 short in bf16
+    # 65,536 tokens, as deploy/examples/ plans it
     plan = plan_cluster(ClusterRequest(model=m.id, max_model_len=65536), m, m.checkpoints[0],
                         shape(2, 8))
     lay = plan.layout
@@ -103,11 +103,17 @@ def test_405b_in_bf16_needs_both_nodes_tp8_pp2() -> None:
     assert (lay.tp, lay.pp, lay.replicas, lay.nodes_per_replica) == (8, 2, 1, 2)
     assert lay.distributed_executor_backend == "ray" and lay.max_model_len == 65536
     assert any("does not start" in line and "tp 8 × pp 1" in line for line in plan.reasoning)
-    # one node alone cannot hold it, nor (with the compile scratch of 8,192 batched tokens of a
-    # 16,384-wide residual stream) its fp8 checkpoint, and says what might: more nodes
+    # one node alone cannot hold it in bf16, and says what does: its fp8 checkpoint on the
+    # eight GPUs (Llama 3.1 405B's FP8 weights are 8 × 47 GiB; the layout people serve it in)
     one = plan_cluster(ClusterRequest(model=m.id, max_model_len=65536), m, m.checkpoints[0],
                        shape(1, 8))
-    assert not one.fits and one.layout is None and "more nodes" in one.reason
+    assert not one.fits and one.layout is None
+    assert "tp 8 × pp 1" in one.reason and "does not start" in one.reason
+    assert "fp8" in one.reason and "would start" in one.reason
+    # on one node of 48 GiB cards not even the fp8 checkpoint does: it says what might
+    small = plan_cluster(ClusterRequest(model=m.id, max_model_len=65536), m, m.checkpoints[0],
+                         shape(1, 8, gib=44.43))
+    assert not small.fits and "more nodes" in small.reason
 
 
 def test_replicas_for_throughput_take_the_fewest_gpus_that_meet_the_target() -> None:

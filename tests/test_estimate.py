@@ -232,13 +232,14 @@ def test_a_pool_too_small_for_one_block_is_refused_not_called_a_fit() -> None:
     """A card where what is left after weights, activation, non-torch and graphs is positive
     but under two KV blocks (vLLM's null block and one more): no context starts. The
     estimate once said `fits` with 0 tokens and no length, and the home page gave a 500."""
-    # the overhead is the same on any card under 70 GiB (vLLM's batching defaults change there)
-    base = est(model="llama-3.2-1b", gpu_gib=16, max_model_len=None)
-    overhead = base.reservation_gib - base.kv_cache_gib  # weights and the rest, in GiB
-    block = base.block_size * base.kv_bytes_per_token / 2**30
-    # a card whose reservation leaves 1.5 blocks: positive, below the two needed
-    card = (overhead + 1.5 * block) / base.gpu_mem_util
-    e = est(model="llama-3.2-1b", gpu_gib=round(card, 6))
+    # the smallest card it fits, bisected (the overhead is the same on any card under 70 GiB,
+    # but the figures an estimate prints are rounded to 0.01 GiB, a thousand blocks): just
+    # below it the pool is positive and under the two blocks needed
+    lo, hi = 1.0, 16.0  # its weights alone exceed 1 GiB
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if est(model="llama-3.2-1b", gpu_gib=mid).fits else (mid, hi)
+    e = est(model="llama-3.2-1b", gpu_gib=lo)
     assert e.kv_cache_gib < 0.01
     assert not e.fits and e.max_concurrency == 0.0
     assert "too little for one 16-token block" in e.reason
