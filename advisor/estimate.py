@@ -121,9 +121,9 @@ COMPILE_SINCE = (0, 24)
 # gets pinned so is not a term a checkpoint predicts (Qwen3-1.7B and -4B did on 0.27, Qwen3-8B
 # and Qwen2.5-0.5B did not); the band carries it.
 COMPILE_GIB = {"cold": 0.10, "warm": 0.0}
-# The benchmark's peak and COMPILE_GIB were checked on Model Runner V2's 0.26-0.28 logs, where the
-# printed peak holds no graph estimate to confound them, and are charged on every compiled
-# version from 0.24: the mechanism is the same code outside that window (0.32:
+# The benchmark's peak and COMPILE_GIB were checked on Model Runner V2's 0.26-0.28 logs,
+# where the printed peak holds no graph estimate to confound them, and are charged on every
+# compiled version from 0.24: the mechanism is the same code outside that window (0.32:
 # utils/mem_utils.py::memory_profiling resets the high-water mark once, on entry, and
 # profile_run compiles inside it; nothing resets it after the compile). The A100 0.31 start
 # of issue 9 prints a peak of 1.44 GiB: its 0.23 graph estimate and the 1.01 of its compile
