@@ -39,6 +39,22 @@ def test_a_context_that_fits_only_at_the_p50_is_tight() -> None:
     assert not beyond.fits and beyond.verdict == "does not fit"
 
 
+def test_on_0_27_to_0_30_a_first_starts_band_reaches_down_by_the_embedding_copy() -> None:
+    # Qwen3-14B-AWQ on an RTX 5090: vLLM 0.28's first start may keep torch.compile's
+    # benchmark copy of its 151,936 x 5,120 bf16 embedding table (1.45 GiB); 0.31 does not
+    flags = {"model": "qwen3-14b", "quant": "awq", "gpu": "RTX 5090", "max_model_len": 16384}
+    old = est(vllm_version="0.28.0", **flags)
+    lo, hi = old.kv_cache_gib_range
+    width, _why = kv_pool_spread_gib((0, 28))
+    assert abs(hi - old.kv_cache_gib - width) < 0.02
+    assert abs(old.kv_cache_gib - lo - (151936 * 5120 * 2 / 2**30 - 0.10)) < 0.02
+    assert "benchmark copy of the embedding table" in old.provenance["kv_cache_gib_range"]
+    new = est(vllm_version="0.31.0", **flags)
+    lo, hi = new.kv_cache_gib_range
+    assert abs((hi - lo) / 2 - width) < 0.02
+    assert "benchmark copy" not in new.provenance["kv_cache_gib_range"]
+
+
 def test_the_cpu_engines_pool_is_what_it_is_told() -> None:
     e = est(model="qwen2.5-0.5b", gpus=0, ram_gib=16, cpu_kv_gib=2, max_model_len=4096)
     assert e.kv_cache_gib_range == [e.kv_cache_gib, e.kv_cache_gib] and e.verdict == "fits"
