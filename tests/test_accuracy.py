@@ -35,10 +35,19 @@ CHECK = [c for c in CASES if c.split == "check"]
 #   GiB); its tokens come within 5 %, its peak is modelled (1.49 / 1.46). And the RTX 4090's
 #   Qwen2.5-0.5B offline start at 8192 batched tokens, 0.81 GiB under until the cold peak was
 #   modelled as the benchmark's copy of the embeddings, not per batched token.
+# - vLLM 0.30, RTX 5090, Qwen3-30B-A3B-GPTQ-Int4 (mixture of experts): 0.96 GiB under at
+#   4,104 tokens and one sequence, 0.39 at 8,192 and 16 (fp8 KV, FlashInfer). Weights within
+#   0.9 %. What vLLM consumed beyond the weights grows with the batch (0.44, 0.58, 0.83 GiB at
+#   2,048, 4,104 and 8,192 tokens: the MoE workspace's freed blocks pinned, the case 0.31's
+#   split limit in profile_run names), while Marlin's repacking is charged 1.03 GiB that these
+#   starts do not show held; and at 16 sequences V2's graph estimate (0.53 GiB) runs far over
+#   its capture (0.07). None of it is modelled for mixture-of-experts models.
 KNOWN_MISSES = {
     *(("kv_pool", name) for name in (
         "rtx4090-qwen3-1p7b-util045-cold-v0271",
-        "rtx4090-qwen3-4b-base-util045-coresident-v0271", "rtx4090-qwen3-4b-util045-v0271")),
+        "rtx4090-qwen3-4b-base-util045-coresident-v0271", "rtx4090-qwen3-4b-util045-v0271",
+        "rtx5090-qwen3-30b-a3b-gptq-int4-4104-b1-v0300",
+        "rtx5090-qwen3-30b-a3b-gptq-int4-2k-fp8kv-seqs16-v0300")),
     *(("kv_tokens", name) for name in (
         "rtx4090-qwen3-4b-base-util045-coresident-v0271",
         "rtx4090-qwen3-4b-util045-v0271")),
