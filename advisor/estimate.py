@@ -506,10 +506,17 @@ def compile_peak_gib(arch: Architecture, tp: int, max_num_batched_tokens: int,
     dtype; 0 warm, eager, or before vLLM compiled."""
     if enforce_eager or compile_cache != "cold" or version < COMPILE_SINCE:
         return 0.0
-    dtype_b = 4 if arch.torch_dtype == "float32" else 2
-    table = math.ceil(arch.vocab_size / tp) * arch.hidden_size * dtype_b
-    outputs = 2 * max_num_batched_tokens * arch.hidden_size * dtype_b
-    return (table + outputs) / GIB
+    outputs = 2 * max_num_batched_tokens * arch.hidden_size * _act_bytes(arch)
+    return (_table_bytes(arch, tp) + outputs) / GIB
+
+
+def _act_bytes(arch: Architecture) -> int:
+    return 4 if arch.torch_dtype == "float32" else 2
+
+
+def _table_bytes(arch: Architecture, tp: int) -> int:
+    """One rank's share of the embedding table (vLLM splits the vocabulary over tp)."""
+    return math.ceil(arch.vocab_size / tp) * arch.hidden_size * _act_bytes(arch)
 
 
 # The versions whose first start may keep that benchmark's copy of the embedding table
@@ -526,8 +533,7 @@ def pinnable_copy_gib(arch: Architecture, tp: int, version: tuple[int, int],
     lo, hi = PINNED_COPY_VERSIONS
     if not lo <= version < hi or enforce_eager or compile_cache != "cold":
         return 0.0
-    dtype_b = 4 if arch.torch_dtype == "float32" else 2
-    return math.ceil(arch.vocab_size / tp) * arch.hidden_size * dtype_b / GIB
+    return _table_bytes(arch, tp) / GIB
 
 
 # Model Runner V2 warms its sampler up after the KV cache is allocated
