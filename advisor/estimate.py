@@ -506,17 +506,19 @@ def compile_peak_gib(arch: Architecture, tp: int, max_num_batched_tokens: int,
     dtype; 0 warm, eager, or before vLLM compiled."""
     if enforce_eager or compile_cache != "cold" or version < COMPILE_SINCE:
         return 0.0
-    outputs = 2 * max_num_batched_tokens * arch.hidden_size * _act_bytes(arch)
+    outputs = 2 * max_num_batched_tokens * arch.hidden_size * _plain_bytes(arch)
     return (_table_bytes(arch, tp) + outputs) / GIB
 
 
-def _act_bytes(arch: Architecture) -> int:
+def _plain_bytes(arch: Architecture) -> int:
+    """Bytes per element of what a checkpoint keeps unquantized (embeddings, a multimodal
+    tower) and of the activations."""
     return 4 if arch.torch_dtype == "float32" else 2
 
 
 def _table_bytes(arch: Architecture, tp: int) -> int:
     """One rank's share of the embedding table (vLLM splits the vocabulary over tp)."""
-    return math.ceil(arch.vocab_size / tp) * arch.hidden_size * _act_bytes(arch)
+    return math.ceil(arch.vocab_size / tp) * arch.hidden_size * _plain_bytes(arch)
 
 
 # The versions whose first start may keep that benchmark's copy of the embedding table
@@ -533,7 +535,7 @@ def pinnable_copy_gib(arch: Architecture, tp: int, version: tuple[int, int],
     lo, hi = PINNED_COPY_VERSIONS
     if not lo <= version < hi or enforce_eager or compile_cache != "cold":
         return 0.0
-    return _table_bytes(arch, tp) / GIB
+    return max(_table_bytes(arch, tp) / GIB - COMPILE_GIB["cold"], 0.0)
 
 
 # Model Runner V2 warms its sampler up after the KV cache is allocated
@@ -686,7 +688,7 @@ def tower_bytes_skipped(arch: Architecture, settings: EngineSettings) -> int:
     if not (settings.text_only and arch.extra_params
             and settings.vllm_version >= TOWER_SKIPPED_SINCE):
         return 0
-    return arch.extra_params * (4 if arch.torch_dtype == "float32" else 2)
+    return arch.extra_params * _plain_bytes(arch)
 
 
 def suggested_kv_cache_memory_bytes(available: int, graphs_gib: float) -> int:
@@ -982,7 +984,7 @@ def estimate(model: Model, ckpt: Checkpoint, target: Target, settings: EngineSet
         spread = below = int(width * GIB)
         pinned = pinnable_copy_gib(stage_arch(model.arch, settings.pp), settings.tp,
                                    settings.vllm_version, settings.enforce_eager,
-                                   settings.compile_cache) - COMPILE_GIB["cold"]
+                                   settings.compile_cache)
         if pinned > width:
             below = int(pinned * GIB)
             prov["kv_cache_gib_range"] += (
